@@ -1,0 +1,163 @@
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+
+/**
+ * The one place service hardening lives (design decision 4). Every docker.Service of this program
+ * is built by `hardenedService`; a service that needs less than the baseline must name the
+ * exception and its reason here, and the exceptions are written into the service's labels so a
+ * plan shows them and the tests can check that nothing else deviates.
+ */
+
+type Input<T> = pulumi.Input<T>;
+type Spec = docker.types.input.ServiceTaskSpecContainerSpec;
+
+export const EXCEPTION_LABEL_PREFIX = "hardened-matrix.exception.";
+export const LOG_OPTIONS = { "max-size": "10m", "max-file": "3" } as const;
+
+export interface CapabilityException {
+  capability: string;
+  reason: string;
+}
+
+export interface TmpfsMount {
+  target: string;
+  sizeMb: number;
+  /** Octal mode; 0o1777 for /tmp, 0o700 default. */
+  mode?: number;
+}
+
+export interface Healthcheck {
+  test: string[];
+  intervalSeconds?: number;
+  timeoutSeconds?: number;
+  retries?: number;
+  startPeriodSeconds?: number;
+}
+
+export interface HardenedServiceArgs {
+  /** Swarm service name (stable: other services reach it by this name on shared networks). */
+  serviceName: string;
+  image: Input<string>;
+  /** Numeric "uid:gid"; never 0 unless `rootReason` says why. */
+  user: string;
+  rootReason?: string;
+  commands?: Input<string>[];
+  args?: Input<Input<string>>[] | Input<Input<string>[]>;
+  /** Plain, non-secret settings only; secrets are files (`secrets`). */
+  env?: Record<string, Input<string>>;
+  capAdd?: CapabilityException[];
+  /** Set only with a reason: the root filesystem is read-only otherwise. */
+  writableRootReason?: string;
+  tmpfs?: TmpfsMount[];
+  mounts?: Input<docker.types.input.ServiceTaskSpecContainerSpecMount>[];
+  secrets?: Input<docker.types.input.ServiceTaskSpecContainerSpecSecret>[];
+  configs?: Input<docker.types.input.ServiceTaskSpecContainerSpecConfig>[];
+  memoryLimitMb: number;
+  memoryReservationMb: number;
+  cpus?: number;
+  healthcheck: Healthcheck;
+  networks: Input<string>[];
+  /** Network aliases on every network (e.g. "postgres"). */
+  aliases?: string[];
+  constraints?: string[];
+  ports?: docker.types.input.ServiceEndpointSpecPort[];
+  replicas?: number;
+  /** Stateful single-instance services must stop before the new task starts. */
+  updateOrder?: "stop-first" | "start-first";
+  stopGracePeriodSeconds?: number;
+  labels?: Record<string, Input<string>>;
+  sysctls?: Record<string, string>;
+  /** Set only with a reason: the service joins the host's network namespace. */
+  hostNetworkReason?: string;
+}
+
+function seconds(n: number): string {
+  return `${n}s`;
+}
+
+function assertValid(a: HardenedServiceArgs): void {
+  const where = `service ${a.serviceName}`;
+  const [uid, gid] = a.user.split(":");
+  if (!/^\d+$/.test(uid ?? "") || !/^\d+$/.test(gid ?? "")) throw new Error(`${where}: user must be numeric uid:gid, got "${a.user}"`);
+  if ((uid === "0" || gid === "0") && !a.rootReason) throw new Error(`${where}: runs as root without a rootReason`);
+  for (const cap of a.capAdd ?? []) {
+    if (!/^[A-Z_]+$/.test(cap.capability) || cap.reason.trim() === "") throw new Error(`${where}: capability ${cap.capability} needs a reason`);
+  }
+  if (typeof a.image === "string" && /:latest$|^[^:@]+$/.test(a.image)) throw new Error(`${where}: image "${a.image}" is not pinned`);
+  if (a.memoryReservationMb > a.memoryLimitMb) throw new Error(`${where}: memory reservation above the limit`);
+  if (a.env) {
+    for (const key of Object.keys(a.env)) {
+      if (/(PASSWORD|PASSWD|SECRET|TOKEN|_KEY)$/i.test(key)) throw new Error(`${where}: env ${key} looks like a secret; deliver it as a Swarm secret file`);
+    }
+  }
+}
+
+/** Labels recording each exception to the baseline, so a plan shows them. */
+export function exceptionLabels(a: HardenedServiceArgs): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const cap of a.capAdd ?? []) labels[`${EXCEPTION_LABEL_PREFIX}cap-add.${cap.capability}`] = cap.reason;
+  if (a.rootReason) labels[`${EXCEPTION_LABEL_PREFIX}root`] = a.rootReason;
+  if (a.writableRootReason) labels[`${EXCEPTION_LABEL_PREFIX}writable-root`] = a.writableRootReason;
+  if (a.hostNetworkReason) labels[`${EXCEPTION_LABEL_PREFIX}host-network`] = a.hostNetworkReason;
+  return labels;
+}
+
+/** The docker.Service arguments for a hardened service. */
+export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs {
+  assertValid(a);
+  const tmpfs: docker.types.input.ServiceTaskSpecContainerSpecMount[] = (a.tmpfs ?? []).map((t) => ({
+    type: "tmpfs",
+    target: t.target,
+    tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024, mode: t.mode ?? 0o700 },
+  }));
+  const labels = { ...(a.labels ?? {}), ...exceptionLabels(a) };
+  const health = a.healthcheck;
+  const containerSpec: Spec = {
+    image: a.image,
+    user: a.user,
+    commands: a.commands,
+    args: a.args as Spec["args"],
+    env: a.env,
+    capDrops: ["ALL"],
+    capAdds: (a.capAdd ?? []).map((c) => c.capability),
+    readOnly: a.writableRootReason === undefined,
+    mounts: [...tmpfs, ...(a.mounts ?? [])],
+    secrets: a.secrets,
+    configs: a.configs,
+    sysctl: a.sysctls,
+    stopGracePeriod: seconds(a.stopGracePeriodSeconds ?? 30),
+    healthcheck: {
+      tests: ["CMD", ...health.test],
+      interval: seconds(health.intervalSeconds ?? 30),
+      timeout: seconds(health.timeoutSeconds ?? 5),
+      retries: health.retries ?? 3,
+      startPeriod: seconds(health.startPeriodSeconds ?? 30),
+    },
+  };
+  const order = a.updateOrder ?? "stop-first";
+  return {
+    name: a.serviceName,
+    labels: Object.entries(labels).map(([label, value]) => ({ label, value })),
+    mode: { replicated: { replicas: a.replicas ?? 1 } },
+    taskSpec: {
+      containerSpec,
+      resources: {
+        limits: { memoryBytes: a.memoryLimitMb * 1024 * 1024, nanoCpus: a.cpus ? Math.round(a.cpus * 1e9) : undefined },
+        reservation: { memoryBytes: a.memoryReservationMb * 1024 * 1024 },
+      },
+      // Swarm has no exponential backoff: a delay plus a bounded window keeps a crash loop slow.
+      restartPolicy: { condition: "any", delay: "10s", maxAttempts: 0, window: "2m" },
+      logDriver: { name: "json-file", options: { ...LOG_OPTIONS } },
+      networksAdvanceds: a.networks.map((name) => ({ name, aliases: a.aliases })),
+      placement: { constraints: a.constraints, maxReplicas: a.replicas === undefined || a.replicas === 1 ? 1 : undefined },
+    },
+    updateConfig: { parallelism: 1, delay: "10s", failureAction: "rollback", monitor: "30s", maxFailureRatio: "0", order },
+    rollbackConfig: { parallelism: 1, delay: "5s", failureAction: "pause", monitor: "30s", maxFailureRatio: "0", order },
+    endpointSpec: a.ports ? { mode: "vip", ports: a.ports } : undefined,
+  };
+}
+
+/** Creates the hardened docker.Service. */
+export function hardenedService(name: string, a: HardenedServiceArgs, opts: pulumi.CustomResourceOptions): docker.Service {
+  return new docker.Service(name, hardenedServiceArgs(a), opts);
+}

@@ -1,0 +1,23 @@
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+
+/** WireGuard's MTU: overlay packets must fit inside wg0 (FACTS: Swarm over WireGuard). */
+export const OVERLAY_MTU = "1420";
+
+/**
+ * An overlay network for the services that share it and no one else. `internal` networks have no
+ * route out: use them wherever nothing on the network needs the internet.
+ */
+export function overlayNetwork(name: string, args: { networkName: string; internal: boolean }, opts: pulumi.CustomResourceOptions): docker.Network {
+  return new docker.Network(
+    name,
+    {
+      name: args.networkName,
+      driver: "overlay",
+      internal: args.internal,
+      attachable: false,
+      options: { "com.docker.network.driver.mtu": OVERLAY_MTU },
+    },
+    opts,
+  );
+}

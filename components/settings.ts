@@ -1,0 +1,359 @@
+import * as pulumi from "@pulumi/pulumi";
+import { z } from "zod";
+
+/**
+ * The stack config schema: the only description of what a site can set. `index.ts` is the only
+ * caller of `loadSettings`; components receive plain values from it.
+ *
+ * Primitive keys are also declared (with their defaults) in Pulumi.yaml so the CLI types them and
+ * refuses plaintext secrets; object-valued keys (Pulumi cannot declare those) get their defaults here.
+ */
+
+export const PROJECT = "hardened-matrix";
+
+const dnsLabel = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+export function isDnsName(value: string): boolean {
+  if (value.length > 253 || !value.includes(".")) return false;
+  return value.split(".").every((label) => dnsLabel.test(label));
+}
+
+// Regions where DigitalOcean offers droplets and volumes (checked 2026-11; `doctl compute region list`).
+export const DO_REGIONS = ["nyc1", "nyc2", "nyc3", "sfo2", "sfo3", "ams3", "sgp1", "lon1", "fra1", "tor1", "blr1", "syd1", "atl1"] as const;
+
+// Droplet sizes this program knows the price and memory of (USD/month, checked 2026-11 against DO's
+// pricing page). A real deployment reads live prices with digitalocean.getSizes().
+export const DROPLET_SIZES = {
+  "s-1vcpu-512mb-10gb": { memoryMb: 512, priceMonthly: 4 },
+  "s-1vcpu-1gb": { memoryMb: 1024, priceMonthly: 6 },
+  "s-1vcpu-2gb": { memoryMb: 2048, priceMonthly: 12 },
+  "s-2vcpu-2gb": { memoryMb: 2048, priceMonthly: 18 },
+  "s-2vcpu-4gb": { memoryMb: 4096, priceMonthly: 24 },
+  "s-4vcpu-8gb": { memoryMb: 8192, priceMonthly: 48 },
+  "s-8vcpu-16gb": { memoryMb: 16384, priceMonthly: 96 },
+} as const;
+export type DropletSize = keyof typeof DROPLET_SIZES;
+const dropletSizeNames = Object.keys(DROPLET_SIZES) as [DropletSize, ...DropletSize[]];
+
+export const NODE_ROLES = ["manager", "edge", "db", "turn"] as const;
+export type NodeRole = (typeof NODE_ROLES)[number];
+
+// Pinned images (tags checked 2026-11). Never a floating tag: see `pinnedImage`.
+export const DEFAULT_IMAGES = {
+  socketProxy: "lscr.io/linuxserver/socket-proxy:3.2.4-r0-ls47",
+  traefik: "traefik:v3.7.2",
+  postgres: "postgres:17.7-alpine",
+  dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
+  coturn: "coturn/coturn:4.7.0",
+  headscale: "headscale/headscale:0.29.1",
+};
+export type ImageName = keyof typeof DEFAULT_IMAGES;
+
+const pinnedImage = z
+  .string()
+  .refine((ref) => /^[a-z0-9][a-z0-9._\/:-]*(@sha256:[a-f0-9]{64})?$/.test(ref) && (/@sha256:/.test(ref) || /:[A-Za-z0-9._-]+$/.test(ref.split("/").pop() ?? "")), {
+    message: "must be an image reference pinned to a tag or digest (e.g. traefik:v3.7.2)",
+  })
+  .refine((ref) => !/:latest$/.test(ref), { message: "must not use the floating tag 'latest'" });
+
+const dnsName = z.string().refine(isDnsName, { message: "is not a DNS name (lower-case labels separated by dots)" });
+const hostLabel = z
+  .string()
+  .refine((v) => v === "@" || dnsLabel.test(v), { message: 'must be a DNS label or "@" for the domain itself' });
+const port = z.number().int().min(1).max(65535);
+const ipv4 = z.string().refine((v) => /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/.test(v), {
+  message: "is not an IPv4 address",
+});
+const cidr4 = z.string().refine((v) => {
+  const [ip, len, ...rest] = v.split("/");
+  return rest.length === 0 && ipv4.safeParse(ip).success && /^\d+$/.test(len ?? "") && Number(len) <= 32;
+}, { message: "is not an IPv4 CIDR range (a.b.c.d/n)" });
+
+const nodeSchema = z.strictObject({
+  name: z.string().refine((v) => dnsLabel.test(v), { message: "is not a DNS label (a-z, 0-9, -)" }),
+  size: z.enum(dropletSizeNames, { message: `is not a known droplet size; allowed: ${dropletSizeNames.join(", ")}` }),
+  roles: z.array(z.enum(NODE_ROLES)).min(1),
+});
+export type NodeSettings = z.infer<typeof nodeSchema>;
+
+/** Keys as they arrive from config, after Pulumi.yaml defaults are applied. */
+export const settingsSchema = z.strictObject({
+  target: z.enum(["local", "digitalocean"]),
+  domain: dnsName,
+  serverName: z.union([z.literal(""), dnsName]),
+  matrixHost: hostLabel,
+  turnHost: hostLabel,
+  delegation: z.enum(["well-known", "srv", "none"]),
+  federationMode: z.enum(["open", "closed", "allowlist"]),
+  federationAllowlist: z.array(dnsName),
+  presence: z.boolean(),
+  maxUploadMb: z.number().int().min(1).max(2048),
+  rateLimitThreshold: z.number().int().min(1).max(1000),
+  rateLimitCooloffMs: z.number().int().min(10).max(600000),
+  httpPort: port,
+  httpsPort: port,
+  federationPort: port,
+  adminPort: port,
+  dashboard: z.boolean(),
+  dockerSocketGid: z.number().int().min(1).max(65535),
+  acmeEmail: z.union([z.literal(""), z.email({ message: "is not an email address" })]),
+  acmeCa: z.enum(["letsencrypt", "letsencrypt-staging", "none"]),
+  acmeDnsToken: z.string(),
+  turnEnabled: z.boolean(),
+  turnPort: port,
+  turnTlsPort: port,
+  turnMinPort: z.number().int().min(1024).max(65535),
+  turnMaxPort: z.number().int().min(1024).max(65535),
+  turnExternalIp: z.union([z.literal(""), ipv4]),
+  turnUserLifetime: z.string().regex(/^\d+(s|m|h)$/, { message: "must be a duration like 30m or 1h" }),
+  nodeMemoryMb: z.number().int().min(512).max(1048576),
+  swarmAddressPool: cidr4,
+  vpn: z.enum(["none", "tailscale", "headscale"]),
+  admins: z.array(z.email({ message: "is not an email address" })),
+  region: z.union([z.literal(""), z.enum(DO_REGIONS, { message: `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}` })]),
+  vpcRange: cidr4,
+  sshKeys: z.array(z.string().min(1)),
+  nodes: z.array(nodeSchema),
+  images: z.strictObject(
+    Object.fromEntries(Object.keys(DEFAULT_IMAGES).map((k) => [k, pinnedImage.optional()])) as Record<ImageName, z.ZodOptional<typeof pinnedImage>>,
+  ),
+});
+type RawSettings = z.infer<typeof settingsSchema>;
+
+/** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
+export const SECRET_KEYS = ["acmeDnsToken"] as const;
+
+/** Defaults of the object-valued keys (the rest are in Pulumi.yaml). */
+export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
+  nodes: [],
+  images: {},
+};
+
+export interface Settings extends Omit<RawSettings, "images" | "serverName"> {
+  stack: string;
+  serverName: string;
+  images: Record<ImageName, string>;
+  /** FQDN Traefik serves the client and federation APIs on. */
+  matrixFqdn: string;
+  turnFqdn: string;
+  /** Whether Traefik must serve /.well-known/matrix/* for the server name. */
+  servesWellKnown: boolean;
+}
+
+export class SettingsError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid stack config (${problems.length} problem${problems.length === 1 ? "" : "s"}):\n${problems.map((p) => `  ${p}`).join("\n")}`);
+    this.name = "SettingsError";
+  }
+}
+
+export function fqdn(label: string, domain: string): string {
+  return label === "@" ? domain : `${label}.${domain}`;
+}
+
+function isUnder(name: string, domain: string): boolean {
+  return name === domain || name.endsWith(`.${domain}`);
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return "missing";
+  const text = JSON.stringify(value);
+  return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+function valueAt(raw: Record<string, unknown>, path: PropertyKey[]): unknown {
+  let cur: unknown = raw;
+  for (const key of path) {
+    if (cur === null || typeof cur !== "object") return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[key];
+  }
+  return cur;
+}
+
+function shapeAt(path: PropertyKey[]): Record<string, unknown> {
+  // Only top-level objects and images are strict objects with known keys.
+  if (path.length === 0) return settingsSchema.shape;
+  if (path[0] === "images") return DEFAULT_IMAGES;
+  if (path[0] === "nodes") return nodeSchema.shape;
+  return {};
+}
+
+function closest(word: string, candidates: string[]): string | undefined {
+  const distance = (a: string, b: string): number => {
+    const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      let prev = row[0]!;
+      row[0] = i;
+      for (let j = 1; j <= b.length; j++) {
+        const next = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1]!.toLowerCase() === b[j - 1]!.toLowerCase() ? 0 : 1));
+        prev = row[j]!;
+        row[j] = next;
+      }
+    }
+    return row[b.length]!;
+  };
+  const best = candidates.map((c) => ({ c, d: distance(word, c) })).sort((x, y) => x.d - y.d)[0];
+  return best && best.d <= Math.max(2, Math.floor(word.length / 3)) ? best.c : undefined;
+}
+
+function keyName(path: PropertyKey[]): string {
+  const [head, ...rest] = path;
+  return `${PROJECT}:${String(head)}${rest.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")}`;
+}
+
+/**
+ * Validates config values (already JSON-decoded) and derives the typed settings.
+ * Reports every problem at once, each naming its key; throws SettingsError.
+ */
+export function parseSettings(stack: string, raw: Record<string, unknown>, secretKeys: ReadonlySet<string> = new Set()): Settings {
+  const problems: string[] = [];
+  const withDefaults: Record<string, unknown> = { ...OBJECT_DEFAULTS, ...raw };
+  const parsed = settingsSchema.safeParse(withDefaults);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      if (issue.code === "unrecognized_keys") {
+        const known = Object.keys(shapeAt(issue.path));
+        for (const key of issue.keys) {
+          const guess = closest(key, known);
+          problems.push(`${keyName([...issue.path, key])}: is not a known setting${guess ? ` (did you mean "${guess}"?)` : `; allowed: ${known.join(", ")}`}`);
+        }
+        continue;
+      }
+      const value = valueAt(withDefaults, issue.path);
+      const message = value === undefined ? "is required but not set" : `${describe(value)} ${issue.message}`;
+      problems.push(`${keyName(issue.path)}: ${message}`);
+    }
+    throw new SettingsError(problems);
+  }
+  const s = parsed.data;
+
+  for (const key of SECRET_KEYS) {
+    if (s[key] !== "" && !secretKeys.has(`${PROJECT}:${key}`)) {
+      problems.push(`${PROJECT}:${key}: is a secret; set it with \`pulumi config set --secret ${key} ...\``);
+    }
+  }
+
+  const serverName = s.serverName === "" ? s.domain : s.serverName;
+  const matrixFqdn = fqdn(s.matrixHost, s.domain);
+  const turnFqdn = fqdn(s.turnHost, s.domain);
+
+  if (s.delegation === "none" && !isUnder(serverName, s.domain)) {
+    problems.push(`${PROJECT}:serverName: "${serverName}" is not under the domain "${s.domain}"; with delegation "none" it must be (or set delegation to well-known or srv)`);
+  }
+  if (s.delegation === "none" && serverName !== matrixFqdn) {
+    problems.push(`${PROJECT}:delegation: "none" needs serverName to be the Matrix host ${matrixFqdn}; use well-known or srv to delegate ${serverName}`);
+  }
+  if (s.turnMinPort >= s.turnMaxPort) {
+    problems.push(`${PROJECT}:turnMinPort: ${s.turnMinPort} must be below turnMaxPort (${s.turnMaxPort})`);
+  } else if (s.turnMaxPort - s.turnMinPort > 10000) {
+    problems.push(`${PROJECT}:turnMaxPort: the relay range ${s.turnMinPort}-${s.turnMaxPort} is over 10000 ports; allowed: at most 10000`);
+  }
+  const publicPorts = { httpPort: s.httpPort, httpsPort: s.httpsPort, federationPort: s.federationPort, adminPort: s.adminPort };
+  const seen = new Map<number, string>();
+  for (const [key, value] of Object.entries(publicPorts)) {
+    const other = seen.get(value);
+    if (other) problems.push(`${PROJECT}:${key}: ${value} is already used by ${other}; each published port must differ`);
+    seen.set(value, key);
+  }
+  if (s.federationMode === "allowlist" && s.federationAllowlist.length === 0) {
+    problems.push(`${PROJECT}:federationAllowlist: is empty but federationMode is "allowlist"; list the server names to federate with, or use federationMode "closed"`);
+  }
+  if (s.federationMode !== "allowlist" && s.federationAllowlist.length > 0) {
+    problems.push(`${PROJECT}:federationAllowlist: is set but federationMode is "${s.federationMode}"; it only applies to "allowlist"`);
+  }
+  if (s.acmeDnsToken !== "" && s.acmeCa === "none") {
+    problems.push(`${PROJECT}:acmeDnsToken: is set but acmeCa is "none"; choose letsencrypt or drop the token`);
+  }
+
+  if (s.target === "local") {
+    for (const [key, value] of Object.entries(publicPorts)) {
+      if (value < 1024) problems.push(`${PROJECT}:${key}: ${value} is a privileged port; the local target publishes unprivileged ports (1024-65535)`);
+    }
+    if (s.nodes.length > 0) problems.push(`${PROJECT}:nodes: target "local" runs on the local Docker engine; droplet nodes and sizes are for target "digitalocean"`);
+    if (s.region !== "") problems.push(`${PROJECT}:region: target "local" has no region; it is for target "digitalocean"`);
+    if (s.vpn !== "none") problems.push(`${PROJECT}:vpn: target "local" has no VPN; allowed: none`);
+    if (s.acmeCa !== "none") problems.push(`${PROJECT}:acmeCa: target "local" uses Traefik's self-signed certificate; allowed: none`);
+  } else {
+    if (s.region === "") problems.push(`${PROJECT}:region: is required for target "digitalocean"; allowed: ${DO_REGIONS.join(", ")}`);
+    if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);
+    if (s.acmeCa !== "none" && s.acmeEmail === "") problems.push(`${PROJECT}:acmeEmail: is required when acmeCa is "${s.acmeCa}" (the CA's expiry notices)`);
+    if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
+    if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
+    if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
+    problems.push(...nodeProblems(s.nodes, s.turnEnabled));
+  }
+
+  if (problems.length > 0) throw new SettingsError(problems);
+
+  const images = { ...DEFAULT_IMAGES };
+  for (const [name, ref] of Object.entries(s.images)) if (ref) images[name as ImageName] = ref;
+
+  return {
+    ...s,
+    stack,
+    serverName,
+    images,
+    matrixFqdn,
+    turnFqdn,
+    servesWellKnown: s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
+  };
+}
+
+function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {
+  const key = `${PROJECT}:nodes`;
+  if (nodes.length === 0) return [`${key}: is empty; target "digitalocean" needs at least one node`];
+  const problems: string[] = [];
+  const names = new Set<string>();
+  nodes.forEach((node, i) => {
+    if (names.has(node.name)) problems.push(`${key}[${i}].name: "${node.name}" is used twice; node names must be unique`);
+    names.add(node.name);
+    if (new Set(node.roles).size !== node.roles.length) problems.push(`${key}[${i}].roles: lists a role twice`);
+  });
+  const count = (role: NodeRole) => nodes.filter((n) => n.roles.includes(role)).length;
+  const managers = count("manager");
+  if (managers === 0 || managers % 2 === 0) {
+    problems.push(`${key}: has ${managers} Swarm managers; allowed: an odd number (1, 3, 5) so the Raft quorum survives a split`);
+  }
+  for (const role of ["edge", "db"] as const) {
+    if (count(role) !== 1) problems.push(`${key}: has ${count(role)} nodes with role "${role}"; allowed: exactly one`);
+  }
+  if (turnEnabled && count("turn") !== 1) problems.push(`${key}: has ${count("turn")} nodes with role "turn"; allowed: exactly one while turnEnabled is true`);
+  if (!turnEnabled && count("turn") > 0) problems.push(`${key}: a node has role "turn" but turnEnabled is false`);
+  return problems;
+}
+
+/** Decodes Pulumi config strings: the CLI passes objects, arrays, numbers and booleans as JSON text. */
+export function decodeConfigValue(value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch {
+    return value;
+  }
+}
+
+/**
+ * Reads this project's keys from the Pulumi runtime config (all of them, so an unknown key is
+ * reported) and validates them. The only place that reads config.
+ */
+export function settingsFromConfig(stack: string, all: Record<string, string>, isSecret: (key: string) => boolean): Settings {
+  const raw: Record<string, unknown> = {};
+  const secretKeys = new Set<string>();
+  for (const [fullKey, value] of Object.entries(all)) {
+    const [namespace, key] = fullKey.split(":", 2);
+    if (namespace !== PROJECT || key === undefined) continue;
+    // Secret strings stay strings: JSON-decoding a token that looks like a number would change it.
+    raw[key] = (SECRET_KEYS as readonly string[]).includes(key) ? value : decodeConfigValue(value);
+    if (isSecret(fullKey)) secretKeys.add(fullKey);
+  }
+  return parseSettings(stack, raw, secretKeys);
+}
+
+function isSecretConfig(key: string): boolean {
+  // The SDK keeps this @internal; it is how Config itself knows a value was set with --secret.
+  const runtime = pulumi.runtime as unknown as { isConfigSecret?: (k: string) => boolean };
+  return runtime.isConfigSecret?.(key) ?? false;
+}
+
+/** Reads and validates the stack config. Called once, by index.ts, before any resource exists. */
+export function loadSettings(): Settings {
+  return settingsFromConfig(pulumi.getStack(), pulumi.runtime.allConfig(), isSecretConfig);
+}

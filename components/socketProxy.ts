@@ -1,0 +1,86 @@
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import { hardenedService } from "./hardening";
+import { overlayNetwork } from "./network";
+
+export const SOCKET_PROXY_PORT = 2375;
+
+/**
+ * The Docker API sections Traefik's swarm provider calls (FACTS: /version, /services, /networks,
+ * /tasks, /nodes/{id}); everything else is off, and POST=0 makes the proxy read-only.
+ */
+export const SOCKET_PROXY_API: Readonly<Record<string, "0" | "1">> = {
+  VERSION: "1",
+  SERVICES: "1",
+  TASKS: "1",
+  NETWORKS: "1",
+  NODES: "1",
+  PING: "1",
+  POST: "0",
+  EVENTS: "0",
+  INFO: "0",
+  CONTAINERS: "0",
+  IMAGES: "0",
+  VOLUMES: "0",
+  SECRETS: "0",
+  CONFIGS: "0",
+  SWARM: "0",
+  SYSTEM: "0",
+  EXEC: "0",
+  BUILD: "0",
+  COMMIT: "0",
+  AUTH: "0",
+  DISTRIBUTION: "0",
+  PLUGINS: "0",
+  SESSION: "0",
+  GRPC: "0",
+  ALLOW_START: "0",
+  ALLOW_STOP: "0",
+  ALLOW_RESTARTS: "0",
+};
+
+export interface SocketProxyArgs {
+  image: pulumi.Input<string>;
+  /** Group owning /var/run/docker.sock on the managers: the proxy's only privilege. */
+  dockerSocketGid: number;
+}
+
+/** A read-only Docker API for Traefik: on a manager, on an internal network only Traefik joins, never published. */
+export class SocketProxy extends pulumi.ComponentResource {
+  /** The internal network Traefik must join to reach the proxy. */
+  readonly networkName: pulumi.Output<string>;
+  readonly endpoint: pulumi.Output<string>;
+  readonly service: docker.Service;
+
+  constructor(name: string, args: SocketProxyArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("hardened-matrix:edge:SocketProxy", name, {}, opts);
+    const network = overlayNetwork(`${name}-net`, { networkName: "docker-api", internal: true }, { parent: this });
+    const serviceName = "socket-proxy";
+    this.service = hardenedService(
+      `${name}-service`,
+      {
+        serviceName,
+        image: args.image,
+        // nobody, in the socket's group: can talk to the socket and nothing else.
+        user: `65534:${args.dockerSocketGid}`,
+        env: { ...SOCKET_PROXY_API, LOG_LEVEL: "info" },
+        tmpfs: [
+          { target: "/run", sizeMb: 8 },
+          { target: "/tmp", sizeMb: 8, mode: 0o1777 },
+        ],
+        mounts: [{ type: "bind", source: "/var/run/docker.sock", target: "/var/run/docker.sock", readOnly: true }],
+        memoryLimitMb: 64,
+        memoryReservationMb: 16,
+        cpus: 0.25,
+        healthcheck: { test: ["wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${SOCKET_PROXY_PORT}/_ping`], intervalSeconds: 30, startPeriodSeconds: 10 },
+        networks: [network.name],
+        constraints: ["node.role==manager"],
+        updateOrder: "stop-first",
+      },
+      { parent: this },
+    );
+    this.networkName = network.name;
+    this.endpoint = pulumi.output(`tcp://${serviceName}:${SOCKET_PROXY_PORT}`);
+    this.registerOutputs({ networkName: this.networkName, endpoint: this.endpoint });
+  }
+}

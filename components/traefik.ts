@@ -1,0 +1,143 @@
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
+import { hardenedService } from "./hardening";
+import { overlayNetwork } from "./network";
+import {
+  ACME_STORAGE_DIR,
+  renderTraefikDynamic,
+  renderTraefikStatic,
+  TRAEFIK_DYNAMIC_PATH,
+  TRAEFIK_PORTS,
+  TRAEFIK_STATIC_PATH,
+  type ACME_SERVERS,
+} from "./render/traefik";
+import { configMount, secretMount, swarmConfig, swarmSecret } from "./swarmFiles";
+
+export const TRAEFIK_USER = "10001:10001";
+const DASHBOARD_USERS_FILE = "/run/secrets/dashboard-users";
+const DNS_TOKEN_FILE = "/run/secrets/cf-dns-api-token";
+
+export interface PublishedPorts {
+  http: number;
+  https: number;
+  federation: number;
+  admin: number;
+}
+
+export interface TraefikArgs {
+  image: pulumi.Input<string>;
+  socketProxyEndpoint: pulumi.Input<string>;
+  socketProxyNetwork: pulumi.Input<string>;
+  ports: PublishedPorts;
+  /** Where ACME state lives (a protected volume or a bind on the edge node's data volume). */
+  acme?: {
+    ca: keyof typeof ACME_SERVERS;
+    email: string;
+    dnsToken?: pulumi.Input<string>;
+    storage: pulumi.Input<docker.types.input.ServiceTaskSpecContainerSpecMount>;
+  };
+  /** Dashboard on the admin entrypoint, only from these source ranges (the VPN), behind basic auth. */
+  dashboard?: { allowedSourceRanges: string[] };
+  /** Placement: the node carrying the edge role. */
+  constraints: string[];
+}
+
+/**
+ * Traefik at the edge: the only published service. Sees Docker only through the socket proxy,
+ * serves TLS with the file-provider options, redirects HTTP, keeps ACME state on one persistent
+ * replica, and keeps its dashboard off every public entrypoint.
+ */
+export class Traefik extends pulumi.ComponentResource {
+  /** The overlay network routed services join so Traefik can reach them. */
+  readonly edgeNetworkName: pulumi.Output<string>;
+  readonly dashboardPassword?: pulumi.Output<string>;
+  readonly service: docker.Service;
+
+  constructor(name: string, args: TraefikArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("hardened-matrix:edge:Traefik", name, {}, opts);
+    const edge = overlayNetwork(`${name}-edge-net`, { networkName: "edge", internal: false }, { parent: this });
+
+    const staticConfig = swarmConfig(
+      `${name}-static`,
+      "traefik-static",
+      pulumi.all([args.socketProxyEndpoint, edge.name]).apply(([endpoint, edgeNetwork]) =>
+        renderTraefikStatic({
+          publishedHttpsPort: args.ports.https,
+          socketProxyEndpoint: endpoint,
+          edgeNetwork,
+          dashboard: args.dashboard !== undefined,
+          acme: args.acme && { ca: args.acme.ca, email: args.acme.email, dnsTokenFile: args.acme.dnsToken ? DNS_TOKEN_FILE : undefined },
+        }),
+      ),
+      { parent: this },
+    );
+    const dynamicConfig = swarmConfig(
+      `${name}-dynamic`,
+      "traefik-dynamic",
+      renderTraefikDynamic({
+        // Without ACME Traefik only has its self-signed default certificate, which strict SNI would refuse.
+        sniStrict: args.acme !== undefined,
+        dashboard: args.dashboard && { usersFile: DASHBOARD_USERS_FILE, allowedSourceRanges: args.dashboard.allowedSourceRanges },
+      }),
+      { parent: this },
+    );
+
+    const secrets: pulumi.Input<docker.types.input.ServiceTaskSpecContainerSpecSecret>[] = [];
+    if (args.dashboard) {
+      const password = new random.RandomPassword(`${name}-dashboard-password`, { length: 32, special: false }, { parent: this });
+      const users = swarmSecret(`${name}-dashboard-users`, "traefik-dashboard-users", pulumi.interpolate`admin:${password.bcryptHash}\n`, { parent: this });
+      secrets.push(secretMount(users, DASHBOARD_USERS_FILE, TRAEFIK_USER));
+      this.dashboardPassword = password.result;
+    }
+    const env: Record<string, pulumi.Input<string>> = {};
+    if (args.acme?.dnsToken) {
+      const token = swarmSecret(`${name}-cf-dns-token`, "traefik-cf-dns-token", args.acme.dnsToken, { parent: this });
+      secrets.push(secretMount(token, DNS_TOKEN_FILE, TRAEFIK_USER));
+      env.CF_DNS_API_TOKEN_FILE = DNS_TOKEN_FILE;
+    }
+
+    // Host mode keeps the client's address (the ingress mesh would replace it) and binds only the edge node.
+    const publish = (targetPort: number, publishedPort: number, name: string): docker.types.input.ServiceEndpointSpecPort => ({
+      name,
+      targetPort,
+      publishedPort,
+      protocol: "tcp",
+      publishMode: "host",
+    });
+    const ports = [
+      publish(TRAEFIK_PORTS.web, args.ports.http, "web"),
+      publish(TRAEFIK_PORTS.websecure, args.ports.https, "websecure"),
+      publish(TRAEFIK_PORTS.federation, args.ports.federation, "federation"),
+      ...(args.dashboard ? [publish(TRAEFIK_PORTS.admin, args.ports.admin, "admin")] : []),
+    ];
+
+    this.service = hardenedService(
+      `${name}-service`,
+      {
+        serviceName: "traefik",
+        image: args.image,
+        user: TRAEFIK_USER,
+        commands: ["traefik", `--configFile=${TRAEFIK_STATIC_PATH}`],
+        env,
+        tmpfs: [{ target: "/tmp", sizeMb: 16, mode: 0o1777 }],
+        mounts: args.acme ? [pulumi.output(args.acme.storage).apply((m) => ({ ...m, target: ACME_STORAGE_DIR, readOnly: false }))] : [],
+        configs: [configMount(staticConfig, TRAEFIK_STATIC_PATH, TRAEFIK_USER), configMount(dynamicConfig, TRAEFIK_DYNAMIC_PATH, TRAEFIK_USER)],
+        secrets,
+        memoryLimitMb: 256,
+        memoryReservationMb: 64,
+        cpus: 1,
+        healthcheck: { test: ["traefik", "healthcheck", "--ping", `--configFile=${TRAEFIK_STATIC_PATH}`], intervalSeconds: 15, startPeriodSeconds: 20 },
+        networks: [edge.name, args.socketProxyNetwork],
+        constraints: args.constraints,
+        ports,
+        // ACME storage supports one instance (FACTS): exactly one replica, stopped before its successor starts.
+        replicas: 1,
+        updateOrder: "stop-first",
+      },
+      { parent: this },
+    );
+    this.edgeNetworkName = edge.name;
+    this.registerOutputs({ edgeNetworkName: this.edgeNetworkName, dashboardPassword: this.dashboardPassword });
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * The offline plan: `npm run plan -- --stack NAME [--out DIR]`.
+ * Runs the real program under Pulumi's mock runtime with Pulumi.NAME.yaml: no cloud account,
+ * no credentials, no Pulumi CLI. Writes DIR/NAME/{resources.json,outputs.json,files/}.
+ */
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { SettingsError } from "../components/settings";
+import { planStack, renderTree, writePlan } from "./plan";
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: { stack: { type: "string", short: "s" }, out: { type: "string", default: "out" } },
+    allowPositionals: false,
+  });
+  if (!values.stack) {
+    process.stderr.write("usage: npm run plan -- --stack NAME [--out DIR]   (stacks: local, dev, prod)\n");
+    return 2;
+  }
+  const started = process.hrtime.bigint();
+  const plan = await planStack(values.stack);
+  if (plan.error) {
+    const e = plan.error;
+    if (e instanceof SettingsError) {
+      process.stderr.write(`plan of stack "${values.stack}" refused: ${e.message}\n`);
+    } else {
+      process.stderr.write(`plan of stack "${values.stack}" failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    }
+    return 1;
+  }
+  const dir = writePlan(plan, path.resolve(values.out));
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  process.stdout.write(`${renderTree(plan)}\n\nwrote ${path.relative(process.cwd(), dir) || dir} in ${seconds.toFixed(1)}s\n`);
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? e.message : String(e)}\n`);
+    process.exit(1);
+  },
+);

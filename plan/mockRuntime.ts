@@ -1,0 +1,252 @@
+import { createHash } from "node:crypto";
+import * as pulumi from "@pulumi/pulumi";
+import type { StackConfig } from "./stackConfig";
+
+/**
+ * Runs the real program under Pulumi's mock runtime and records every registration the way the
+ * engine would see it: inputs (with secrets marked), options, and computed outputs.
+ * One program run per process: the Pulumi runtime is global state.
+ */
+
+export const SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270";
+const SIG_KEY = "4dabf18193072939515e22adb298388d";
+
+export interface RecordedResource {
+  urn: string;
+  id: string | null;
+  type: string;
+  name: string;
+  parent: string;
+  custom: boolean;
+  provider: string;
+  /** Inputs as registered; secret leaves are wrapped as {secret: value}. */
+  inputs: unknown;
+  options: {
+    protect: boolean;
+    retainOnDelete: boolean;
+    ignoreChanges: string[];
+    deleteBeforeReplace: boolean;
+    replaceOnChanges: string[];
+    dependsOn: string[];
+  };
+}
+
+export interface ProgramRun {
+  resources: RecordedResource[];
+  /** Stack outputs; secret leaves wrapped as {secret: value}. */
+  outputs: Record<string, unknown>;
+  error?: unknown;
+}
+
+/** A wrapped secret leaf in recorded values. */
+export interface SecretLeaf {
+  secret: unknown;
+}
+export function isSecretLeaf(v: unknown): v is SecretLeaf {
+  return typeof v === "object" && v !== null && Object.keys(v).length === 1 && "secret" in v;
+}
+
+/** Turns the SDK's secret signature objects into {secret: value} leaves, recursively. */
+export function markSecrets(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(markSecrets);
+  if (value !== null && typeof value === "object") {
+    const obj = value as Record<string, unknown>;
+    if (obj[SIG_KEY] === SECRET_SIG) return { secret: markSecrets(obj.value) };
+    if (SIG_KEY in obj) return `[${String(obj[SIG_KEY])}]`;
+    return Object.fromEntries(Object.entries(obj).map(([k, v]) => [k, markSecrets(v)]));
+  }
+  return value;
+}
+
+function digest(...parts: string[]): Buffer {
+  return createHash("sha256").update(parts.join("\u0000")).digest();
+}
+
+/** Deterministic bytes of any length, derived from a seed. */
+export function mockBytes(seed: string, length: number): Buffer {
+  const chunks: Buffer[] = [];
+  for (let i = 0; chunks.length * 32 < length; i++) chunks.push(digest(seed, String(i)));
+  return Buffer.concat(chunks).subarray(0, length);
+}
+
+function mockString(seed: string, length: number, special: boolean): string {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789" + (special ? "!#%*-_=+" : "");
+  return [...mockBytes(seed, length)].map((b) => alphabet[b % alphabet.length]).join("");
+}
+
+function secret(value: unknown): Record<string, unknown> {
+  return { [SIG_KEY]: SECRET_SIG, value };
+}
+
+/** A deterministic address in a documentation range, so a plan can never point at a real host. */
+export function mockIpv4(seed: string, prefix = "203.0.113"): string {
+  return `${prefix}.${(digest(seed)[0]! % 200) + 10}`;
+}
+
+type State = Record<string, unknown>;
+
+/** Computed outputs per resource type: what the provider would add to the inputs. */
+function computedOutputs(type: string, name: string, inputs: State): State {
+  const seed = `${type}::${name}`;
+  switch (type) {
+    case "random:index/randomPassword:RandomPassword": {
+      const result = mockString(seed, Number(inputs.length ?? 32), inputs.special !== false);
+      return { result: secret(result), bcryptHash: secret(`$2a$10$${mockString(seed + "bcrypt", 53, false)}`) };
+    }
+    case "random:index/randomString:RandomString":
+      return { result: mockString(seed, Number(inputs.length ?? 32), inputs.special !== false) };
+    case "random:index/randomBytes:RandomBytes": {
+      const bytes = mockBytes(seed, Number(inputs.length ?? 32));
+      return { base64: secret(bytes.toString("base64")), hex: secret(bytes.toString("hex")) };
+    }
+    case "random:index/randomId:RandomId": {
+      const bytes = mockBytes(seed, Number(inputs.byteLength ?? 8));
+      return { hex: bytes.toString("hex"), b64Std: bytes.toString("base64"), b64Url: bytes.toString("base64url"), dec: BigInt(`0x${bytes.toString("hex")}`).toString() };
+    }
+    case "command:local:Command":
+    case "command:remote:Command":
+      return { stdout: "", stderr: "" };
+    case "digitalocean:index/droplet:Droplet":
+      return {
+        ipv4Address: mockIpv4(seed),
+        ipv4AddressPrivate: mockIpv4(seed, "10.110.0"),
+        ipv6Address: `2001:db8::${digest(seed).readUInt16BE(0).toString(16)}`,
+        urn: `do:droplet:${digest(seed).readUInt32BE(0)}`,
+        status: "active",
+      };
+    case "digitalocean:index/reservedIp:ReservedIp":
+      return { ipAddress: mockIpv4(seed), urn: `do:reservedip:${mockIpv4(seed)}` };
+    case "digitalocean:index/volume:Volume":
+      return { urn: `do:volume:${digest(seed).toString("hex").slice(0, 8)}` };
+    case "digitalocean:index/vpc:Vpc":
+      return { urn: `do:vpc:${digest(seed).toString("hex").slice(0, 8)}` };
+    case "tailscale:index/tailnetKey:TailnetKey":
+      return { key: secret(`tskey-auth-mock${mockString(seed, 24, false)}`) };
+    case "docker:index/service:Service":
+    case "docker:index/network:Network":
+    case "docker:index/volume:Volume":
+      return { name: inputs.name ?? name };
+    default:
+      return {};
+  }
+}
+
+/** Results of provider functions (invokes), deterministic. */
+function invokeResult(token: string, inputs: State): State {
+  switch (token) {
+    case "tailscale:index/getDevice:getDevice": {
+      const host = String(inputs.hostname ?? inputs.name ?? "node");
+      const b = digest(host);
+      return { ...inputs, id: `device-${host}`, name: `${host}.tailnet.ts.net`, addresses: [`100.${64 + (b[0]! % 64)}.${b[1]}.${b[2]}`, `fd7a:115c:a1e0::${b.readUInt16BE(3).toString(16)}`], tags: inputs.tags ?? [] };
+    }
+    default:
+      return inputs;
+  }
+}
+
+export function mockId(type: string, name: string): string {
+  return `mock-${digest(type, name).toString("hex").slice(0, 16)}`;
+}
+
+interface RegisterRequest {
+  getType(): string;
+  getName(): string;
+  getParent(): string;
+  getCustom(): boolean;
+  getProvider(): string;
+  getProtect(): boolean;
+  getRetainondelete(): boolean;
+  getIgnorechangesList(): string[];
+  getDeletebeforereplace(): boolean;
+  getReplaceonchangesList(): string[];
+  getDependenciesList(): string[];
+  getObject(): { toJavaScript(): unknown } | undefined;
+}
+
+interface MonitorWithRegister {
+  registerResource(req: RegisterRequest, callback: (err: unknown, resp?: { getUrn(): string; getId(): string }) => void): Promise<void>;
+  registerResourceOutputs(req: { getUrn(): string; getOutputs(): { toJavaScript(): unknown } | undefined }, callback: (err: unknown, resp?: unknown) => void): void;
+}
+
+/**
+ * Sets up the mock runtime for `stack` with `config`, runs `program` inside a Stack resource, and
+ * returns what it registered. Never throws for program errors: they come back in `error`.
+ */
+export async function runUnderMocks(stack: string, config: StackConfig, program: () => Promise<Record<string, unknown> | void>): Promise<ProgramRun> {
+  const records = new Map<string, RecordedResource>();
+  const order: string[] = [];
+  let stackOutputs: Record<string, unknown> = {};
+
+  pulumi.runtime.setAllConfig(config.values, config.secretKeys);
+  await pulumi.runtime.setMocks(
+    {
+      newResource(args: pulumi.runtime.MockResourceArgs): { id: string | undefined; state: State } {
+        const inputs = args.inputs as State;
+        const id = args.custom ? mockId(args.type, args.name) : undefined;
+        return { id, state: { ...inputs, ...computedOutputs(args.type, args.name, inputs) } };
+      },
+      call(args: pulumi.runtime.MockCallArgs): State {
+        return invokeResult(args.token, args.inputs as State);
+      },
+    },
+    "hardened-matrix",
+    stack,
+    false,
+  );
+
+  const monitor = pulumi.runtime.getMonitor() as unknown as MonitorWithRegister;
+  const register = monitor.registerResource.bind(monitor);
+  monitor.registerResource = (req, callback) =>
+    register(req, (err, resp) => {
+      if (!err && resp) {
+        const urn = resp.getUrn();
+        const inputs = markSecrets(pulumi.runtime.deserializeProperties(req.getObject() as never));
+        records.set(urn, {
+          urn,
+          id: resp.getId() || null,
+          type: req.getType(),
+          name: req.getName(),
+          parent: req.getParent(),
+          custom: req.getCustom(),
+          provider: req.getProvider(),
+          inputs,
+          options: {
+            protect: req.getProtect(),
+            retainOnDelete: req.getRetainondelete() ?? false,
+            ignoreChanges: req.getIgnorechangesList(),
+            deleteBeforeReplace: req.getDeletebeforereplace(),
+            replaceOnChanges: req.getReplaceonchangesList(),
+            dependsOn: [...req.getDependenciesList()].sort(),
+          },
+        });
+        order.push(urn);
+      }
+      callback(err, resp);
+    });
+  const registerOutputs = monitor.registerResourceOutputs.bind(monitor);
+  monitor.registerResourceOutputs = (req, callback) => {
+    if (req.getUrn().includes("::pulumi:pulumi:Stack::")) {
+      stackOutputs = markSecrets(pulumi.runtime.deserializeProperties(req.getOutputs() as never)) as Record<string, unknown>;
+    }
+    registerOutputs(req, callback);
+  };
+
+  // Errors inside applies surface as rejected registrations, not as a rejection of the program.
+  const errors: unknown[] = [];
+  const onRejection = (reason: unknown) => errors.push(reason);
+  process.on("unhandledRejection", onRejection);
+  try {
+    await pulumi.runtime.runInPulumiStack(async () => (await program()) ?? {});
+  } catch (e) {
+    errors.push(e);
+  }
+  try {
+    await pulumi.runtime.disconnect();
+  } catch (e) {
+    errors.push(e);
+  }
+  await new Promise((resolve) => setImmediate(resolve));
+  process.off("unhandledRejection", onRejection);
+  const error = errors[0];
+  return { resources: order.map((urn) => records.get(urn)!), outputs: stackOutputs, error };
+}
