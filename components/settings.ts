@@ -68,6 +68,11 @@ const cidr4 = z.string().refine((v) => {
   return rest.length === 0 && ipv4.safeParse(ip).success && /^\d+$/.test(len ?? "") && Number(len) <= 32;
 }, { message: "is not an IPv4 CIDR range (a.b.c.d/n)" });
 
+/** A string that may be empty (unset); when set it must pass `check`. */
+function optionalString(check: (v: string) => boolean, message: string) {
+  return z.string().refine((v) => v === "" || check(v), { message });
+}
+
 const nodeSchema = z.strictObject({
   name: z.string().refine((v) => dnsLabel.test(v), { message: "is not a DNS label (a-z, 0-9, -)" }),
   size: z.enum(dropletSizeNames, { message: `is not a known droplet size; allowed: ${dropletSizeNames.join(", ")}` }),
@@ -79,7 +84,7 @@ export type NodeSettings = z.infer<typeof nodeSchema>;
 export const settingsSchema = z.strictObject({
   target: z.enum(["local", "digitalocean"]),
   domain: dnsName,
-  serverName: z.union([z.literal(""), dnsName]),
+  serverName: optionalString(isDnsName, "is not a DNS name (lower-case labels separated by dots)"),
   matrixHost: hostLabel,
   turnHost: hostLabel,
   delegation: z.enum(["well-known", "srv", "none"]),
@@ -95,7 +100,7 @@ export const settingsSchema = z.strictObject({
   adminPort: port,
   dashboard: z.boolean(),
   dockerSocketGid: z.number().int().min(1).max(65535),
-  acmeEmail: z.union([z.literal(""), z.email({ message: "is not an email address" })]),
+  acmeEmail: optionalString((v) => z.email().safeParse(v).success, "is not an email address"),
   acmeCa: z.enum(["letsencrypt", "letsencrypt-staging", "none"]),
   acmeDnsToken: z.string(),
   turnEnabled: z.boolean(),
@@ -103,13 +108,13 @@ export const settingsSchema = z.strictObject({
   turnTlsPort: port,
   turnMinPort: z.number().int().min(1024).max(65535),
   turnMaxPort: z.number().int().min(1024).max(65535),
-  turnExternalIp: z.union([z.literal(""), ipv4]),
+  turnExternalIp: optionalString((v) => ipv4.safeParse(v).success, "is not an IPv4 address"),
   turnUserLifetime: z.string().regex(/^\d+(s|m|h)$/, { message: "must be a duration like 30m or 1h" }),
   nodeMemoryMb: z.number().int().min(512).max(1048576),
   swarmAddressPool: cidr4,
   vpn: z.enum(["none", "tailscale", "headscale"]),
   admins: z.array(z.email({ message: "is not an email address" })),
-  region: z.union([z.literal(""), z.enum(DO_REGIONS, { message: `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}` })]),
+  region: optionalString((v) => (DO_REGIONS as readonly string[]).includes(v), `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}`),
   vpcRange: cidr4,
   sshKeys: z.array(z.string().min(1)),
   nodes: z.array(nodeSchema),

@@ -10,7 +10,8 @@ import { planStack, renderTree, writePlan } from "./plan";
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: { stack: { type: "string", short: "s" }, out: { type: "string", default: "out" } },
+    // --config-dir reads Pulumi.yaml and Pulumi.<stack>.yaml from another folder (tests use it).
+    options: { stack: { type: "string", short: "s" }, out: { type: "string", default: "out" }, "config-dir": { type: "string" } },
     allowPositionals: false,
   });
   if (!values.stack) {
@@ -18,7 +19,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const started = process.hrtime.bigint();
-  const plan = await planStack(values.stack);
+  const plan = await planStack(values.stack, {}, values["config-dir"] && path.resolve(values["config-dir"]));
   if (plan.error) {
     const e = plan.error;
     if (e instanceof SettingsError) {

@@ -236,7 +236,14 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
   const onRejection = (reason: unknown) => errors.push(reason);
   process.on("unhandledRejection", onRejection);
   try {
-    await pulumi.runtime.runInPulumiStack(async () => (await program()) ?? {});
+    await pulumi.runtime.runInPulumiStack(async () => {
+      try {
+        return (await program()) ?? {};
+      } catch (e) {
+        errors.push(e);
+        return {};
+      }
+    });
   } catch (e) {
     errors.push(e);
   }

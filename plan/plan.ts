@@ -121,8 +121,8 @@ function extractFiles(resources: RecordedResource[], raw: Map<string, unknown>):
 }
 
 /** Runs the real program for `stack` under mocks with that stack's config. */
-export async function planStack(stack: string, overrides: Record<string, unknown> = {}): Promise<Plan> {
-  const config = readStackConfig(stack, undefined, overrides);
+export async function planStack(stack: string, overrides: Record<string, unknown> = {}, configDir?: string): Promise<Plan> {
+  const config = readStackConfig(stack, configDir, overrides);
   // The program is loaded only now, after the mocks: a module-level resource would otherwise escape them.
   const run = await runUnderMocks(stack, config, async () => {
     const program: () => Promise<Record<string, unknown>> = require("../index");

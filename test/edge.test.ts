@@ -1,0 +1,139 @@
+import assert from "node:assert/strict";
+import { before, test } from "node:test";
+import { parse } from "yaml";
+import { planStack, type Plan, type PlannedResource } from "../plan/plan";
+import { SOCKET_PROXY_API } from "../components/socketProxy";
+
+// The real program, local stack, under mocks: the edge (socket proxy + Traefik).
+let plan: Plan;
+before(async () => {
+  plan = await planStack("local");
+  assert.equal(plan.error, undefined, String(plan.error));
+});
+
+type Inputs = Record<string, any>;
+const byName = (name: string): PlannedResource => {
+  const r = plan.resources.find((x) => x.name === name);
+  assert.ok(r, `no resource named ${name}`);
+  return r;
+};
+const spec = (name: string): Inputs => (byName(name).inputs as Inputs).taskSpec.containerSpec;
+const file = (path: string): any => {
+  const f = plan.files.find((x) => x.path === path);
+  assert.ok(f, `no planned file ${path}; have ${plan.files.map((x) => x.path).join(", ")}`);
+  return parse(f.content);
+};
+
+test("the local swarm is initialised idempotently, on loopback, and never left", () => {
+  const init = byName("local-init").inputs as Inputs;
+  assert.match(init.create, /if \[ "\$state" = "inactive" \]; then\n  docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 --default-addr-pool 10.20.0.0\/16/);
+  assert.doesNotMatch(init.create, /swarm leave|--force-new-cluster/);
+  assert.equal(init.delete, "true");
+  const provider = byName("local-docker");
+  assert.equal((provider.inputs as Inputs).host, "unix:///var/run/docker.sock");
+  assert.deepEqual(provider.options.dependsOn, [byName("local-init").urn]);
+});
+
+test("services run on the local swarm's provider", () => {
+  const providerUrn = byName("local-docker").urn;
+  for (const r of plan.resources.filter((x) => x.type.startsWith("docker:index/"))) {
+    assert.ok(r.provider.startsWith(`${providerUrn}::`), `${r.name} uses ${r.provider}`);
+  }
+});
+
+test("socket proxy: read-only socket, only the sections Traefik's swarm provider needs, internal network, never published", () => {
+  const s = spec("socket-proxy-service");
+  const enabled = Object.entries(s.env).filter(([, v]) => v === "1").map(([k]) => k).sort();
+  assert.deepEqual(enabled, ["NETWORKS", "NODES", "PING", "SERVICES", "TASKS", "VERSION"]);
+  assert.equal(s.env.POST, "0");
+  assert.equal(SOCKET_PROXY_API.POST, "0");
+  const socket = s.mounts.filter((m: Inputs) => m.type === "bind");
+  assert.deepEqual(socket, [{ type: "bind", source: "/var/run/docker.sock", target: "/var/run/docker.sock", readOnly: true }]);
+  const service = byName("socket-proxy-service").inputs as Inputs;
+  assert.equal(service.endpointSpec, undefined, "the proxy must never be published");
+  assert.deepEqual(service.taskSpec.placement.constraints, ["node.role==manager"]);
+  const net = byName("socket-proxy-net").inputs as Inputs;
+  assert.equal(net.internal, true);
+  assert.deepEqual(service.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), [net.name]);
+  // Only Traefik shares that network.
+  const onNetwork = plan.resources.filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.name === net.name));
+  assert.deepEqual(onNetwork.map((r) => (r.inputs as Inputs).name).sort(), ["socket-proxy", "traefik"]);
+});
+
+test("Traefik never mounts the Docker socket and reads Docker through the proxy", () => {
+  const s = spec("traefik-service");
+  assert.ok(!(s.mounts ?? []).some((m: Inputs) => String(m.source ?? "").includes("docker.sock")));
+  const staticConfig = file("traefik-static/traefik.yml");
+  assert.deepEqual(staticConfig.providers.swarm, { endpoint: "tcp://socket-proxy:2375", exposedByDefault: false, network: "edge", refreshSeconds: 15 });
+  assert.equal(staticConfig.providers.docker, undefined);
+});
+
+test("Traefik entrypoints: HTTP redirects to the published HTTPS port; websecure and federation carry the security headers", () => {
+  const c = file("traefik-static/traefik.yml");
+  assert.deepEqual(c.entryPoints.web.http.redirections.entryPoint, { to: ":8443", scheme: "https", permanent: true });
+  for (const ep of ["websecure", "federation"]) {
+    assert.deepEqual(c.entryPoints[ep].http.middlewares, ["security-headers@file"]);
+  }
+  assert.equal(c.entryPoints.federation.address, ":8448");
+  assert.equal(c.api, undefined, "local stack has the dashboard off");
+  assert.equal(c.entryPoints.admin, undefined);
+  assert.equal(c.certificatesResolvers, undefined, "local uses Traefik's self-signed certificate");
+  assert.equal(c.global.sendAnonymousUsage, false);
+});
+
+test("TLS options come from the file provider: TLS 1.2 minimum; strict SNI only where a real certificate exists", () => {
+  const d = file("traefik-dynamic/dynamic.yml");
+  assert.equal(d.tls.options.default.minVersion, "VersionTLS12");
+  assert.equal(d.tls.options.default.sniStrict, false);
+  const h = d.http.middlewares["security-headers"].headers;
+  assert.equal(h.stsSeconds, 31536000);
+  assert.equal(h.contentTypeNosniff, true);
+  assert.equal(h.frameDeny, true);
+  assert.equal(h.referrerPolicy, "no-referrer");
+});
+
+test("Traefik: one replica, host-mode ports on unprivileged container ports, not root, configs mounted read-only", () => {
+  const service = byName("traefik-service").inputs as Inputs;
+  assert.equal(service.mode.replicated.replicas, 1);
+  assert.deepEqual(
+    service.endpointSpec.ports.map((p: Inputs) => [p.targetPort, p.publishedPort, p.publishMode]),
+    [
+      [8080, 8080, "host"],
+      [8443, 8443, "host"],
+      [8448, 8448, "host"],
+    ],
+  );
+  const s = spec("traefik-service");
+  assert.equal(s.user, "10001:10001");
+  assert.deepEqual(s.capAdds, []);
+  assert.deepEqual(s.configs.map((c: Inputs) => [c.fileName, c.fileMode]), [
+    ["/etc/traefik/traefik.yml", 0o444],
+    ["/etc/traefik/dynamic.yml", 0o444],
+  ]);
+  assert.deepEqual(service.taskSpec.placement.constraints, ["node.labels.hardened-matrix.role.edge==true"]);
+});
+
+test("overlay networks fit inside WireGuard (MTU 1420) and are not attachable", () => {
+  for (const r of plan.resources.filter((x) => x.type === "docker:index/network:Network")) {
+    const n = r.inputs as Inputs;
+    assert.equal(n.driver, "overlay");
+    assert.equal(n.options["com.docker.network.driver.mtu"], "1420");
+    assert.equal(n.attachable, false);
+  }
+});
+
+test("resources.json entries follow the contract", () => {
+  for (const r of plan.resources) {
+    assert.deepEqual(Object.keys(r).sort(), ["custom", "id", "inputs", "name", "options", "parent", "provider", "type", "urn"]);
+    assert.deepEqual(Object.keys(r.options).sort(), ["deleteBeforeReplace", "dependsOn", "ignoreChanges", "protect", "replaceOnChanges", "retainOnDelete"]);
+  }
+  const stack = plan.resources[0]!;
+  assert.equal(stack.type, "pulumi:pulumi:Stack");
+  const swarm = byName("local");
+  assert.equal(swarm.parent, stack.urn);
+  assert.equal(byName("local-init").parent, swarm.urn);
+});
+
+test("stack outputs", () => {
+  assert.deepEqual(plan.outputs, { matrixUrl: "https://matrix.localhost:8443", serverName: "matrix.localhost", target: "local" });
+});

@@ -1,0 +1,50 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { exceptionLabels, hardenedServiceArgs, type HardenedServiceArgs } from "../components/hardening";
+
+const base: HardenedServiceArgs = {
+  serviceName: "svc",
+  image: "example/app:1.2.3",
+  user: "1000:1000",
+  memoryLimitMb: 128,
+  memoryReservationMb: 32,
+  healthcheck: { test: ["app", "health"] },
+  networks: ["edge"],
+};
+
+test("the baseline: all capabilities dropped, read-only root, non-root, limits, healthcheck, restart, rollback, log rotation", () => {
+  const a = hardenedServiceArgs(base) as any;
+  const c = a.taskSpec.containerSpec;
+  assert.deepEqual(c.capDrops, ["ALL"]);
+  assert.deepEqual(c.capAdds, []);
+  assert.equal(c.readOnly, true);
+  assert.equal(c.user, "1000:1000");
+  assert.deepEqual(c.healthcheck.tests, ["CMD", "app", "health"]);
+  assert.equal(a.taskSpec.resources.limits.memoryBytes, 128 * 1024 * 1024);
+  assert.equal(a.taskSpec.resources.reservation.memoryBytes, 32 * 1024 * 1024);
+  assert.equal(a.taskSpec.restartPolicy.condition, "any");
+  assert.equal(a.taskSpec.restartPolicy.delay, "10s");
+  assert.equal(a.updateConfig.failureAction, "rollback");
+  assert.deepEqual(a.taskSpec.logDriver, { name: "json-file", options: { "max-size": "10m", "max-file": "3" } });
+  assert.deepEqual(a.labels, []);
+});
+
+test("exceptions are named with their reason in labels, and nothing else deviates", () => {
+  const a = hardenedServiceArgs({ ...base, capAdd: [{ capability: "NET_BIND_SERVICE", reason: "binds 443" }], writableRootReason: "writes its cache" }) as any;
+  assert.deepEqual(a.taskSpec.containerSpec.capAdds, ["NET_BIND_SERVICE"]);
+  assert.equal(a.taskSpec.containerSpec.readOnly, false);
+  assert.deepEqual(exceptionLabels({ ...base, capAdd: [{ capability: "NET_BIND_SERVICE", reason: "binds 443" }] }), {
+    "hardened-matrix.exception.cap-add.NET_BIND_SERVICE": "binds 443",
+  });
+});
+
+test("refuses root without a reason, an unpinned image, a capability without a reason, and secrets in env", () => {
+  assert.throws(() => hardenedServiceArgs({ ...base, user: "0:0" }), /runs as root without a rootReason/);
+  assert.throws(() => hardenedServiceArgs({ ...base, user: "app" }), /numeric uid:gid/);
+  assert.throws(() => hardenedServiceArgs({ ...base, image: "example/app:latest" }), /not pinned/);
+  assert.throws(() => hardenedServiceArgs({ ...base, image: "example/app" }), /not pinned/);
+  assert.throws(() => hardenedServiceArgs({ ...base, capAdd: [{ capability: "CHOWN", reason: " " }] }), /needs a reason/);
+  assert.throws(() => hardenedServiceArgs({ ...base, env: { DB_PASSWORD: "x" } }), /looks like a secret/);
+  assert.doesNotThrow(() => hardenedServiceArgs({ ...base, env: { DB_PASSWORD_FILE: "/run/secrets/pw" } }));
+  assert.throws(() => hardenedServiceArgs({ ...base, memoryReservationMb: 256 }), /reservation above the limit/);
+});

@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { EXCEPTION_LABEL_PREFIX } from "../components/hardening";
+import { planToDisk, STACKS } from "./support/plan";
+
+// Cross-cutting invariants over every resource of every stack file, planned by the real CLI.
+type Inputs = Record<string, any>;
+const SECRET_ENV = /(PASSWORD|PASSWD|SECRET|TOKEN|_KEY)$/i;
+
+for (const stack of STACKS) {
+  const plan = planToDisk(stack);
+  const services = plan.resources.filter((r) => r.type === "docker:index/service:Service");
+  const label = (s: Inputs, key: string): string | undefined => s.labels?.find((l: Inputs) => l.label === key)?.value;
+
+  test(`${stack}: every service meets the hardening baseline or names its exception`, () => {
+    assert.ok(services.length >= 2, "no services planned");
+    for (const r of services) {
+      const s = r.inputs as Inputs;
+      const c = s.taskSpec.containerSpec;
+      const who = `${stack}/${s.name}`;
+      assert.deepEqual(c.capDrops, ["ALL"], `${who}: capDrops`);
+      for (const cap of c.capAdds ?? []) assert.ok(label(s, `${EXCEPTION_LABEL_PREFIX}cap-add.${cap}`), `${who}: adds ${cap} without a named reason`);
+      const [uid, gid] = String(c.user).split(":");
+      if (uid === "0" || gid === "0") assert.ok(label(s, `${EXCEPTION_LABEL_PREFIX}root`), `${who}: root without a reason`);
+      assert.match(String(c.user), /^\d+:\d+$/, `${who}: user`);
+      if (c.readOnly !== true) assert.ok(label(s, `${EXCEPTION_LABEL_PREFIX}writable-root`), `${who}: writable root without a reason`);
+      assert.ok(s.taskSpec.resources.limits.memoryBytes > 0, `${who}: memory limit`);
+      assert.ok(s.taskSpec.resources.reservation.memoryBytes > 0, `${who}: memory reservation`);
+      assert.ok(c.healthcheck?.tests?.length > 1, `${who}: healthcheck`);
+      assert.equal(s.taskSpec.restartPolicy.condition, "any", `${who}: restart policy`);
+      assert.equal(s.updateConfig.failureAction, "rollback", `${who}: update rollback`);
+      assert.match(String(c.image), /(:[A-Za-z0-9._-]+|@sha256:[a-f0-9]{64})$/, `${who}: image pinned`);
+      assert.doesNotMatch(String(c.image), /:latest$/, `${who}: image pinned`);
+      assert.equal(s.taskSpec.logDriver.options["max-size"], "10m", `${who}: log rotation`);
+      for (const key of Object.keys(c.env ?? {})) assert.doesNotMatch(key, SECRET_ENV, `${who}: secret-looking env ${key}`);
+      for (const value of Object.values(c.env ?? {})) assert.notEqual(value, "[secret]", `${who}: a secret value in env`);
+      for (const m of c.mounts ?? []) {
+        if (String(m.source ?? "").includes("docker.sock")) {
+          assert.equal(s.name, "socket-proxy", `${who}: only the socket proxy may mount the Docker socket`);
+          assert.equal(m.readOnly, true, `${who}: socket mounted read-only`);
+        }
+      }
+      const onHost = s.taskSpec.networksAdvanceds.some((n: Inputs) => n.name === "host");
+      if (onHost) assert.ok(label(s, `${EXCEPTION_LABEL_PREFIX}host-network`), `${who}: host network without a reason`);
+      for (const secret of c.secrets ?? []) assert.equal(secret.fileMode, 0o400, `${who}: secret file mode`);
+    }
+  });
+
+  test(`${stack}: only Traefik (and TURN, on its own ports) publish ports, and the Docker API is never published`, () => {
+    const published = services.filter((r) => (r.inputs as Inputs).endpointSpec?.ports?.length).map((r) => (r.inputs as Inputs).name);
+    for (const name of published) assert.ok(["traefik", "coturn"].includes(name), `${stack}: ${name} publishes ports`);
+    for (const r of services) {
+      for (const p of (r.inputs as Inputs).endpointSpec?.ports ?? []) {
+        assert.ok(![2375, 2376, 2377, 5432, 7946, 4789].includes(p.publishedPort), `${stack}: publishes ${p.publishedPort}`);
+      }
+    }
+  });
+
+  test(`${stack}: secrets are redacted leaf by leaf in resources.json and outputs.json`, () => {
+    const text = JSON.stringify(plan.resources) + JSON.stringify(plan.outputs);
+    assert.doesNotMatch(text, /mock-secret-for-/, "a secure config placeholder leaked");
+    for (const r of plan.resources.filter((x) => x.type === "docker:index/secret:Secret")) {
+      assert.equal((r.inputs as Inputs).data, "[secret]", `${r.name}: data not redacted`);
+      assert.notEqual((r.inputs as Inputs).name, "[secret]", `${r.name}: the name is not secret and must stay readable`);
+    }
+  });
+}

@@ -1,0 +1,155 @@
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { decodeConfigValue, parseSettings, SettingsError, type Settings } from "../components/settings";
+import { readStackConfig } from "../plan/stackConfig";
+
+/** The settings a stack file yields, through the same path the CLI takes (Pulumi.yaml defaults + stack file). */
+function settingsFor(stack: string, overrides: Record<string, unknown> = {}): Settings {
+  const { values, secretKeys } = readStackConfig(stack, undefined, overrides);
+  const raw: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(values)) {
+    if (key.startsWith("hardened-matrix:")) raw[key.slice("hardened-matrix:".length)] = key.endsWith(":acmeDnsToken") ? value : decodeConfigValue(value);
+  }
+  return parseSettings(stack, raw, new Set(secretKeys));
+}
+
+function problemsFor(stack: string, overrides: Record<string, unknown>): string[] {
+  try {
+    settingsFor(stack, overrides);
+  } catch (e) {
+    assert.ok(e instanceof SettingsError, `expected a SettingsError, got ${String(e)}`);
+    return e.problems;
+  }
+  assert.fail("the settings were accepted");
+}
+
+test("the local stack file gives the embedded default", () => {
+  const s = settingsFor("local");
+  assert.equal(s.target, "local");
+  assert.equal(s.serverName, "matrix.localhost");
+  assert.equal(s.matrixFqdn, "matrix.localhost");
+  assert.equal(s.httpsPort, 8443);
+  assert.equal(s.vpn, "none");
+  assert.equal(s.images.traefik, "traefik:v3.7.2");
+  assert.equal(s.servesWellKnown, false);
+});
+
+test("a bad domain is named with its key and value", () => {
+  const problems = problemsFor("local", { "hardened-matrix:domain": "my server" });
+  assert.deepEqual(problems, ['hardened-matrix:domain: "my server" is not a DNS name (lower-case labels separated by dots)']);
+});
+
+test("a value out of range names the key", () => {
+  const [p] = problemsFor("local", { "hardened-matrix:maxUploadMb": 99999 });
+  assert.match(p!, /^hardened-matrix:maxUploadMb: 99999 .*(2048)/);
+});
+
+test("an unknown key is refused, with the likely intended key", () => {
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:domian": "example.org" }), [
+    'hardened-matrix:domian: is not a known setting (did you mean "domain"?)',
+  ]);
+  const [nested] = problemsFor("local", { "hardened-matrix:images": { trafik: "traefik:v3.7.2" } });
+  assert.equal(nested, 'hardened-matrix:images.trafik: is not a known setting (did you mean "traefik"?)');
+});
+
+test("a missing required value says so", () => {
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:domain": undefined }), ["hardened-matrix:domain: is required but not set"]);
+});
+
+test("every problem is reported at once, one line each", () => {
+  const problems = problemsFor("local", {
+    "hardened-matrix:domain": "not a domain",
+    "hardened-matrix:turnPort": 70000,
+    "hardened-matrix:federatonMode": "open",
+  });
+  assert.equal(problems.length, 3);
+  assert.ok(problems.some((p) => p.startsWith("hardened-matrix:domain:")));
+  assert.ok(problems.some((p) => p.startsWith("hardened-matrix:turnPort: 70000")));
+  assert.ok(problems.some((p) => p.startsWith("hardened-matrix:federatonMode: is not a known setting")));
+});
+
+test("the error message lists the problems under one heading", () => {
+  const e = new SettingsError(["hardened-matrix:a: x", "hardened-matrix:b: y"]);
+  assert.equal(e.message, "invalid stack config (2 problems):\n  hardened-matrix:a: x\n  hardened-matrix:b: y");
+});
+
+test("impossible combinations: the local target with droplet nodes and sizes", () => {
+  const problems = problemsFor("local", { "hardened-matrix:nodes": [{ name: "n1", size: "s-1vcpu-2gb", roles: ["manager", "edge", "db", "turn"] }] });
+  assert.deepEqual(problems, ['hardened-matrix:nodes: target "local" runs on the local Docker engine; droplet nodes and sizes are for target "digitalocean"']);
+});
+
+test("impossible combinations: privileged ports on the local target", () => {
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:httpsPort": 443 }), [
+    "hardened-matrix:httpsPort: 443 is a privileged port; the local target publishes unprivileged ports (1024-65535)",
+  ]);
+});
+
+test("impossible combinations: a server name outside the domain without delegation", () => {
+  const problems = problemsFor("local", { "hardened-matrix:serverName": "example.net" });
+  assert.ok(problems.includes('hardened-matrix:serverName: "example.net" is not under the domain "matrix.localhost"; with delegation "none" it must be (or set delegation to well-known or srv)'));
+});
+
+test("impossible combinations: an empty allowlist, and an allowlist without allowlist mode", () => {
+  assert.match(problemsFor("local", { "hardened-matrix:federationMode": "allowlist" })[0]!, /^hardened-matrix:federationAllowlist: is empty/);
+  assert.match(problemsFor("local", { "hardened-matrix:federationAllowlist": ["matrix.org"] })[0]!, /^hardened-matrix:federationAllowlist: is set but federationMode is "closed"/);
+});
+
+test("impossible combinations: relay range reversed", () => {
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:turnMinPort": 50000, "hardened-matrix:turnMaxPort": 49999 }), [
+    "hardened-matrix:turnMinPort: 50000 must be below turnMaxPort (49999)",
+  ]);
+});
+
+test("a secret set in plain text is refused", () => {
+  const problems = problemsFor("local", { "hardened-matrix:acmeCa": "none", "hardened-matrix:acmeDnsToken": "plain-token-value" });
+  assert.ok(problems.includes("hardened-matrix:acmeDnsToken: is a secret; set it with `pulumi config set --secret acmeDnsToken ...`"));
+});
+
+test("image references must be pinned", () => {
+  const [p] = problemsFor("local", { "hardened-matrix:images": { traefik: "traefik:latest" } });
+  assert.equal(p, "hardened-matrix:images.traefik: \"traefik:latest\" must not use the floating tag 'latest'");
+  const [q] = problemsFor("local", { "hardened-matrix:images": { postgres: "postgres" } });
+  assert.match(q!, /^hardened-matrix:images.postgres: "postgres" must be an image reference pinned/);
+});
+
+test("cloud-only combinations: even managers, two edges, bad region", () => {
+  const cloud = {
+    "hardened-matrix:target": "digitalocean",
+    "hardened-matrix:domain": "example.org",
+    "hardened-matrix:matrixHost": "matrix",
+    "hardened-matrix:turnHost": "turn",
+    "hardened-matrix:delegation": "well-known",
+    "hardened-matrix:httpPort": 80,
+    "hardened-matrix:httpsPort": 443,
+    "hardened-matrix:vpn": "tailscale",
+    "hardened-matrix:acmeCa": "letsencrypt",
+    "hardened-matrix:acmeEmail": "ops@example.org",
+    "hardened-matrix:turnExternalIp": "",
+    "hardened-matrix:admins": ["ops@example.org"],
+    "hardened-matrix:region": "mars1",
+    "hardened-matrix:nodes": [
+      { name: "a", size: "s-1vcpu-2gb", roles: ["manager", "edge", "db", "turn"] },
+      { name: "b", size: "s-1vcpu-2gb", roles: ["manager", "edge"] },
+    ],
+  };
+  const problems = problemsFor("local", cloud);
+  assert.ok(problems.some((p) => p.startsWith('hardened-matrix:region: "mars1" is not a DigitalOcean region slug; allowed: nyc1')), problems.join("\n"));
+  const fixedRegion = problemsFor("local", { ...cloud, "hardened-matrix:region": "fra1" });
+  assert.deepEqual(fixedRegion, [
+    "hardened-matrix:nodes: has 2 Swarm managers; allowed: an odd number (1, 3, 5) so the Raft quorum survives a split",
+    'hardened-matrix:nodes: has 2 nodes with role "edge"; allowed: exactly one',
+  ]);
+  const [size] = problemsFor("local", { ...cloud, "hardened-matrix:region": "fra1", "hardened-matrix:nodes": [{ name: "a", size: "huge", roles: ["manager", "edge", "db", "turn"] }] });
+  assert.match(size!, /^hardened-matrix:nodes\[0\]\.size: "huge" is not a known droplet size; allowed: s-1vcpu-512mb-10gb/);
+});
+
+test("Pulumi.yaml declares every primitive setting with a type, and nothing the schema does not know", async () => {
+  const { parse } = await import("yaml");
+  const { readFileSync } = await import("node:fs");
+  const { settingsSchema, OBJECT_DEFAULTS, SECRET_KEYS } = await import("../components/settings");
+  const project = parse(readFileSync(`${__dirname}/../Pulumi.yaml`, "utf8")) as { config: Record<string, { type: string; secret?: boolean }> };
+  const declared = Object.keys(project.config).sort();
+  const schemaKeys = Object.keys(settingsSchema.shape).filter((k) => !(k in OBJECT_DEFAULTS)).sort();
+  assert.deepEqual(declared, schemaKeys);
+  for (const key of SECRET_KEYS) assert.equal(project.config[key]!.secret, true, `${key} must be declared secret in Pulumi.yaml`);
+});
