@@ -1,19 +1,20 @@
 import * as pulumi from "@pulumi/pulumi";
 import { LocalSwarm, roleConstraint } from "./components/localSwarm";
+import type { Platform } from "./components/platform";
 import { loadSettings, type Settings } from "./components/settings";
 import { SocketProxy } from "./components/socketProxy";
-import { Traefik } from "./components/traefik";
+import { Traefik, TRAEFIK_USER } from "./components/traefik";
 
 // Tailscale and Headscale hand out addresses from CGNAT space (and this ULA prefix for IPv6).
 const VPN_SOURCE_RANGES = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"];
 
-interface Platform {
-  provider: pulumi.ProviderResource;
-}
-
 function localPlatform(settings: Settings): Platform {
-  const swarm = new LocalSwarm("local", { addressPool: settings.swarmAddressPool });
-  return { provider: swarm.provider };
+  return new LocalSwarm("local", {
+    addressPool: settings.swarmAddressPool,
+    memoryMb: settings.nodeMemoryMb,
+    turnExternalIp: settings.turnExternalIp || "127.0.0.1",
+    toolImage: settings.images.postgres,
+  });
 }
 
 async function main(): Promise<Record<string, unknown>> {
@@ -32,6 +33,15 @@ async function main(): Promise<Record<string, unknown>> {
       socketProxyEndpoint: socketProxy.endpoint,
       socketProxyNetwork: socketProxy.networkName,
       ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
+      acme:
+        settings.acmeCa === "none"
+          ? undefined
+          : {
+              ca: settings.acmeCa,
+              email: settings.acmeEmail,
+              dnsToken: settings.acmeDnsToken ? pulumi.secret(settings.acmeDnsToken) : undefined,
+              storage: platform.storage("acme", "edge", TRAEFIK_USER),
+            },
       dashboard: settings.dashboard ? { allowedSourceRanges: VPN_SOURCE_RANGES } : undefined,
       constraints: [roleConstraint("edge")],
     },
@@ -43,6 +53,7 @@ async function main(): Promise<Record<string, unknown>> {
     target: settings.target,
     serverName: settings.serverName,
     matrixUrl: `https://${settings.matrixFqdn}${httpsSuffix}`,
+    ...platform.outputs,
     ...(traefik.dashboardPassword ? { traefikDashboardPassword: traefik.dashboardPassword } : {}),
   };
 }

@@ -1,11 +1,18 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { NODE_ROLES } from "./settings";
+import type { Platform, StoragePurpose } from "./platform";
+import { NODE_ROLES, type NodeRole } from "./settings";
 
 export interface LocalSwarmArgs {
   /** Overlay address pool, used only if this engine is not a swarm yet. */
   addressPool: pulumi.Input<string>;
+  /** Machine memory, for sizing services. */
+  memoryMb: number;
+  /** Address TURN advertises to clients on this machine. */
+  turnExternalIp: string;
+  /** A pinned image of the stack that has chown (Alpine), to hand a new volume to its service's user. */
+  toolImage: string;
 }
 
 export const ROLE_LABEL_PREFIX = "hardened-matrix.role.";
@@ -37,12 +44,27 @@ export function localSwarmScript(addressPool: string): string {
   ].join("\n");
 }
 
-/** The local Docker engine as a single-node swarm, and the docker provider for it. */
-export class LocalSwarm extends pulumi.ComponentResource {
+/** Hands a fresh volume to a non-root user: the one root step, with no network and only CHOWN/FOWNER. */
+export function volumeOwnerScript(volume: string, owner: string, image: string): string {
+  return `docker run --rm --network none --cap-drop ALL --cap-add CHOWN --cap-add FOWNER --user 0:0 --entrypoint chown -v ${volume}:/data ${image} ${owner} /data\n`;
+}
+
+/** The local Docker engine as a single-node swarm, the docker provider for it, and protected volumes. */
+export class LocalSwarm extends pulumi.ComponentResource implements Platform {
   readonly provider: docker.Provider;
+  readonly turnExternalIp: string;
+  readonly privateRanges: string[];
+  readonly outputs: Record<string, pulumi.Input<unknown>> = {};
+  private readonly name: string;
+  private readonly args: LocalSwarmArgs;
 
   constructor(name: string, args: LocalSwarmArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:platform:LocalSwarm", name, {}, opts);
+    this.name = name;
+    this.args = args;
+    this.turnExternalIp = args.turnExternalIp;
+    // The overlay pool is this deployment's private space; the rest of 10/8 and 172.16/12 is denied to TURN anyway.
+    this.privateRanges = [];
     const init = new command.local.Command(
       `${name}-init`,
       {
@@ -55,5 +77,25 @@ export class LocalSwarm extends pulumi.ComponentResource {
     );
     this.provider = new docker.Provider(`${name}-docker`, { host: "unix:///var/run/docker.sock" }, { parent: this, dependsOn: [init] });
     this.registerOutputs({});
+  }
+
+  nodeMemoryMb(_role: NodeRole): number {
+    return this.args.memoryMb;
+  }
+
+  storage(purpose: StoragePurpose, _role: NodeRole, owner: string) {
+    const volumeName = `hardened-matrix-${purpose}`;
+    // Data outlives the stack: protected against deletion, and kept if the resource is dropped.
+    const volume = new docker.Volume(
+      `${this.name}-${purpose}-volume`,
+      { name: volumeName, driver: "local", labels: [{ label: "hardened-matrix.purpose", value: purpose }] },
+      { parent: this, provider: this.provider, protect: true, retainOnDelete: true },
+    );
+    new command.local.Command(
+      `${this.name}-${purpose}-owner`,
+      { create: volume.name.apply((v) => volumeOwnerScript(v, owner, this.args.toolImage)), interpreter: ["/bin/sh", "-c"], triggers: [owner] },
+      { parent: this, dependsOn: [volume] },
+    );
+    return { type: "volume", source: volume.name, readOnly: false };
   }
 }

@@ -35,7 +35,7 @@ export interface TraefikArgs {
     ca: keyof typeof ACME_SERVERS;
     email: string;
     dnsToken?: pulumi.Input<string>;
-    storage: pulumi.Input<docker.types.input.ServiceTaskSpecContainerSpecMount>;
+    storage: pulumi.Input<Omit<docker.types.input.ServiceTaskSpecContainerSpecMount, "target">>;
   };
   /** Dashboard on the admin entrypoint, only from these source ranges (the VPN), behind basic auth. */
   dashboard?: { allowedSourceRanges: string[] };
