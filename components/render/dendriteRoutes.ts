@@ -1,0 +1,75 @@
+/**
+ * Traefik routes for Dendrite, as Swarm service labels. Only the Matrix API prefixes are routed:
+ * Dendrite's admin paths (/_dendrite/, /_synapse/) match no router, so Traefik answers 404.
+ */
+
+export const DENY_ALL = "deny-all@file";
+export const WELL_KNOWN_CORS = "matrix-well-known-cors@file";
+
+export interface DendriteRoutesInput {
+  /** Swarm service/Traefik service name and Dendrite's HTTP port. */
+  service: string;
+  port: number;
+  edgeNetwork: string;
+  /** Host serving the client API and media. */
+  matrixHost: string;
+  /** Extra host serving /.well-known/matrix/ (the server name, when it delegates here). */
+  wellKnownHost?: string;
+  federation: { mode: "open" | "closed" | "allowlist"; allowlist: string[] };
+  certResolver?: string;
+}
+
+function escapeRegex(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * Matches an X-Matrix Authorization header whose origin is one of `servers` (quoted or not,
+ * anywhere among the parameters). RE2 syntax, as Traefik evaluates it.
+ */
+export function allowedOriginRegex(servers: string[]): string {
+  const names = servers.map(escapeRegex).join("|");
+  return `^X-Matrix (?:.*[ ,])?origin="?(?:${names})"?(?:,|\\s|$)`;
+}
+
+export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, string> {
+  const labels: Record<string, string> = {
+    "traefik.enable": "true",
+    "traefik.swarm.network": i.edgeNetwork,
+    [`traefik.http.services.${i.service}.loadbalancer.server.port`]: String(i.port),
+  };
+  const router = (name: string, entryPoint: "websecure" | "federation", rule: string, extra: { middlewares?: string[]; priority?: number } = {}) => {
+    const key = `traefik.http.routers.${i.service}-${name}`;
+    labels[`${key}.entrypoints`] = entryPoint;
+    labels[`${key}.rule`] = rule;
+    labels[`${key}.service`] = i.service;
+    labels[`${key}.tls`] = "true";
+    if (i.certResolver) labels[`${key}.tls.certresolver`] = i.certResolver;
+    if (extra.middlewares) labels[`${key}.middlewares`] = extra.middlewares.join(",");
+    if (extra.priority !== undefined) labels[`${key}.priority`] = String(extra.priority);
+  };
+  const host = `Host(\`${i.matrixHost}\`)`;
+
+  router("client", "websecure", `${host} && (PathPrefix(\`/_matrix/client/\`) || PathPrefix(\`/_matrix/media/\`))`);
+  // The room directory is not readable without an access token (Dendrite has no such option).
+  router(
+    "public-rooms-anonymous",
+    "websecure",
+    `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`) && !HeaderRegexp(\`Authorization\`, \`^Bearer .+\`) && !QueryRegexp(\`access_token\`, \`.+\`)`,
+    { middlewares: [DENY_ALL], priority: 1000 },
+  );
+  const wellKnownHosts = [i.matrixHost, ...(i.wellKnownHost && i.wellKnownHost !== i.matrixHost ? [i.wellKnownHost] : [])];
+  router("well-known", "websecure", `(${wellKnownHosts.map((h) => `Host(\`${h}\`)`).join(" || ")}) && PathPrefix(\`/.well-known/matrix/\`)`, {
+    middlewares: [WELL_KNOWN_CORS],
+  });
+
+  if (i.federation.mode === "open") {
+    router("federation", "federation", "PathPrefix(`/_matrix/federation/`) || PathPrefix(`/_matrix/key/`) || PathPrefix(`/_matrix/media/`)");
+  } else if (i.federation.mode === "allowlist") {
+    // Dendrite has no allowlist: only requests signed by an allowed origin reach it.
+    router("federation", "federation", `(PathPrefix(\`/_matrix/federation/\`) || PathPrefix(\`/_matrix/key/\`)) && HeaderRegexp(\`Authorization\`, \`${allowedOriginRegex(i.federation.allowlist)}\`)`);
+    // Servers fetch our signing keys unauthenticated before they can verify anything of ours.
+    router("server-keys", "federation", "Path(`/_matrix/key/v2/server`) || PathPrefix(`/_matrix/key/v2/server/`)");
+  }
+  return labels;
+}
