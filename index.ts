@@ -4,6 +4,10 @@ import type { Platform } from "./components/platform";
 import { loadSettings, type Settings } from "./components/settings";
 import { SocketProxy } from "./components/socketProxy";
 import { Traefik, TRAEFIK_USER } from "./components/traefik";
+import { Coturn } from "./components/coturn";
+import { Dendrite, DENDRITE_USER } from "./components/dendrite";
+import { Postgres, POSTGRES_USER } from "./components/postgres";
+import { CERT_RESOLVER } from "./components/render/traefik";
 
 // Tailscale and Headscale hand out addresses from CGNAT space (and this ULA prefix for IPv6).
 const VPN_SOURCE_RANGES = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"];
@@ -48,11 +52,79 @@ async function main(): Promise<Record<string, unknown>> {
     onSwarm,
   );
 
+  const privateRanges = [settings.swarmAddressPool, ...platform.privateRanges];
+  const postgres = new Postgres(
+    "postgres",
+    {
+      image: settings.images.postgres,
+      nodeMemoryMb: platform.nodeMemoryMb("db"),
+      storage: platform.storage("postgres", "db", POSTGRES_USER),
+      constraints: [roleConstraint("db")],
+      database: "dendrite",
+      role: "dendrite",
+    },
+    onSwarm,
+  );
+  const coturn = settings.turnEnabled
+    ? new Coturn(
+        "coturn",
+        {
+          image: settings.images.coturn,
+          host: settings.turnFqdn,
+          externalIp: platform.turnExternalIp,
+          port: settings.turnPort,
+          tlsPort: settings.turnTlsPort,
+          minPort: settings.turnMinPort,
+          maxPort: settings.turnMaxPort,
+          deniedPeerRanges: privateRanges,
+          constraints: [roleConstraint("turn")],
+        },
+        onSwarm,
+      )
+    : undefined;
   const httpsSuffix = settings.httpsPort === 443 ? "" : `:${settings.httpsPort}`;
+  const publicBaseUrl = `https://${settings.matrixFqdn}${httpsSuffix}`;
+  const dendrite = new Dendrite(
+    "dendrite",
+    {
+      image: settings.images.dendrite,
+      serverName: settings.serverName,
+      matrixHost: settings.matrixFqdn,
+      federationPort: settings.federationPort,
+      wellKnownHost: settings.servesWellKnown ? settings.serverName : undefined,
+      publicBaseUrl,
+      federation: { mode: settings.federationMode, allowlist: settings.federationAllowlist },
+      presence: settings.presence,
+      maxUploadMb: settings.maxUploadMb,
+      rateLimit: { threshold: settings.rateLimitThreshold, cooloffMs: settings.rateLimitCooloffMs },
+      database: {
+        host: postgres.host,
+        port: postgres.port,
+        name: postgres.database,
+        user: postgres.user,
+        password: postgres.password,
+        maxConnections: Math.max(10, postgres.maxConnections - 10),
+        networkName: postgres.networkName,
+      },
+      turn: coturn && { uris: coturn.uris, sharedSecret: coturn.sharedSecret, userLifetime: settings.turnUserLifetime },
+      denyNetworks: privateRanges,
+      storage: platform.storage("dendrite", "db", DENDRITE_USER),
+      edgeNetworkName: traefik.edgeNetworkName,
+      certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
+      memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
+      constraints: [roleConstraint("db")],
+    },
+    onSwarm,
+  );
+
   return {
     target: settings.target,
     serverName: settings.serverName,
-    matrixUrl: `https://${settings.matrixFqdn}${httpsSuffix}`,
+    matrixUrl: publicBaseUrl,
+    signingKeyId: dendrite.signingKeyId,
+    signingPublicKey: dendrite.signingPublicKey,
+    registrationSharedSecret: dendrite.registrationSharedSecret,
+    ...(coturn ? { turnUris: coturn.uris } : {}),
     ...platform.outputs,
     ...(traefik.dashboardPassword ? { traefikDashboardPassword: traefik.dashboardPassword } : {}),
   };

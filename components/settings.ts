@@ -37,21 +37,23 @@ const dropletSizeNames = Object.keys(DROPLET_SIZES) as [DropletSize, ...DropletS
 export const NODE_ROLES = ["manager", "edge", "db", "turn"] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
 
-// Pinned images (tags checked 2026-11). Never a floating tag: see `pinnedImage`.
+// Pinned images, tags checked 2026-11 against the upstream Dockerfiles and release tags.
+// Never a floating tag: see `pinnedImage`.
 export const DEFAULT_IMAGES = {
-  socketProxy: "lscr.io/linuxserver/socket-proxy:3.2.4-r0-ls47",
-  traefik: "traefik:v3.7.2",
-  postgres: "postgres:17.7-alpine",
+  // ls92 added `chroot /` to its HAProxy config, which a non-root proxy cannot do; ls91 has none.
+  socketProxy: "lscr.io/linuxserver/socket-proxy:3.4.3-r0-ls91",
+  traefik: "traefik:v3.7.13",
+  postgres: "postgres:17.9-alpine",
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
-  coturn: "coturn/coturn:4.7.0",
-  headscale: "headscale/headscale:0.29.1",
+  coturn: "coturn/coturn:4.17.0",
+  headscale: "headscale/headscale:0.29.2",
 };
 export type ImageName = keyof typeof DEFAULT_IMAGES;
 
 const pinnedImage = z
   .string()
   .refine((ref) => /^[a-z0-9][a-z0-9._\/:-]*(@sha256:[a-f0-9]{64})?$/.test(ref) && (/@sha256:/.test(ref) || /:[A-Za-z0-9._-]+$/.test(ref.split("/").pop() ?? "")), {
-    message: "must be an image reference pinned to a tag or digest (e.g. traefik:v3.7.2)",
+    message: "must be an image reference pinned to a tag or digest (e.g. traefik:v3.7.13)",
   })
   .refine((ref) => !/:latest$/.test(ref), { message: "must not use the floating tag 'latest'" });
 

@@ -64,10 +64,8 @@ export class SocketProxy extends pulumi.ComponentResource {
         // nobody, in the socket's group: can talk to the socket and nothing else.
         user: `65534:${args.dockerSocketGid}`,
         env: { ...SOCKET_PROXY_API, LOG_LEVEL: "info" },
-        tmpfs: [
-          { target: "/run", sizeMb: 8 },
-          { target: "/tmp", sizeMb: 8, mode: 0o1777 },
-        ],
+        // The entrypoint writes /run/haproxy/haproxy.cfg and the pidfile at start.
+        tmpfs: [{ target: "/run", sizeMb: 8, mode: 0o1777 }],
         mounts: [{ type: "bind", source: "/var/run/docker.sock", target: "/var/run/docker.sock", readOnly: true }],
         memoryLimitMb: 64,
         memoryReservationMb: 16,

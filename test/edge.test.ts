@@ -134,6 +134,11 @@ test("resources.json entries follow the contract", () => {
   assert.equal(byName("local-init").parent, swarm.urn);
 });
 
-test("stack outputs", () => {
-  assert.deepEqual(plan.outputs, { matrixUrl: "https://matrix.localhost:8443", serverName: "matrix.localhost", target: "local" });
+test("stack outputs: the URL and server name in clear, the registration secret as a secret", () => {
+  const o = plan.outputs as Inputs;
+  assert.equal(o.matrixUrl, "https://matrix.localhost:8443");
+  assert.equal(o.serverName, "matrix.localhost");
+  assert.equal(o.target, "local");
+  assert.ok(o.registrationSharedSecret.secret, "registrationSharedSecret must be a secret output");
+  assert.match(o.signingKeyId, /^ed25519:hm_[0-9a-f]{8}$/);
 });

@@ -20,7 +20,7 @@ test("the plan prints the resource tree with counts and writes the contract file
   assert.match(r.stdout, /^pulumi:pulumi:Stack  hardened-matrix-local$/m);
   assert.match(r.stdout, /^  hardened-matrix:edge:Traefik  traefik\n(    .*\n)*    docker:index\/service:Service  traefik-service$/m);
   assert.match(r.stdout, /^\d+ resources:$/m);
-  assert.match(r.stdout, /^ +2  docker:index\/service:Service$/m);
+  assert.match(r.stdout, /^ +5  docker:index\/service:Service$/m);
 });
 
 test("a bad stack file: exit non-zero, one line per problem, each naming its key", () => {

@@ -30,7 +30,7 @@ test("the local stack file gives the embedded default", () => {
   assert.equal(s.matrixFqdn, "matrix.localhost");
   assert.equal(s.httpsPort, 8443);
   assert.equal(s.vpn, "none");
-  assert.equal(s.images.traefik, "traefik:v3.7.2");
+  assert.equal(s.images.traefik, "traefik:v3.7.13");
   assert.equal(s.servesWellKnown, false);
 });
 
@@ -48,7 +48,7 @@ test("an unknown key is refused, with the likely intended key", () => {
   assert.deepEqual(problemsFor("local", { "hardened-matrix:domian": "example.org" }), [
     'hardened-matrix:domian: is not a known setting (did you mean "domain"?)',
   ]);
-  const [nested] = problemsFor("local", { "hardened-matrix:images": { trafik: "traefik:v3.7.2" } });
+  const [nested] = problemsFor("local", { "hardened-matrix:images": { trafik: "traefik:v3.7.13" } });
   assert.equal(nested, 'hardened-matrix:images.trafik: is not a known setting (did you mean "traefik"?)');
 });
 
