@@ -6,6 +6,10 @@ import { planToDisk, STACKS } from "./support/plan";
 // Cross-cutting invariants over every resource of every stack file, planned by the real CLI.
 type Inputs = Record<string, any>;
 const SECRET_ENV = /(PASSWORD|PASSWD|SECRET|TOKEN|_KEY)$/i;
+// The complete list of hardening exceptions. A new one must be added here, on purpose.
+const EXPECTED_EXCEPTIONS: Record<string, string[]> = {
+  coturn: ["cap-add.NET_BIND_SERVICE", "host-network"],
+};
 
 for (const stack of STACKS) {
   const plan = planToDisk(stack);
@@ -43,6 +47,18 @@ for (const stack of STACKS) {
       const onHost = s.taskSpec.networksAdvanceds.some((n: Inputs) => n.name === "host");
       if (onHost) assert.ok(label(s, `${EXCEPTION_LABEL_PREFIX}host-network`), `${who}: host network without a reason`);
       for (const secret of c.secrets ?? []) assert.equal(secret.fileMode, 0o400, `${who}: secret file mode`);
+    }
+  });
+
+  test(`${stack}: the hardening exceptions are exactly the expected ones`, () => {
+    for (const r of services) {
+      const s = r.inputs as Inputs;
+      const exceptions = (s.labels ?? [])
+        .map((l: Inputs) => String(l.label))
+        .filter((l: string) => l.startsWith(EXCEPTION_LABEL_PREFIX))
+        .map((l: string) => l.slice(EXCEPTION_LABEL_PREFIX.length))
+        .sort();
+      assert.deepEqual(exceptions, EXPECTED_EXCEPTIONS[s.name] ?? [], `${stack}/${s.name}`);
     }
   });
 
