@@ -39,11 +39,14 @@ test("well-known is served on the server name and the Matrix host, with CORS", (
   assert.equal(l["traefik.http.routers.dendrite-well-known.middlewares"], "matrix-well-known-cors@file");
 });
 
-test("the public room directory is refused without an access token", () => {
+test("the public room directory needs an access token Dendrite accepts", () => {
   const l = dendriteRouterLabels(base);
-  assert.match(rules(l)["dendrite-public-rooms-anonymous"]!, /publicRooms.*!HeaderRegexp\(`Authorization`, `\^Bearer \.\+`\)/);
-  assert.equal(l["traefik.http.routers.dendrite-public-rooms-anonymous.middlewares"], "deny-all@file");
-  assert.equal(l["traefik.http.routers.dendrite-public-rooms-anonymous.priority"], "1000");
+  assert.equal(rules(l)["dendrite-public-rooms"], "Host(`matrix.example.org`) && PathRegexp(`^/_matrix/client/[^/]+/publicRooms`)");
+  assert.equal(l["traefik.http.routers.dendrite-public-rooms.middlewares"], "matrix-require-token");
+  assert.equal(l["traefik.http.middlewares.matrix-require-token.forwardauth.address"], "http://dendrite:8008/_matrix/client/v3/account/whoami");
+  // Above the general client router, whose rule also matches these paths.
+  assert.equal(l["traefik.http.routers.dendrite-public-rooms.priority"], "1000");
+  assert.ok(new RegExp("^/_matrix/client/[^/]+/publicRooms").test("/_matrix/client/v3/publicRooms"));
 });
 
 test("closed federation routes nothing on the federation entrypoint", () => {

@@ -3,7 +3,8 @@
  * Dendrite's admin paths (/_dendrite/, /_synapse/) match no router, so Traefik answers 404.
  */
 
-export const DENY_ALL = "deny-all@file";
+/** Middleware admitting only requests whose Matrix access token Dendrite accepts. */
+export const REQUIRE_TOKEN = "matrix-require-token";
 export const WELL_KNOWN_CORS = "matrix-well-known-cors@file";
 
 export interface DendriteRoutesInput {
@@ -51,13 +52,10 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
   const host = `Host(\`${i.matrixHost}\`)`;
 
   router("client", "websecure", `${host} && (PathPrefix(\`/_matrix/client/\`) || PathPrefix(\`/_matrix/media/\`))`);
-  // The room directory is not readable without an access token (Dendrite has no such option).
-  router(
-    "public-rooms-anonymous",
-    "websecure",
-    `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`) && !HeaderRegexp(\`Authorization\`, \`^Bearer .+\`) && !QueryRegexp(\`access_token\`, \`.+\`)`,
-    { middlewares: [DENY_ALL], priority: 1000 },
-  );
+  // Dendrite serves the room directory to anyone and has no option against it: Traefik asks
+  // Dendrite whether the caller's access token is valid (whoami) before passing the request on.
+  labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.address`] = `http://${i.service}:${i.port}/_matrix/client/v3/account/whoami`;
+  router("public-rooms", "websecure", `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`)`, { middlewares: [REQUIRE_TOKEN], priority: 1000 });
   const wellKnownHosts = [i.matrixHost, ...(i.wellKnownHost && i.wellKnownHost !== i.matrixHost ? [i.wellKnownHost] : [])];
   router("well-known", "websecure", `(${wellKnownHosts.map((h) => `Host(\`${h}\`)`).join(" || ")}) && PathPrefix(\`/.well-known/matrix/\`)`, {
     middlewares: [WELL_KNOWN_CORS],

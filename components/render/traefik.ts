@@ -107,8 +107,6 @@ export function renderTraefikDynamic(i: TraefikDynamicInput): string {
             customResponseHeaders: { "X-Powered-By": "", Server: "" },
           },
         },
-        // Answers 403 to everyone: for routes that must exist only to be refused.
-        "deny-all": { ipAllowList: { sourceRange: ["255.255.255.255/32"] } },
         // Web clients on other origins read /.well-known/matrix/client (Matrix spec).
         "matrix-well-known-cors": { headers: { customResponseHeaders: { "Access-Control-Allow-Origin": "*" } } },
         ...(i.dashboard
