@@ -1,0 +1,61 @@
+import assert from "node:assert/strict";
+import { parse } from "yaml";
+import { FORBIDDEN_INBOUND_PORTS, portBounds } from "../../components/render/firewall";
+import type { Plan, PlannedResource } from "../../plan/plan";
+
+// Helpers shared by the cloud stack tests: they read a plan the way a reviewer would.
+export type Inputs = Record<string, any>;
+
+export function ofType(plan: Plan, type: string): PlannedResource[] {
+  return plan.resources.filter((r) => r.type === type);
+}
+
+export function named(plan: Plan, name: string): PlannedResource {
+  const r = plan.resources.find((x) => x.name === name);
+  assert.ok(r, `no resource named ${name}`);
+  return r;
+}
+
+/** Raw inputs (secrets in place) of a resource. */
+export function raw(plan: Plan, r: PlannedResource): Inputs {
+  return plan.rawInputs.get(r.urn) as Inputs;
+}
+
+export const DROPLET = "digitalocean:index/droplet:Droplet";
+export const VOLUME = "digitalocean:index/volume:Volume";
+export const ATTACHMENT = "digitalocean:index/volumeAttachment:VolumeAttachment";
+export const FIREWALL = "digitalocean:index/firewall:Firewall";
+export const RECORD = "cloudflare:index/dnsRecord:DnsRecord";
+
+/** Droplet name by its (mock) id, to resolve dropletIds. */
+export function dropletNames(plan: Plan): Map<number, string> {
+  return new Map(ofType(plan, DROPLET).map((d) => [Number(d.id), String((d.inputs as Inputs).name)]));
+}
+
+/** Every (port, protocol) a firewall lets in from any address, ranges expanded against the forbidden list. */
+export function forbiddenInbound(plan: Plan): string[] {
+  const found: string[] = [];
+  for (const fw of ofType(plan, FIREWALL)) {
+    for (const rule of (fw.inputs as Inputs).inboundRules ?? []) {
+      if (rule.protocol === "icmp") continue;
+      const range = String(rule.portRange ?? "");
+      const [lo, hi] = range === "all" || range === "" ? [1, 65535] : portBounds(range);
+      for (const f of FORBIDDEN_INBOUND_PORTS) {
+        if (f.protocols.includes(rule.protocol) && f.port >= lo && f.port <= hi) found.push(`${fw.name}: ${f.port}/${rule.protocol}`);
+      }
+    }
+  }
+  return found;
+}
+
+export function userData(plan: Plan, node: string): { text: string; doc: Inputs } {
+  const f = plan.files.find((x) => x.path === `${node}/user-data.yaml`);
+  assert.ok(f, `no user data for ${node}; files: ${plan.files.map((x) => x.path).join(", ")}`);
+  return { text: f.content, doc: parse(f.content) as Inputs };
+}
+
+export function writeFile(doc: Inputs, path: string): string {
+  const f = (doc.write_files as Inputs[]).find((w) => w.path === path);
+  assert.ok(f, `user data writes no ${path}`);
+  return String(f.content);
+}
