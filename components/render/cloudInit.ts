@@ -135,7 +135,8 @@ export function renderCloudInit(input: CloudInitInput): string {
     package_update: true,
     package_upgrade: true,
     packages: ["ca-certificates", "curl", "gnupg", "iptables", "wireguard-tools", "unattended-upgrades", "apt-listchanges"],
-    mounts: input.volumes.map((v) => [`LABEL=${v.label}`, v.mountPoint, "ext4", "defaults,nofail,noatime,discard,x-systemd.device-timeout=600", "0", "2"]),
+    // cloud-init refuses an empty list: no key at all for a node without volumes.
+    mounts: input.volumes.length === 0 ? undefined : input.volumes.map((v) => [`LABEL=${v.label}`, v.mountPoint, "ext4", "defaults,nofail,noatime,discard,x-systemd.device-timeout=600", "0", "2"]),
     write_files: [
       { path: "/etc/docker/daemon.json", permissions: "0644", content: `${JSON.stringify(DAEMON_JSON, null, 2)}\n` },
       { path: "/etc/ssh/sshd_config.d/10-hardened-matrix.conf", permissions: "0644", content: SSHD_CONFIG },

@@ -6,7 +6,9 @@ import type { Plan, PlannedResource } from "../../plan/plan";
 // Helpers shared by the cloud stack tests: they read a plan the way a reviewer would.
 export type Inputs = Record<string, any>;
 
-export function ofType(plan: Plan, type: string): PlannedResource[] {
+type HasResources = { resources: PlannedResource[] };
+
+export function ofType(plan: HasResources, type: string): PlannedResource[] {
   return plan.resources.filter((r) => r.type === type);
 }
 
@@ -28,12 +30,12 @@ export const FIREWALL = "digitalocean:index/firewall:Firewall";
 export const RECORD = "cloudflare:index/dnsRecord:DnsRecord";
 
 /** Droplet name by its (mock) id, to resolve dropletIds. */
-export function dropletNames(plan: Plan): Map<number, string> {
+export function dropletNames(plan: HasResources): Map<number, string> {
   return new Map(ofType(plan, DROPLET).map((d) => [Number(d.id), String((d.inputs as Inputs).name)]));
 }
 
 /** Every (port, protocol) a firewall lets in from any address, ranges expanded against the forbidden list. */
-export function forbiddenInbound(plan: Plan): string[] {
+export function forbiddenInbound(plan: HasResources): string[] {
   const found: string[] = [];
   for (const fw of ofType(plan, FIREWALL)) {
     for (const rule of (fw.inputs as Inputs).inboundRules ?? []) {

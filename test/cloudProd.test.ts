@@ -1,0 +1,106 @@
+import assert from "node:assert/strict";
+import { before, test } from "node:test";
+import { planStack, type Plan } from "../plan/plan";
+import { ATTACHMENT, DROPLET, dropletNames, FIREWALL, forbiddenInbound, named, ofType, RECORD, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
+
+// The real program, prod stack (three managers, roles spread), under mocks.
+let plan: Plan;
+before(async () => {
+  plan = await planStack("prod");
+  assert.equal(plan.error, undefined, String(plan.error));
+});
+
+const NODES = ["hm-prod-1", "hm-prod-2", "hm-prod-3"];
+
+test("prod: three droplets in one VPC, sized per settings, tagged with their roles", () => {
+  const vpc = ofType(plan, "digitalocean:index/vpc:Vpc");
+  assert.equal(vpc.length, 1);
+  assert.equal((vpc[0]!.inputs as Inputs).ipRange, "10.111.0.0/24");
+  const droplets = ofType(plan, DROPLET);
+  assert.deepEqual(droplets.map((d) => d.name), NODES);
+  const by = Object.fromEntries(droplets.map((d) => [d.name, d.inputs as Inputs]));
+  assert.equal(by["hm-prod-2"]!.size, "s-2vcpu-4gb");
+  assert.deepEqual(by["hm-prod-1"]!.tags, ["hardened-matrix-prod", "hardened-matrix-prod-manager", "hardened-matrix-prod-edge"]);
+  assert.deepEqual(by["hm-prod-3"]!.tags, ["hardened-matrix-prod", "hardened-matrix-prod-manager", "hardened-matrix-prod-turn"]);
+  for (const d of droplets) {
+    assert.deepEqual(d.options.ignoreChanges, ["userData"], d.name);
+    assert.equal((d.inputs as Inputs).vpcUuid, vpc[0]!.id);
+  }
+});
+
+test("prod: postgres and dendrite volumes on the db node, ACME on the edge node", () => {
+  const ids = dropletNames(plan);
+  const placement = Object.fromEntries(
+    ofType(plan, VOLUME).map((v) => {
+      const a = ofType(plan, ATTACHMENT).find((x) => (x.inputs as Inputs).volumeId === v.id);
+      assert.ok(a, `${v.name} not attached`);
+      assert.ok(v.options.protect && v.options.retainOnDelete, `${v.name} protected and retained`);
+      return [v.name, ids.get((a.inputs as Inputs).dropletId)];
+    }),
+  );
+  assert.deepEqual(placement, { "hm-prod-postgres": "hm-prod-2", "hm-prod-dendrite": "hm-prod-2", "hm-prod-acme": "hm-prod-1" });
+  // Each node's cloud-init mounts exactly the volumes attached to it.
+  const mounted = (node: string) => (userData(plan, node).doc.mounts ?? []).map((m: string[]) => m[0]).sort();
+  assert.deepEqual(mounted("hm-prod-1"), ["LABEL=hm-acme"]);
+  assert.deepEqual(mounted("hm-prod-2"), ["LABEL=hm-dendrite", "LABEL=hm-postgres"]);
+  assert.deepEqual(mounted("hm-prod-3"), []);
+});
+
+test("prod: the reserved IP sits on the edge node; TURN's name points at the TURN node's own address", () => {
+  const ids = dropletNames(plan);
+  const assignments = ofType(plan, "digitalocean:index/reservedIpAssignment:ReservedIpAssignment");
+  assert.equal(assignments.length, 1);
+  assert.equal(ids.get((assignments[0]!.inputs as Inputs).dropletId), "hm-prod-1");
+  const records = ofType(plan, RECORD).map((r) => r.inputs as Inputs);
+  const a = (name: string) => records.find((r) => r.type === "A" && r.name === name)?.content;
+  assert.equal(a("matrix.example.org"), plan.outputs.edgeIpv4);
+  const nodes = plan.outputs.nodes as Inputs;
+  assert.equal(a("turn.example.org"), nodes["hm-prod-3"].publicIpv4);
+  assert.notEqual(a("turn.example.org"), plan.outputs.edgeIpv4);
+  assert.equal(a("example.org"), undefined, "SRV delegation: the base domain is left alone");
+});
+
+test("prod: SRV delegation of the server name to the Matrix host's federation port; nothing proxied", () => {
+  const records = ofType(plan, RECORD).map((r) => r.inputs as Inputs);
+  const srv = records.filter((r) => r.type === "SRV");
+  assert.deepEqual(
+    srv.map((r) => [r.name, r.data]),
+    [["_matrix-fed._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }]],
+  );
+  for (const r of records.filter((x) => x.type === "A")) assert.equal(r.proxied, false);
+  assert.deepEqual(records.filter((r) => r.type === "CAA" && r.data.tag === "issue").map((r) => r.data.value), ["letsencrypt.org"]);
+});
+
+test("prod: each node gets only its role's firewall; none opens a forbidden port; all have outbound rules", () => {
+  assert.deepEqual(forbiddenInbound(plan), []);
+  const ids = dropletNames(plan);
+  const openPorts = (node: string) =>
+    ofType(plan, FIREWALL)
+      .filter((f) => ((f.inputs as Inputs).dropletIds as number[]).some((id) => ids.get(id) === node))
+      .flatMap((f) => ((f.inputs as Inputs).inboundRules as Inputs[]).map((r) => `${r.portRange ?? "-"}/${r.protocol}`))
+      .sort();
+  assert.deepEqual(openPorts("hm-prod-1"), ["-/icmp", "443/tcp", "80/tcp", "8448/tcp"]);
+  assert.deepEqual(openPorts("hm-prod-2"), ["-/icmp"]);
+  assert.deepEqual(openPorts("hm-prod-3"), ["-/icmp", "3478/tcp", "3478/udp", "49152-49251/udp", "5349/tcp", "5349/udp"]);
+  const base = ofType(plan, FIREWALL).find((f) => f.name === "hm-prod-base")!.inputs as Inputs;
+  assert.deepEqual(((base.dropletIds as number[]).map((id) => ids.get(id))).sort(), NODES);
+  assert.deepEqual((base.outboundRules as Inputs[]).map((r) => r.protocol).sort(), ["icmp", "tcp", "udp"]);
+});
+
+test("prod: no node forms a swarm on its own (formation over the mesh is a later component)", () => {
+  for (const node of NODES) {
+    const script = writeFile(userData(plan, node).doc, "/usr/local/sbin/hardened-matrix-bootstrap");
+    assert.doesNotMatch(script, /docker swarm init/, node);
+    assert.match(script, new RegExp(`--hostname=${node} --advertise-tags=tag:hm-prod --ssh`));
+  }
+});
+
+test("prod: admins and key; the docker provider goes to the first manager over the tailnet; cost", () => {
+  const policy = JSON.parse(plan.files.find((f) => f.path === "cloud-tailnet-acl/policy.json")!.content);
+  assert.deepEqual(policy.groups["group:hardened-matrix-admins"], ["alice@example.org", "bob@example.org"]);
+  const nodes = plan.outputs.nodes as Inputs;
+  assert.equal((named(plan, "cloud-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
+  assert.equal(new Set(NODES.map((n) => nodes[n].tailnetIpv4)).size, 3, "every node has its own tailnet address");
+  // 12 + 24 + 12 droplets + 31 GiB * 0.10.
+  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 51.1);
+});
