@@ -100,13 +100,15 @@ export class Nodes extends pulumi.ComponentResource {
         { name: v.name, region: args.region, size: v.sizeGib, initialFilesystemType: "ext4", initialFilesystemLabel: v.label, description: v.description },
         { ...child, protect: true, retainOnDelete: true },
       );
-      new digitalocean.VolumeAttachment(`${v.name}-attachment`, { dropletId: dropletId(v.node), volumeId: volume.id }, child);
+      // A volume attaches to one droplet at a time: when its node is replaced, detach before re-attaching.
+      new digitalocean.VolumeAttachment(`${v.name}-attachment`, { dropletId: dropletId(v.node), volumeId: volume.id }, { ...child, deleteBeforeReplace: true });
       this.volumeIds[v.name] = volume.id;
     }
 
     for (const node of args.reservedIpNodes) {
       const ip = new digitalocean.ReservedIp(`${node}-ip`, { region: args.region }, child);
-      new digitalocean.ReservedIpAssignment(`${node}-ip-assignment`, { ipAddress: ip.ipAddress, dropletId: dropletId(node) }, child);
+      // Deleting the old assignment after creating the new one would unassign the IP from the new droplet.
+      new digitalocean.ReservedIpAssignment(`${node}-ip-assignment`, { ipAddress: ip.ipAddress, dropletId: dropletId(node) }, { ...child, deleteBeforeReplace: true });
       this.reservedIps[node] = ip.ipAddress;
     }
 

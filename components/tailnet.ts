@@ -36,6 +36,8 @@ export class Tailnet extends pulumi.ComponentResource {
         expiry: AUTH_KEY_EXPIRY_SECONDS,
         tags: [args.nodeTag],
         description: args.description,
+        // The key expires within the hour; a node created later (a replacement) needs a valid one.
+        recreateIfInvalid: "always",
       },
       { parent: this, dependsOn: [this.acl] },
     );

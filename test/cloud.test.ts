@@ -164,6 +164,7 @@ test("dev: one pre-authorized, tagged, reusable, non-ephemeral key that expires 
     { reusable: (k.inputs as Inputs).reusable, ephemeral: (k.inputs as Inputs).ephemeral, preauthorized: (k.inputs as Inputs).preauthorized, expiry: (k.inputs as Inputs).expiry, tags: (k.inputs as Inputs).tags },
     { reusable: true, ephemeral: false, preauthorized: true, expiry: 3600, tags: ["tag:hm-dev"] },
   );
+  assert.equal((k.inputs as Inputs).recreateIfInvalid, "always", "a replacement node needs a key that has not expired");
   assert.equal((k.inputs as Inputs).key, undefined);
   assert.deepEqual(k.options.dependsOn, [named(plan, "cloud-tailnet-acl").urn]);
 });

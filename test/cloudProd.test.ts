@@ -38,6 +38,7 @@ test("prod: postgres and dendrite volumes on the db node, ACME on the edge node"
       return [v.name, ids.get((a.inputs as Inputs).dropletId)];
     }),
   );
+  for (const a of ofType(plan, ATTACHMENT)) assert.equal(a.options.deleteBeforeReplace, true, `${a.name}: a volume attaches to one droplet at a time`);
   assert.deepEqual(placement, { "hm-prod-postgres": "hm-prod-2", "hm-prod-dendrite": "hm-prod-2", "hm-prod-acme": "hm-prod-1" });
   // Each node's cloud-init mounts exactly the volumes attached to it.
   const mounted = (node: string) => (userData(plan, node).doc.mounts ?? []).map((m: string[]) => m[0]).sort();
@@ -50,6 +51,7 @@ test("prod: the reserved IP sits on the edge node; TURN's name points at the TUR
   const ids = dropletNames(plan);
   const assignments = ofType(plan, "digitalocean:index/reservedIpAssignment:ReservedIpAssignment");
   assert.equal(assignments.length, 1);
+  assert.equal(assignments[0]!.options.deleteBeforeReplace, true, "the old assignment must go before the new one, or it unassigns the IP");
   assert.equal(ids.get((assignments[0]!.inputs as Inputs).dropletId), "hm-prod-1");
   const records = ofType(plan, RECORD).map((r) => r.inputs as Inputs);
   const a = (name: string) => records.find((r) => r.type === "A" && r.name === name)?.content;
