@@ -1,137 +1,173 @@
-/**
- * Cloud firewall plans: which ports each node accepts from where, and where it may send. Pure: the
- * Nodes component turns each plan into a digitalocean.Firewall.
- */
+export type NodeRole = "manager" | "edge" | "db" | "turn";
 
-export type Protocol = "tcp" | "udp" | "icmp";
-
-/** Ports never open to anyone: SSH (admins use the VPN), the Docker API, Swarm, Postgres. */
-export const FORBIDDEN_INBOUND_PORTS: ReadonlyArray<{ port: number; protocols: Protocol[]; what: string }> = [
-  { port: 22, protocols: ["tcp"], what: "SSH (reached over the VPN only)" },
-  { port: 2375, protocols: ["tcp"], what: "Docker API" },
-  { port: 2376, protocols: ["tcp"], what: "Docker API over TLS" },
-  { port: 2377, protocols: ["tcp"], what: "Swarm management" },
-  { port: 7946, protocols: ["tcp", "udp"], what: "Swarm gossip" },
-  { port: 4789, protocols: ["udp"], what: "Swarm VXLAN data path" },
-  { port: 5432, protocols: ["tcp"], what: "Postgres" },
-];
-
-export const ANYWHERE = ["0.0.0.0/0", "::/0"];
-
-/** Where traffic comes from or goes to: addresses and/or nodes of this deployment (by name). */
-export interface Peers {
-  addresses?: string[];
-  nodes?: string[];
-}
-
-export interface InboundRule {
-  protocol: Protocol;
-  /** "443" or "49152-49251"; absent for icmp. */
-  ports?: string;
-  sources: Peers;
-  reason: string;
-}
-
-export interface OutboundRule {
-  protocol: Protocol;
-  ports?: string;
-  destinations: Peers;
+/** One rule of a digitalocean.Firewall, as plain data (inbound rules use sources, outbound destinations). */
+export interface FirewallRule {
+  protocol: "tcp" | "udp" | "icmp";
+  portRange?: string;
+  sourceAddresses?: string[];
+  sourceTags?: string[];
+  destinationAddresses?: string[];
   reason: string;
 }
 
 export interface FirewallPlan {
   name: string;
-  /** Nodes (by name) the firewall applies to. */
-  nodes: string[];
-  inbound: InboundRule[];
-  outbound: OutboundRule[];
-  reason: string;
+  /** Droplet tags it applies to. */
+  tags: string[];
+  inbound: FirewallRule[];
+  outbound: FirewallRule[];
 }
 
 export interface FirewallInput {
-  /** Prefix of firewall names (unique per account). */
-  prefix: string;
-  nodes: Array<{ name: string; roles: string[] }>;
-  /** Ports the edge publishes over TCP (HTTP, HTTPS, federation). */
-  edgePorts: number[];
-  turn?: { port: number; tlsPort: number; minPort: number; maxPort: number };
-  /** WireGuard mesh port, open only to the cluster's own nodes. */
-  wireguardPort?: number;
-  /** Tailscale's direct-connection port; without it Tailscale still works through DERP relays. */
-  tailscalePort?: number;
+  clusterTag: string;
+  roleTag: (r: NodeRole) => string;
+  httpPort: number;
+  httpsPort: number;
+  federationPort: number;
+  turn: { port: number; tlsPort: number; minPort: number; maxPort: number } | undefined;
+  wireguardPort: number;
+  tailscaleDirectPort?: number;
 }
 
-/** Expands "a-b" or "a" to its bounds. */
-export function portBounds(ports: string): [number, number] {
-  const [lo, hi] = ports.split("-").map(Number) as [number, number?];
-  return [lo, hi ?? lo];
+/**
+ * Never open to the internet: SSH (admins use the VPN), the Docker API, Swarm control and data
+ * (wg0 only), Postgres, Dendrite's own port, Traefik's internal and dashboard ports, Headscale's
+ * metrics and gRPC.
+ */
+export const FORBIDDEN_INBOUND_PORTS: readonly number[] = Object.freeze([22, 2375, 2376, 2377, 4789, 5432, 7946, 8008, 8080, 9000, 9090, 9443, 50443]);
+
+export const ANYWHERE: readonly string[] = Object.freeze(["0.0.0.0/0", "::/0"]);
+
+export const ALL_PORTS = "1-65535";
+
+// DigitalOcean tags: letters, digits, ":", "-", "_", at most 255 characters.
+const DO_TAG = /^[A-Za-z0-9:_-]{1,255}$/;
+
+/** Inclusive bounds of a DigitalOcean port range ("80", "8000-9000", "1-65535"; "all" and "0" mean every port). */
+export function portBounds(portRange: string): [number, number] {
+  if (portRange === "all" || portRange === "0") return [1, 65535];
+  const m = /^(\d{1,5})(?:-(\d{1,5}))?$/.exec(portRange);
+  if (!m) throw new Error(`port range "${portRange}" is not N or N-M`);
+  const lo = Number(m[1]);
+  const hi = m[2] === undefined ? lo : Number(m[2]);
+  if (lo < 1 || hi > 65535 || lo > hi) throw new Error(`port range "${portRange}" is outside 1-65535 or reversed`);
+  return [lo, hi];
 }
 
-/** Throws if a plan opens a forbidden port inbound, from anywhere. */
-export function assertNoForbiddenInbound(plans: FirewallPlan[]): void {
-  for (const plan of plans) {
-    for (const rule of plan.inbound) {
-      if (rule.protocol === "icmp" || rule.ports === undefined) continue;
-      const [lo, hi] = portBounds(rule.ports);
-      for (const f of FORBIDDEN_INBOUND_PORTS) {
-        if (f.protocols.includes(rule.protocol) && f.port >= lo && f.port <= hi) {
-          throw new Error(`firewall ${plan.name} would open ${f.port}/${rule.protocol} (${f.what})`);
-        }
-      }
-    }
-  }
+function checkPort(name: string, port: number, problems: string[]): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`${name} ${port} is not a port number`);
+}
+
+const anywhere = (): string[] => [...ANYWHERE];
+
+/**
+ * Egress stays open on every plan: DigitalOcean blocks all egress of a droplet whose firewalls
+ * have no outbound rule, and the nodes legitimately reach arbitrary hosts and ports (apt, ACME,
+ * DNS, federation with servers on any port, TURN relaying to any peer, Tailscale DERP/STUN,
+ * WireGuard peers). Inbound is where the attack surface is.
+ */
+function outboundRules(): FirewallRule[] {
+  return [
+    { protocol: "tcp", portRange: ALL_PORTS, destinationAddresses: anywhere(), reason: "egress: apt, ACME, DNS over TCP, federation to servers on any port" },
+    { protocol: "udp", portRange: ALL_PORTS, destinationAddresses: anywhere(), reason: "egress: DNS, NTP, TURN relaying to any peer, WireGuard and Tailscale (STUN/DERP) peers" },
+    { protocol: "icmp", destinationAddresses: anywhere(), reason: "egress: path MTU discovery and diagnostics" },
+  ];
 }
 
 export function firewallPlans(input: FirewallInput): FirewallPlan[] {
-  const all = input.nodes.map((n) => n.name);
-  const withRole = (role: string) => input.nodes.filter((n) => n.roles.includes(role)).map((n) => n.name);
+  const problems: string[] = [];
+  if (!DO_TAG.test(input.clusterTag)) problems.push(`clusterTag "${input.clusterTag}" is not a DigitalOcean tag`);
+  const roleTags = new Map<NodeRole, string>();
+  for (const role of ["edge", "turn"] as const) {
+    const tag = input.roleTag(role);
+    if (!DO_TAG.test(tag)) problems.push(`roleTag(${role}) "${tag}" is not a DigitalOcean tag`);
+    roleTags.set(role, tag);
+  }
+  checkPort("httpPort", input.httpPort, problems);
+  checkPort("httpsPort", input.httpsPort, problems);
+  checkPort("federationPort", input.federationPort, problems);
+  checkPort("wireguardPort", input.wireguardPort, problems);
+  if (input.tailscaleDirectPort !== undefined) checkPort("tailscaleDirectPort", input.tailscaleDirectPort, problems);
+  if (input.turn) {
+    checkPort("turn.port", input.turn.port, problems);
+    checkPort("turn.tlsPort", input.turn.tlsPort, problems);
+    checkPort("turn.minPort", input.turn.minPort, problems);
+    checkPort("turn.maxPort", input.turn.maxPort, problems);
+    if (input.turn.minPort > input.turn.maxPort) problems.push(`turn relay range ${input.turn.minPort}-${input.turn.maxPort} is reversed`);
+  }
+  if (problems.length > 0) throw new Error(`invalid firewall input:\n  - ${problems.join("\n  - ")}`);
 
-  const base: FirewallPlan = {
-    name: `${input.prefix}-base`,
-    nodes: all,
-    reason: "every node: ping, the mesh among the nodes, and outbound traffic",
-    inbound: [{ protocol: "icmp", sources: { addresses: ANYWHERE }, reason: "ping and path-MTU discovery" }],
-    // Explicit: a DigitalOcean firewall without outbound rules drops all egress. Federation, ACME,
-    // package mirrors, the tailnet and TURN relaying all reach arbitrary hosts and ports.
-    outbound: (["tcp", "udp"] as const)
-      .map((protocol): OutboundRule => ({ protocol, ports: "1-65535", destinations: { addresses: ANYWHERE }, reason: "federation, ACME, packages, VPN, TURN relaying" }))
-      .concat([{ protocol: "icmp", destinations: { addresses: ANYWHERE }, reason: "ping and path-MTU discovery" }]),
-  };
-  if (input.wireguardPort !== undefined) {
-    base.inbound.push({ protocol: "udp", ports: String(input.wireguardPort), sources: { nodes: all }, reason: "WireGuard mesh, only between this deployment's nodes" });
-  }
-  if (input.tailscalePort !== undefined) {
-    base.inbound.push({ protocol: "udp", ports: String(input.tailscalePort), sources: { addresses: ANYWHERE }, reason: "Tailscale direct connections (WireGuard-authenticated)" });
-  }
-
-  const plans = [base];
-  const edge = withRole("edge");
-  if (edge.length > 0) {
-    plans.push({
-      name: `${input.prefix}-edge`,
-      nodes: edge,
-      reason: "the public Matrix surface, served by Traefik",
-      inbound: [...new Set(input.edgePorts)].map((p) => ({ protocol: "tcp", ports: String(p), sources: { addresses: ANYWHERE }, reason: "HTTP(S) and federation" })),
-      outbound: [],
-    });
-  }
-  const turnNodes = withRole("turn");
-  if (input.turn && turnNodes.length > 0) {
+  const base = input.clusterTag.replace(/[^A-Za-z0-9.-]/g, "-");
+  const plans: FirewallPlan[] = [
+    {
+      name: `${base}-cluster`,
+      tags: [input.clusterTag],
+      inbound: [
+        {
+          protocol: "udp",
+          portRange: String(input.wireguardPort),
+          sourceTags: [input.clusterTag],
+          reason: "WireGuard mesh between the cluster's own droplets; Swarm runs only inside it",
+        },
+        { protocol: "icmp", sourceAddresses: anywhere(), reason: "path MTU discovery (wg0's MTU depends on it) and diagnostics" },
+      ],
+      outbound: outboundRules(),
+    },
+    {
+      name: `${base}-edge`,
+      tags: [roleTags.get("edge")!],
+      inbound: [
+        { protocol: "tcp", portRange: String(input.httpPort), sourceAddresses: anywhere(), reason: "HTTP: redirect to HTTPS and ACME HTTP-01" },
+        { protocol: "tcp", portRange: String(input.httpsPort), sourceAddresses: anywhere(), reason: "HTTPS: Matrix client API and well-known" },
+        { protocol: "tcp", portRange: String(input.federationPort), sourceAddresses: anywhere(), reason: "Matrix federation" },
+      ],
+      outbound: outboundRules(),
+    },
+  ];
+  if (input.turn) {
     const t = input.turn;
     plans.push({
-      name: `${input.prefix}-turn`,
-      nodes: turnNodes,
-      reason: "TURN for calls",
+      name: `${base}-turn`,
+      tags: [roleTags.get("turn")!],
       inbound: [
-        ...(["tcp", "udp"] as const).flatMap((protocol) => [
-          { protocol, ports: String(t.port), sources: { addresses: ANYWHERE }, reason: "TURN" },
-          { protocol, ports: String(t.tlsPort), sources: { addresses: ANYWHERE }, reason: "TURN over TLS/DTLS" },
-        ]),
-        { protocol: "udp", ports: `${t.minPort}-${t.maxPort}`, sources: { addresses: ANYWHERE }, reason: "TURN relay range" },
+        { protocol: "udp", portRange: String(t.port), sourceAddresses: anywhere(), reason: "TURN/STUN over UDP" },
+        { protocol: "tcp", portRange: String(t.port), sourceAddresses: anywhere(), reason: "TURN over TCP (clients behind UDP-blocking networks)" },
+        { protocol: "udp", portRange: String(t.tlsPort), sourceAddresses: anywhere(), reason: "TURN over DTLS" },
+        { protocol: "tcp", portRange: String(t.tlsPort), sourceAddresses: anywhere(), reason: "TURN over TLS" },
+        // coTURN runs with no-tcp-relay: the relay range is UDP only.
+        { protocol: "udp", portRange: `${t.minPort}-${t.maxPort}`, sourceAddresses: anywhere(), reason: "TURN relay ports (UDP only: no-tcp-relay)" },
       ],
-      outbound: [],
+      outbound: outboundRules(),
     });
   }
-  assertNoForbiddenInbound(plans);
+  if (input.tailscaleDirectPort !== undefined) {
+    plans.push({
+      name: `${base}-tailscale`,
+      tags: [input.clusterTag],
+      inbound: [
+        {
+          protocol: "udp",
+          portRange: String(input.tailscaleDirectPort),
+          sourceAddresses: anywhere(),
+          reason: "Tailscale direct (peer-to-peer) connections instead of DERP relays; WireGuard-authenticated",
+        },
+      ],
+      outbound: outboundRules(),
+    });
+  }
+
+  // Self-check: a configured port or relay range must never expose a forbidden port.
+  for (const plan of plans) {
+    for (const rule of plan.inbound) {
+      if (rule.portRange === undefined) continue;
+      const [lo, hi] = portBounds(rule.portRange);
+      const hit = FORBIDDEN_INBOUND_PORTS.filter((p) => p >= lo && p <= hi);
+      if (hit.length > 0) throw new Error(`firewall ${plan.name}: ${rule.protocol} ${rule.portRange} (${rule.reason}) would expose forbidden port(s) ${hit.join(", ")}`);
+      // The mesh port is for cluster members only; DigitalOcean unions rules, so no public UDP rule may cover it.
+      if (rule.protocol === "udp" && rule.sourceAddresses && input.wireguardPort >= lo && input.wireguardPort <= hi) {
+        throw new Error(`firewall ${plan.name}: udp ${rule.portRange} (${rule.reason}) would open the WireGuard port ${input.wireguardPort} to everyone`);
+      }
+    }
+  }
   return plans;
 }

@@ -1,30 +1,75 @@
-/** The tailnet policy (JSON is valid HuJSON): admins reach the nodes, nodes reach each other, nothing else. */
-
-export const ADMIN_GROUP = "group:hardened-matrix-admins";
-
+/** Inputs of the tailnet policy (the `acl` of tailscale.Acl). */
 export interface TailnetPolicyInput {
-  /** Tailnet login emails of the admins. */
+  /** Admin login emails. */
   admins: string[];
-  /** Tag the nodes join with, e.g. "tag:hm-prod". */
+  /** The tag every node joins with, e.g. "tag:hm-node". */
   nodeTag: string;
-  /** Ports the admins may reach on the nodes (SSH, dashboards). */
+  /** Ports admins may reach on nodes, e.g. 22 and the dashboard port. */
   adminPorts: number[];
+  /** Local users admins may become over Tailscale SSH, e.g. ["root"] or the admin user. */
+  sshUsers: string[];
 }
 
-export function renderTailnetPolicy(input: TailnetPolicyInput): string {
-  if (!/^tag:[a-z0-9-]+$/.test(input.nodeTag)) throw new Error(`not a tailnet tag: ${input.nodeTag}`);
-  if (input.admins.length === 0) throw new Error("a tailnet policy without admins locks everyone out of the nodes");
-  const policy = {
-    groups: { [ADMIN_GROUP]: [...input.admins].sort() },
-    // Admins may create keys for the node tag; autogroup:admin lets the deployer's API key do it.
-    tagOwners: { [input.nodeTag]: ["autogroup:admin", ADMIN_GROUP] },
+export const ADMIN_GROUP = "group:hm-admins";
+
+/** Ports a test in the policy asserts admins can NOT reach, the first one not in adminPorts. */
+const PROBE_DENIED_PORTS = [5432, 2375, 2377, 8008, 8080];
+
+const EMAIL = /^[^\s@"]+@[^\s@"]+\.[^\s@"]+$/;
+const TAG = /^tag:[A-Za-z][A-Za-z0-9-]*$/;
+const UNIX_USER = /^[a-z_][a-z0-9_-]{0,31}$/;
+
+export interface TailnetPolicy {
+  groups: Record<string, string[]>;
+  tagOwners: Record<string, string[]>;
+  acls: { action: "accept"; src: string[]; dst: string[] }[];
+  ssh: { action: "accept" | "check"; src: string[]; dst: string[]; users: string[] }[];
+  tests: { src: string; accept: string[]; deny: string[] }[];
+}
+
+function validate(p: TailnetPolicyInput): void {
+  const problems: string[] = [];
+  if (p.admins.length === 0) problems.push("admins is empty: no one could reach the nodes");
+  for (const a of p.admins) if (!EMAIL.test(a)) problems.push(`admin "${a}" is not an email address`);
+  if (new Set(p.admins).size !== p.admins.length) problems.push("admins lists someone twice");
+  if (!TAG.test(p.nodeTag)) problems.push(`nodeTag "${p.nodeTag}" must look like tag:name`);
+  if (p.adminPorts.length === 0) problems.push("adminPorts is empty");
+  for (const port of p.adminPorts) if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`admin port ${port} is not a port number`);
+  if (p.sshUsers.length === 0) problems.push("sshUsers is empty");
+  for (const u of p.sshUsers) if (!UNIX_USER.test(u)) problems.push(`ssh user "${u}" is not a Unix user name`);
+  if (problems.length > 0) throw new Error(`invalid tailnet policy input:\n  - ${problems.join("\n  - ")}`);
+}
+
+export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
+  validate(p);
+  const ports = [...new Set(p.adminPorts)].sort((a, b) => a - b);
+  const denied = PROBE_DENIED_PORTS.find((port) => !ports.includes(port)) ?? 5432;
+  return {
+    groups: { [ADMIN_GROUP]: [...p.admins] },
+    // Only admins may bring a device up with the node tag (the auth keys they mint carry it).
+    tagOwners: { [p.nodeTag]: [ADMIN_GROUP] },
+    // Tailscale denies by default: these two rules are all the traffic the tailnet carries.
     acls: [
-      { action: "accept", src: [ADMIN_GROUP], dst: [...new Set(input.adminPorts)].sort((a, b) => a - b).map((p) => `${input.nodeTag}:${p}`) },
-      { action: "accept", src: [input.nodeTag], dst: [`${input.nodeTag}:*`] },
+      { action: "accept", src: [ADMIN_GROUP], dst: [`${p.nodeTag}:${ports.join(",")}`] },
+      // Nodes may talk to each other over the tailnet (Swarm itself runs over wg0).
+      { action: "accept", src: [p.nodeTag], dst: [`${p.nodeTag}:*`] },
     ],
-    // Tailscale SSH: admins as root (the docker provider connects as root) or as a normal user.
-    // "accept" rather than "check": a deployment runs unattended and cannot answer a browser prompt.
-    ssh: [{ action: "accept", src: [ADMIN_GROUP], dst: [input.nodeTag], users: ["root", "autogroup:nonroot"] }],
+    // "accept", not "check": the program reaches nodes non-interactively (remote commands over
+    // SSH), which a browser re-authentication would break; admins already passed the tailnet's
+    // login and device approval, and only they can reach port 22 at all.
+    ssh: [{ action: "accept", src: [ADMIN_GROUP], dst: [p.nodeTag], users: [...new Set(p.sshUsers)] }],
+    // Tailscale refuses a policy whose tests fail, so a broken rule never reaches the tailnet.
+    tests: [
+      {
+        src: p.admins[0],
+        accept: ports.map((port) => `${p.nodeTag}:${port}`),
+        deny: [`${p.nodeTag}:${denied}`],
+      },
+    ],
   };
-  return `${JSON.stringify(policy, null, 2)}\n`;
+}
+
+/** JSON text for the Tailscale ACL (tailscale.Acl `acl`). */
+export function renderTailnetPolicy(p: TailnetPolicyInput): string {
+  return `${JSON.stringify(tailnetPolicy(p), null, 2)}\n`;
 }

@@ -1,0 +1,137 @@
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { ADMIN_GROUP, renderTailnetPolicy, type TailnetPolicyInput } from "../components/render/tailscaleAcl";
+
+// A tiny evaluator of the policy subset Tailscale documents for `acls` and `ssh`: default deny;
+// a tagged device is identified by its tags only (not by the user who created it).
+interface Device {
+  user?: string;
+  tags: string[];
+}
+interface Policy {
+  groups?: Record<string, string[]>;
+  tagOwners?: Record<string, string[]>;
+  acls?: { action: string; src: string[]; dst: string[] }[];
+  ssh?: { action: string; src: string[]; dst: string[]; users: string[] }[];
+  tests?: { src: string; accept?: string[]; deny?: string[] }[];
+}
+
+function matches(policy: Policy, selector: string, d: Device): boolean {
+  const untagged = d.tags.length === 0;
+  if (selector === "*") return true;
+  if (selector === "autogroup:member") return untagged;
+  if (selector.startsWith("tag:")) return d.tags.includes(selector);
+  if (selector.startsWith("group:")) {
+    const members = policy.groups?.[selector];
+    assert.ok(members, `undefined group ${selector}`);
+    return untagged && d.user !== undefined && members.includes(d.user);
+  }
+  if (selector.includes("@")) return untagged && d.user === selector;
+  throw new Error(`the evaluator does not know selector ${selector}`);
+}
+
+function portMatches(spec: string, port: number): boolean {
+  if (spec === "*") return true;
+  return spec.split(",").some((part) => {
+    const [lo, hi] = part.split("-").map(Number);
+    return port >= lo && port <= (hi ?? lo);
+  });
+}
+
+function mayReach(policy: Policy, src: Device, dst: Device, port: number): boolean {
+  return (policy.acls ?? []).some(
+    (rule) =>
+      rule.action === "accept" &&
+      rule.src.some((s) => matches(policy, s, src)) &&
+      rule.dst.some((entry) => {
+        const cut = entry.lastIndexOf(":");
+        return matches(policy, entry.slice(0, cut), dst) && portMatches(entry.slice(cut + 1), port);
+      }),
+  );
+}
+
+function sshAction(policy: Policy, src: Device, dst: Device, user: string): string | undefined {
+  return (policy.ssh ?? []).find((r) => r.src.some((s) => matches(policy, s, src)) && r.dst.some((t) => matches(policy, t, dst)) && r.users.includes(user))?.action;
+}
+
+const input: TailnetPolicyInput = { admins: ["alice@example.com", "bob@example.com"], nodeTag: "tag:hm-node", adminPorts: [22, 9443], sshUsers: ["root"] };
+const policy = JSON.parse(renderTailnetPolicy(input)) as Policy;
+
+const alice: Device = { user: "alice@example.com", tags: [] };
+const bob: Device = { user: "bob@example.com", tags: [] };
+const mallory: Device = { user: "mallory@example.com", tags: [] };
+const node: Device = { user: "alice@example.com", tags: ["tag:hm-node"] };
+const otherNode: Device = { user: "bob@example.com", tags: ["tag:hm-node"] };
+const strayTagged: Device = { user: "alice@example.com", tags: ["tag:other"] };
+
+describe("tailnet policy", () => {
+  test("admins reach nodes on the admin ports and nothing else", () => {
+    assert.equal(mayReach(policy, alice, node, 22), true);
+    assert.equal(mayReach(policy, bob, node, 9443), true);
+    assert.equal(mayReach(policy, alice, node, 5432), false);
+    assert.equal(mayReach(policy, alice, node, 2377), false);
+  });
+
+  test("nodes reach each other on every port", () => {
+    for (const port of [22, 2377, 5432, 65535]) assert.equal(mayReach(policy, node, otherNode, port), true);
+  });
+
+  test("untagged non-admins, foreign tags and nodes-to-admins are denied", () => {
+    assert.equal(mayReach(policy, mallory, node, 22), false);
+    assert.equal(mayReach(policy, strayTagged, node, 22), false);
+    assert.equal(mayReach(policy, node, alice, 22), false);
+    assert.equal(mayReach(policy, alice, bob, 22), false, "nothing but the two rules: admins' own devices are not opened to each other");
+  });
+
+  test("the evaluator can say yes to what the policy must deny (a permissive policy)", () => {
+    const open: Policy = { ...policy, acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }] };
+    assert.equal(mayReach(open, mallory, node, 5432), true);
+  });
+
+  test("Tailscale SSH: admins as the listed users only, action accept", () => {
+    assert.equal(sshAction(policy, alice, node, "root"), "accept");
+    assert.equal(sshAction(policy, alice, node, "postgres"), undefined);
+    assert.equal(sshAction(policy, mallory, node, "root"), undefined);
+    assert.equal(sshAction(policy, otherNode, node, "root"), undefined);
+    const withAdminUser = JSON.parse(renderTailnetPolicy({ ...input, sshUsers: ["hmadmin"] })) as Policy;
+    assert.equal(sshAction(withAdminUser, alice, node, "hmadmin"), "accept");
+    assert.equal(sshAction(withAdminUser, alice, node, "root"), undefined);
+  });
+
+  test("groups, tag owners and the exact rule set", () => {
+    assert.deepEqual(policy.groups, { [ADMIN_GROUP]: input.admins });
+    assert.deepEqual(policy.tagOwners, { "tag:hm-node": [ADMIN_GROUP] });
+    assert.equal(policy.acls?.length, 2);
+    assert.equal(policy.ssh?.length, 1);
+  });
+
+  test("the policy's own tests (which Tailscale runs on every update) hold under the evaluator", () => {
+    for (const variant of [input, { ...input, adminPorts: [22, 5432] }]) {
+      const p = JSON.parse(renderTailnetPolicy(variant)) as Policy;
+      assert.ok((p.tests ?? []).length > 0);
+      for (const t of p.tests ?? []) {
+        const src: Device = { user: t.src, tags: [] };
+        assert.ok((t.deny ?? []).length > 0, "a test must also assert a denial");
+        for (const [list, expected] of [[t.accept ?? [], true], [t.deny ?? [], false]] as const) {
+          for (const entry of list) {
+            const cut = entry.lastIndexOf(":");
+            const dst: Device = { tags: [entry.slice(0, cut)] };
+            assert.equal(mayReach(p, src, dst, Number(entry.slice(cut + 1))), expected, `${t.src} -> ${entry}`);
+          }
+        }
+      }
+    }
+  });
+
+  test("invalid input is refused with a clear message", () => {
+    assert.throws(() => renderTailnetPolicy({ ...input, admins: [] }), /admins is empty/);
+    assert.throws(() => renderTailnetPolicy({ ...input, admins: ["not-an-email"] }), /not an email/);
+    assert.throws(() => renderTailnetPolicy({ ...input, nodeTag: "hm-node" }), /tag:name/);
+    assert.throws(() => renderTailnetPolicy({ ...input, adminPorts: [0] }), /not a port/);
+    assert.throws(() => renderTailnetPolicy({ ...input, sshUsers: ["Root!"] }), /Unix user/);
+  });
+
+  test("rendering is deterministic JSON", () => {
+    assert.equal(renderTailnetPolicy(input), renderTailnetPolicy({ ...input, adminPorts: [9443, 22] }));
+  });
+});
