@@ -5,7 +5,7 @@ import { Dns } from "./dns";
 import { ROLE_LABEL_PREFIX } from "./localSwarm";
 import { Nodes, type VolumeSpec } from "./nodes";
 import type { Platform, StoragePurpose } from "./platform";
-import { renderCloudInit, type CloudInitVolume } from "./render/cloudInit";
+import { renderCloudInit } from "./render/cloudInit";
 import { firewallPlans } from "./render/firewall";
 import { renderTailnetPolicy } from "./render/tailscaleAcl";
 import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "./settings";
@@ -40,6 +40,9 @@ export function tablePrice(size: string): number {
   if (!known) throw new Error(`no price known for droplet size ${size}`);
   return known.priceMonthly;
 }
+
+/** The mesh's UDP port, open only between the deployment's droplets (the mesh itself comes later). */
+export const WIREGUARD_PORT = 51820;
 
 /** The ssh options of the docker provider: a new host key is learnt once, then must not change. */
 export const DOCKER_SSH_OPTS = ["-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "BatchMode=yes"];
@@ -106,7 +109,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     this.tailnet = new Tailnet(
       `${name}-tailnet`,
       {
-        policy: renderTailnetPolicy({ admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin] }),
+        // Root over Tailscale SSH: the docker provider connects as root.
+        policy: renderTailnetPolicy({ admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin], sshUsers: ["root"] }),
         nodeTag,
         description: `hardened-matrix ${args.stack} nodes`,
       },
@@ -132,18 +136,13 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     const userData: Record<string, pulumi.Output<string>> = {};
     for (const node of args.nodes) {
       userData[node.name] = pulumi.all([owners, this.tailnet.authKey]).apply(([ownerOf, authKey]) => {
-        const volumes: CloudInitVolume[] = this.volumes
-          .filter((v) => v.node === node.name)
-          .map((v) => ({
-            label: v.label,
-            mountPoint: `/mnt/${v.name}`,
-            directories: ownerOf[v.purpose] ? [{ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! }] : [],
-          }));
+        const here = this.volumes.filter((v) => v.node === node.name);
         return renderCloudInit({
           hostname: node.name,
-          dockerSocketGid: args.dockerSocketGid,
-          tailscale: { authKey, tags: [nodeTag], hostname: node.name },
-          volumes,
+          dockerGid: args.dockerSocketGid,
+          tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true },
+          volumes: here.map((v) => ({ name: v.name, mountPoint: `/mnt/${v.name}`, fsType: "ext4" as const })),
+          directories: here.filter((v) => ownerOf[v.purpose]).map((v) => ({ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! })),
           // Several nodes form their swarm over the WireGuard mesh (a later component); one node alone
           // is its own swarm, advertised on its VPC address.
           swarm: single && node.name === firstManager.name ? { addressPool: args.swarmAddressPool, labels: node.roles.map((r) => `${ROLE_LABEL_PREFIX}${r}=true`) } : undefined,
@@ -164,10 +163,13 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         volumes: this.volumes,
         reservedIpNodes: [edge.name],
         firewalls: firewallPlans({
-          prefix,
-          nodes: args.nodes.map((n) => ({ name: n.name, roles: n.roles })),
-          edgePorts: [args.ports.http, args.ports.https, args.ports.federation],
+          clusterTag,
+          roleTag: (r) => `${clusterTag}-${r}`,
+          httpPort: args.ports.http,
+          httpsPort: args.ports.https,
+          federationPort: args.ports.federation,
           turn: args.turn ? { port: args.turn.port, tlsPort: args.turn.tlsPort, minPort: args.turn.minPort, maxPort: args.turn.maxPort } : undefined,
+          wireguardPort: WIREGUARD_PORT,
         }),
       },
       child,

@@ -15,7 +15,7 @@ export interface NodeSpec {
 export interface VolumeSpec {
   /** DigitalOcean volume name (unique per region in the account). */
   name: string;
-  /** ext4 label cloud-init mounts it by (at most 16 characters). */
+  /** ext4 label (at most 16 characters); cloud-init finds the volume by its DigitalOcean name. */
   label: string;
   sizeGib: number;
   /** Node the volume is attached to. */
@@ -59,6 +59,18 @@ export class Nodes extends pulumi.ComponentResource {
     const vpc = new digitalocean.Vpc(`${name}-vpc`, { name: args.vpcName, region: args.region, ipRange: args.vpcRange, description: "hardened-matrix nodes" }, child);
     this.vpcId = vpc.id;
 
+    // Tags exist before the droplets and firewalls that name them.
+    const tags = new Map<string, digitalocean.Tag>();
+    const tag = (t: string): pulumi.Output<string> => {
+      let r = tags.get(t);
+      if (!r) {
+        r = new digitalocean.Tag(t, { name: t }, child);
+        tags.set(t, r);
+      }
+      return r.name;
+    };
+    for (const t of [...args.nodes.flatMap((n) => n.tags), ...args.firewalls.flatMap((p) => p.tags)]) tag(t);
+
     for (const node of args.nodes) {
       const userData = args.userData[node.name];
       if (userData === undefined) throw new Error(`no user data for node ${node.name}`);
@@ -71,7 +83,7 @@ export class Nodes extends pulumi.ComponentResource {
           region: args.region,
           vpcUuid: vpc.id,
           sshKeys: args.sshKeys,
-          tags: node.tags,
+          tags: node.tags.map(tag),
           userData: pulumi.secret(userData),
           monitoring: true,
           ipv6: true,
@@ -112,24 +124,15 @@ export class Nodes extends pulumi.ComponentResource {
       this.reservedIps[node] = ip.ipAddress;
     }
 
+    // Firewalls apply to tags, so a replaced or added droplet is covered from its first boot.
     for (const plan of args.firewalls) {
       new digitalocean.Firewall(
         plan.name,
         {
           name: plan.name,
-          dropletIds: plan.nodes.map(dropletId),
-          inboundRules: plan.inbound.map((r) => ({
-            protocol: r.protocol,
-            portRange: r.protocol === "icmp" ? undefined : r.ports,
-            sourceAddresses: r.sources.addresses,
-            sourceDropletIds: r.sources.nodes?.map(dropletId),
-          })),
-          outboundRules: plan.outbound.map((r) => ({
-            protocol: r.protocol,
-            portRange: r.protocol === "icmp" ? undefined : r.ports,
-            destinationAddresses: r.destinations.addresses,
-            destinationDropletIds: r.destinations.nodes?.map(dropletId),
-          })),
+          tags: plan.tags.map(tag),
+          inboundRules: plan.inbound.map((r) => ({ protocol: r.protocol, portRange: r.portRange, sourceAddresses: r.sourceAddresses, sourceTags: r.sourceTags?.map(tag) })),
+          outboundRules: plan.outbound.map((r) => ({ protocol: r.protocol, portRange: r.portRange, destinationAddresses: r.destinationAddresses })),
         },
         child,
       );

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { estimateMonthlyCost, tablePrice } from "../components/cloud";
-import { BOOTSTRAP_MARKER } from "../components/render/cloudInit";
+import { BOOTSTRAP_MARKER, DAEMON_JSON_PATH, METADATA_BLOCK_SCRIPT, SSHD_DROPIN_PATH, TAILSCALE_AUTHKEY_FILE } from "../components/render/cloudInit";
 import { firewallPlans } from "../components/render/firewall";
 import { renderTailnetPolicy } from "../components/render/tailscaleAcl";
 import { parseSettings } from "../components/settings";
 import { planStack, type Plan } from "../plan/plan";
 import { readStackConfig } from "../plan/stackConfig";
-import { ATTACHMENT, DROPLET, dropletNames, FIREWALL, forbiddenInbound, named, ofType, raw, RECORD, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
+import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, forbiddenInbound, named, ofType, raw, RECORD, runcmd, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
 
 // The real program, dev stack (one droplet carrying every role), under mocks.
 let plan: Plan;
@@ -45,17 +45,19 @@ test("dev: user data is a secret that never replaces the droplet, and is written
 test("dev: the node joins the tailnet with the deployment's key and tag, and the key file is removed", () => {
   const { doc } = userData(plan, "hm-dev-1");
   // The mock provider's key for the TailnetKey resource: the user data carries the key's output.
-  assert.match(writeFile(doc, "/etc/hardened-matrix/tailscale-authkey"), /^tskey-auth-mock[A-Za-z0-9]{24}\n$/);
-  const script = writeFile(doc, "/usr/local/sbin/hardened-matrix-bootstrap");
-  assert.match(script, /tailscale up --auth-key=file:\/etc\/hardened-matrix\/tailscale-authkey --hostname=hm-dev-1 --advertise-tags=tag:hm-dev --ssh\nrm -f \/etc\/hardened-matrix\/tailscale-authkey/);
+  assert.match(writeFile(doc, TAILSCALE_AUTHKEY_FILE), /^tskey-auth-mock[A-Za-z0-9]{24}\n$/);
+  const script = runcmd(doc);
+  assert.match(script, /tailscale up --auth-key=file:\/run\/hardened-matrix\/tailscale-authkey --hostname=hm-dev-1 --advertise-tags=tag:hm-dev --ssh=true --timeout=300s\nrm -f \/run\/hardened-matrix\/tailscale-authkey/);
   assert.ok(script.trimEnd().endsWith(BOOTSTRAP_MARKER), "the bootstrap marker is the last step");
 });
 
-test("dev: a single node is its own swarm on its VPC address, labelled with all its roles", () => {
-  const script = writeFile(userData(plan, "hm-dev-1").doc, "/usr/local/sbin/hardened-matrix-bootstrap");
-  assert.match(script, /private=\$\(curl -fsS http:\/\/169\.254\.169\.254\/metadata\/v1\/interfaces\/private\/0\/ipv4\/address\)/);
+test("dev: a single node is its own swarm on its VPC address, labelled with all its roles, before the marker", () => {
+  const script = runcmd(userData(plan, "hm-dev-1").doc);
+  assert.match(script, /private=\$\(python3 -c .*http:\/\/169\.254\.169\.254\/metadata\/v1\/interfaces\/private\/0\/ipv4\/address/);
   assert.match(script, /docker swarm init --advertise-addr "\$private" --listen-addr "\$private:2377" --data-path-addr "\$private" --default-addr-pool 10\.20\.0\.0\/16/);
   for (const role of ["manager", "edge", "db", "turn"]) assert.match(script, new RegExp(`--label-add hardened-matrix\\.role\\.${role}=true`));
+  assert.ok(script.indexOf("docker swarm init") > script.indexOf("tailscale up"));
+  assert.ok(script.indexOf("docker swarm init") < script.indexOf(BOOTSTRAP_MARKER));
 });
 
 test("dev: volumes for postgres, dendrite and acme: ext4, labelled, protected, retained, attached to the node", () => {
@@ -77,29 +79,27 @@ test("dev: volumes for postgres, dendrite and acme: ext4, labelled, protected, r
 test("dev: Traefik's ACME storage is a bind mount on the acme volume, created for Traefik's user by cloud-init", () => {
   const mounts = (named(plan, "traefik-service").inputs as Inputs).taskSpec.containerSpec.mounts as Inputs[];
   assert.deepEqual(mounts.find((m) => m.target === "/acme"), { type: "bind", source: "/mnt/hm-dev-acme/acme", target: "/acme", readOnly: false });
-  const { doc } = userData(plan, "hm-dev-1");
-  assert.ok((doc.mounts as string[][]).some((m) => m[0] === "LABEL=hm-acme" && m[1] === "/mnt/hm-dev-acme" && m[3]!.includes("nofail")));
-  const script = writeFile(doc, "/usr/local/sbin/hardened-matrix-bootstrap");
-  assert.match(script, /install -d -m 0700 -o 10001 -g 10001 \/mnt\/hm-dev-acme\/acme/);
-  // The volume is mounted before the directory is made on it.
-  assert.ok(script.indexOf("mount /mnt/hm-dev-acme") < script.indexOf("/mnt/hm-dev-acme/acme"));
+  const script = runcmd(userData(plan, "hm-dev-1").doc);
+  const prepare = script.indexOf("/usr/local/sbin/hm-prepare-volume /dev/disk/by-id/scsi-0DO_Volume_hm-dev-acme /mnt/hm-dev-acme ext4");
+  const mkdir = script.indexOf("install -d -m 0700 -o 10001 -g 10001 /mnt/hm-dev-acme/acme");
+  assert.ok(prepare >= 0 && mkdir > prepare, "the volume is mounted before the directory is made on it");
   // Nobody asked for postgres/dendrite storage yet: their volumes are mounted but no directory is handed out.
+  assert.match(script, /hm-prepare-volume \/dev\/disk\/by-id\/scsi-0DO_Volume_hm-dev-postgres/);
   assert.doesNotMatch(script, /\/mnt\/hm-dev-postgres\/postgres/);
 });
 
-test("dev: the docker group has the configured gid before Docker is installed; daemon.json and the metadata block", () => {
+test("dev: the docker group has the configured gid before Docker is installed; daemon.json, metadata block, no OpenSSH", () => {
   const { doc } = userData(plan, "hm-dev-1");
-  const script = writeFile(doc, "/usr/local/sbin/hardened-matrix-bootstrap");
-  const group = script.indexOf("groupadd --system --gid 999 docker");
-  assert.ok(group >= 0 && group < script.indexOf("apt-get install -y docker-ce"));
-  const daemon = JSON.parse(writeFile(doc, "/etc/docker/daemon.json"));
+  // bootcmd runs before the packages stage that installs docker.io.
+  assert.deepEqual(doc.bootcmd[0], ["sh", "-c", "getent group docker >/dev/null || groupadd --system --gid 999 docker"]);
+  assert.ok((doc.packages as string[]).includes("docker.io"));
+  const daemon = JSON.parse(writeFile(doc, DAEMON_JSON_PATH));
   assert.equal(daemon["no-new-privileges"], true);
-  assert.deepEqual(daemon["log-opts"], { "max-size": "10m", "max-file": "3" });
   assert.equal(daemon["live-restore"], undefined, "Docker refuses swarm mode with live-restore");
-  assert.match(writeFile(doc, "/etc/systemd/system/hardened-matrix-metadata-block.service"), /iptables -I DOCKER-USER 1 -d 169\.254\.169\.254\/32 -j DROP/);
-  const sshd = writeFile(doc, "/etc/ssh/sshd_config.d/10-hardened-matrix.conf");
-  assert.match(sshd, /^PasswordAuthentication no$/m);
-  assert.match(sshd, /^ListenAddress 127\.0\.0\.1$/m);
+  assert.match(writeFile(doc, METADATA_BLOCK_SCRIPT), /iptables -w -I DOCKER-USER 1 -d 169\.254\.169\.254\/32 -j REJECT/);
+  assert.match(runcmd(doc), /systemctl enable --now hm-metadata-block\.service\niptables -w -C DOCKER-USER -d 169\.254\.169\.254\/32 -j REJECT/);
+  assert.match(writeFile(doc, SSHD_DROPIN_PATH), /^PasswordAuthentication no$/m);
+  assert.match(runcmd(doc), /systemctl mask ssh\.service ssh\.socket/);
   assert.equal(doc.ssh_pwauth, false);
   assert.ok((doc.packages as string[]).includes("unattended-upgrades"));
 });
@@ -117,19 +117,36 @@ test("dev: the reserved IP is assigned to the edge node and the Matrix name poin
 
 test("dev: firewalls open only the public surface, never a forbidden port, with explicit outbound rules", () => {
   assert.deepEqual(forbiddenInbound(plan), []);
-  const ids = dropletNames(plan);
-  const covering = ofType(plan, FIREWALL).filter((f) => ((f.inputs as Inputs).dropletIds as number[]).some((id) => ids.get(id) === "hm-dev-1"));
-  const inbound = covering.flatMap((f) => (f.inputs as Inputs).inboundRules as Inputs[]).map((r) => `${r.portRange ?? "-"}/${r.protocol}`).sort();
-  assert.deepEqual(inbound, ["-/icmp", "3478/tcp", "3478/udp", "443/tcp", "49152-49251/udp", "5349/tcp", "5349/udp", "80/tcp", "8448/tcp"]);
-  const outbound = covering.flatMap((f) => (f.inputs as Inputs).outboundRules as Inputs[]).map((r) => r.protocol).sort();
-  assert.deepEqual(outbound, ["icmp", "tcp", "udp"]);
+  const covering = firewallsOf(plan, "hm-dev-1");
+  const inbound = covering
+    .flatMap((f) => (f.inputs as Inputs).inboundRules as Inputs[])
+    .map((r) => `${r.portRange ?? "-"}/${r.protocol} from ${(r.sourceAddresses ?? r.sourceTags).join(" ")}`)
+    .sort();
+  assert.deepEqual(inbound, [
+    "-/icmp from 0.0.0.0/0 ::/0",
+    "3478/tcp from 0.0.0.0/0 ::/0",
+    "3478/udp from 0.0.0.0/0 ::/0",
+    "443/tcp from 0.0.0.0/0 ::/0",
+    "49152-49251/udp from 0.0.0.0/0 ::/0",
+    "51820/udp from hardened-matrix-dev",
+    "5349/tcp from 0.0.0.0/0 ::/0",
+    "5349/udp from 0.0.0.0/0 ::/0",
+    "80/tcp from 0.0.0.0/0 ::/0",
+    "8448/tcp from 0.0.0.0/0 ::/0",
+  ]);
+  for (const f of covering) {
+    assert.deepEqual(((f.inputs as Inputs).outboundRules as Inputs[]).map((r) => r.protocol).sort(), ["icmp", "tcp", "udp"], f.name);
+  }
+  // The tags exist as resources, so firewalls and droplets name tags that are there.
+  const tagNames = ofType(plan, "digitalocean:index/tag:Tag").map((t) => (t.inputs as Inputs).name);
+  for (const f of covering) for (const t of (f.inputs as Inputs).tags) assert.ok(tagNames.includes(t), t);
 });
 
 test("firewall plans refuse a forbidden port, even inside a range", () => {
-  const base = { prefix: "t", nodes: [{ name: "a", roles: ["edge", "turn"] }], edgePorts: [443] };
+  const base = { clusterTag: "c", roleTag: (r: string) => `c-${r}`, httpPort: 80, httpsPort: 443, federationPort: 8448, turn: undefined, wireguardPort: 51820 };
   assert.doesNotThrow(() => firewallPlans(base));
-  assert.throws(() => firewallPlans({ ...base, edgePorts: [443, 22] }), /22\/tcp \(SSH/);
-  assert.throws(() => firewallPlans({ ...base, turn: { port: 3478, tlsPort: 5349, minPort: 4000, maxPort: 5000 } }), /4789\/udp/);
+  assert.throws(() => firewallPlans({ ...base, federationPort: 22 }), /forbidden port\(s\) 22/);
+  assert.throws(() => firewallPlans({ ...base, turn: { port: 3478, tlsPort: 5349, minPort: 4000, maxPort: 5000 } }), /forbidden port\(s\) 4789/);
 });
 
 test("dev: DNS records are never proxied; CAA allows only Let's Encrypt; no AAAA; the base domain serves well-known", () => {
@@ -145,15 +162,15 @@ test("dev: DNS records are never proxied; CAA allows only Let's Encrypt; no AAAA
 
 test("dev: the tailnet policy lets admins reach SSH and the dashboard, nodes reach nodes, nothing else", () => {
   const policy = JSON.parse(plan.files.find((f) => f.path === "cloud-tailnet-acl/policy.json")!.content);
-  assert.deepEqual(policy.groups, { "group:hardened-matrix-admins": ["ops@example.org"] });
-  assert.deepEqual(policy.tagOwners, { "tag:hm-dev": ["autogroup:admin", "group:hardened-matrix-admins"] });
+  assert.deepEqual(policy.groups, { "group:hm-admins": ["ops@example.org"] });
+  assert.deepEqual(policy.tagOwners, { "tag:hm-dev": ["group:hm-admins"] });
   assert.deepEqual(policy.acls, [
-    { action: "accept", src: ["group:hardened-matrix-admins"], dst: ["tag:hm-dev:22", "tag:hm-dev:9443"] },
+    { action: "accept", src: ["group:hm-admins"], dst: ["tag:hm-dev:22,9443"] },
     { action: "accept", src: ["tag:hm-dev"], dst: ["tag:hm-dev:*"] },
   ]);
-  assert.deepEqual(policy.ssh, [{ action: "accept", src: ["group:hardened-matrix-admins"], dst: ["tag:hm-dev"], users: ["root", "autogroup:nonroot"] }]);
+  assert.deepEqual(policy.ssh, [{ action: "accept", src: ["group:hm-admins"], dst: ["tag:hm-dev"], users: ["root"] }]);
   assert.equal((named(plan, "cloud-tailnet-acl").inputs as Inputs).overwriteExistingContent, true);
-  assert.throws(() => renderTailnetPolicy({ admins: [], nodeTag: "tag:x", adminPorts: [22] }), /locks everyone out/);
+  assert.throws(() => renderTailnetPolicy({ admins: [], nodeTag: "tag:x", adminPorts: [22], sshUsers: ["root"] }), /admins is empty/);
 });
 
 test("dev: one pre-authorized, tagged, reusable, non-ephemeral key that expires within the hour, created after the policy", () => {

@@ -56,7 +56,7 @@ before(async () => {
       userData: { m1: "#cloud-config\n", m2: "#cloud-config\n" },
       volumes: [],
       reservedIpNodes: [],
-      firewalls: firewallPlans({ prefix: "mesh", nodes: [{ name: "m1", roles: [] }, { name: "m2", roles: [] }], edgePorts: [], wireguardPort: 51820 }),
+      firewalls: firewallPlans({ clusterTag: "t", roleTag: (r) => `t-${r}`, httpPort: 80, httpsPort: 443, federationPort: 8448, turn: undefined, wireguardPort: 51820 }),
     });
     const platform = new CloudPlatform("cp", platformArgs);
     const attempt = (f: () => unknown) => {
@@ -92,14 +92,18 @@ test("Dns: headscale and SRV records, one A record per name even when TURN share
   assert.equal(byName("dns").type, "hardened-matrix:cloud:Dns");
 });
 
-test("Nodes: the WireGuard port is open only to the deployment's own droplets", () => {
-  const fw = byName("mesh-base").inputs as Inputs;
+test("Nodes: firewalls apply to tag resources; the mesh port is open only to the cluster tag", () => {
+  const fw = byName("t-cluster").inputs as Inputs;
+  assert.deepEqual(fw.tags, ["t"]);
   const wg = (fw.inboundRules as Inputs[]).find((r) => r.portRange === "51820");
   assert.ok(wg);
   assert.equal(wg.protocol, "udp");
   assert.equal(wg.sourceAddresses, undefined);
-  const ids = ["m1", "m2"].map((n) => Number(byName(n).id));
-  assert.deepEqual(wg.sourceDropletIds, ids);
+  assert.deepEqual(wg.sourceTags, ["t"]);
+  // Every tag a firewall or droplet names is a Tag resource of the component, registered once.
+  const tags = run.resources.filter((r) => r.type === "digitalocean:index/tag:Tag" && r.parent === byName("mesh").urn).map((r) => (r.inputs as Inputs).name).sort();
+  assert.deepEqual(tags, ["t", "t-edge"]);
+  assert.deepEqual((byName("m1").inputs as Inputs).tags, ["t"]);
   assert.equal(byName("mesh").type, "hardened-matrix:cloud:Nodes");
 });
 
@@ -117,6 +121,7 @@ test("CloudPlatform.storage: placed by role, one owner per purpose, nothing afte
   const text = (u: unknown) => String((u as { secret: string }).secret);
   assert.match(text(n2.userData), /install -d -m 0700 -o 70 -g 70 \/mnt\/hm-unit-postgres\/postgres/);
   assert.match(text(n2.userData), /groupadd --system --gid 990 docker/);
+  assert.match(text(n1.userData), /groupadd --system --gid 990 docker/);
   assert.doesNotMatch(text(n1.userData), /hm-unit-postgres/);
   // Two nodes: no swarm formed in cloud-init.
   assert.doesNotMatch(text(n1.userData) + text(n2.userData), /swarm init/);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { planStack, type Plan } from "../plan/plan";
-import { ATTACHMENT, DROPLET, dropletNames, FIREWALL, forbiddenInbound, named, ofType, RECORD, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
+import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, forbiddenInbound, named, ofType, RECORD, runcmd, userData, VOLUME, type Inputs } from "./support/cloud";
 
 // The real program, prod stack (three managers, roles spread), under mocks.
 let plan: Plan;
@@ -41,9 +41,9 @@ test("prod: postgres and dendrite volumes on the db node, ACME on the edge node"
   for (const a of ofType(plan, ATTACHMENT)) assert.equal(a.options.deleteBeforeReplace, true, `${a.name}: a volume attaches to one droplet at a time`);
   assert.deepEqual(placement, { "hm-prod-postgres": "hm-prod-2", "hm-prod-dendrite": "hm-prod-2", "hm-prod-acme": "hm-prod-1" });
   // Each node's cloud-init mounts exactly the volumes attached to it.
-  const mounted = (node: string) => (userData(plan, node).doc.mounts ?? []).map((m: string[]) => m[0]).sort();
-  assert.deepEqual(mounted("hm-prod-1"), ["LABEL=hm-acme"]);
-  assert.deepEqual(mounted("hm-prod-2"), ["LABEL=hm-dendrite", "LABEL=hm-postgres"]);
+  const mounted = (node: string) => [...runcmd(userData(plan, node).doc).matchAll(/scsi-0DO_Volume_(\S+) /g)].map((m) => m[1]).sort();
+  assert.deepEqual(mounted("hm-prod-1"), ["hm-prod-acme"]);
+  assert.deepEqual(mounted("hm-prod-2"), ["hm-prod-dendrite", "hm-prod-postgres"]);
   assert.deepEqual(mounted("hm-prod-3"), []);
 });
 
@@ -75,31 +75,34 @@ test("prod: SRV delegation of the server name to the Matrix host's federation po
 
 test("prod: each node gets only its role's firewall; none opens a forbidden port; all have outbound rules", () => {
   assert.deepEqual(forbiddenInbound(plan), []);
-  const ids = dropletNames(plan);
   const openPorts = (node: string) =>
-    ofType(plan, FIREWALL)
-      .filter((f) => ((f.inputs as Inputs).dropletIds as number[]).some((id) => ids.get(id) === node))
+    firewallsOf(plan, node)
       .flatMap((f) => ((f.inputs as Inputs).inboundRules as Inputs[]).map((r) => `${r.portRange ?? "-"}/${r.protocol}`))
       .sort();
-  assert.deepEqual(openPorts("hm-prod-1"), ["-/icmp", "443/tcp", "80/tcp", "8448/tcp"]);
-  assert.deepEqual(openPorts("hm-prod-2"), ["-/icmp"]);
-  assert.deepEqual(openPorts("hm-prod-3"), ["-/icmp", "3478/tcp", "3478/udp", "49152-49251/udp", "5349/tcp", "5349/udp"]);
-  const base = ofType(plan, FIREWALL).find((f) => f.name === "hm-prod-base")!.inputs as Inputs;
-  assert.deepEqual(((base.dropletIds as number[]).map((id) => ids.get(id))).sort(), NODES);
-  assert.deepEqual((base.outboundRules as Inputs[]).map((r) => r.protocol).sort(), ["icmp", "tcp", "udp"]);
+  assert.deepEqual(openPorts("hm-prod-1"), ["-/icmp", "443/tcp", "51820/udp", "80/tcp", "8448/tcp"]);
+  assert.deepEqual(openPorts("hm-prod-2"), ["-/icmp", "51820/udp"]);
+  assert.deepEqual(openPorts("hm-prod-3"), ["-/icmp", "3478/tcp", "3478/udp", "49152-49251/udp", "51820/udp", "5349/tcp", "5349/udp"]);
+  const cluster = named(plan, "hardened-matrix-prod-cluster");
+  assert.equal(cluster.type, "digitalocean:index/firewall:Firewall");
+  const wg = ((cluster.inputs as Inputs).inboundRules as Inputs[]).find((r) => r.portRange === "51820")!;
+  assert.deepEqual([wg.sourceTags, wg.sourceAddresses], [["hardened-matrix-prod"], undefined], "the mesh port is for the cluster's droplets only");
+  for (const node of NODES) {
+    const outbound = firewallsOf(plan, node).flatMap((f) => ((f.inputs as Inputs).outboundRules as Inputs[]).map((r) => r.protocol));
+    assert.deepEqual([...new Set(outbound)].sort(), ["icmp", "tcp", "udp"], node);
+  }
 });
 
 test("prod: no node forms a swarm on its own (formation over the mesh is a later component)", () => {
   for (const node of NODES) {
-    const script = writeFile(userData(plan, node).doc, "/usr/local/sbin/hardened-matrix-bootstrap");
+    const script = runcmd(userData(plan, node).doc);
     assert.doesNotMatch(script, /docker swarm init/, node);
-    assert.match(script, new RegExp(`--hostname=${node} --advertise-tags=tag:hm-prod --ssh`));
+    assert.match(script, new RegExp(`--hostname=${node} --advertise-tags=tag:hm-prod --ssh=true`));
   }
 });
 
 test("prod: admins and key; the docker provider goes to the first manager over the tailnet; cost", () => {
   const policy = JSON.parse(plan.files.find((f) => f.path === "cloud-tailnet-acl/policy.json")!.content);
-  assert.deepEqual(policy.groups["group:hardened-matrix-admins"], ["alice@example.org", "bob@example.org"]);
+  assert.deepEqual(policy.groups["group:hm-admins"], ["alice@example.org", "bob@example.org"]);
   const nodes = plan.outputs.nodes as Inputs;
   assert.equal((named(plan, "cloud-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
   assert.equal(new Set(NODES.map((n) => nodes[n].tailnetIpv4)).size, 3, "every node has its own tailnet address");

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EXCEPTION_LABEL_PREFIX } from "../components/hardening";
 import { parse } from "yaml";
-import { DROPLET, dropletNames, FIREWALL, forbiddenInbound, ofType, RECORD } from "./support/cloud";
+import { DROPLET, firewallsOf, forbiddenInbound, ofType, RECORD, runcmd } from "./support/cloud";
 import { planToDisk, STACKS } from "./support/plan";
 
 // Cross-cutting invariants over every resource of every stack file, planned by the real CLI.
@@ -71,12 +71,9 @@ for (const stack of STACKS) {
   if (droplets.length > 0) {
     test(`${stack}: cloud firewalls never let in SSH, Docker, Swarm or Postgres, and every node has outbound rules`, () => {
       assert.deepEqual(forbiddenInbound(plan), []);
-      const ids = dropletNames(plan);
       for (const d of droplets) {
         const name = (d.inputs as Inputs).name;
-        const outbound = ofType(plan, FIREWALL)
-          .filter((f) => ((f.inputs as Inputs).dropletIds as number[]).some((id) => ids.get(id) === name))
-          .flatMap((f) => (f.inputs as Inputs).outboundRules as Inputs[]);
+        const outbound = firewallsOf(plan, name).flatMap((f) => (f.inputs as Inputs).outboundRules as Inputs[]);
         assert.deepEqual([...new Set(outbound.map((r) => r.protocol))].sort(), ["icmp", "tcp", "udp"], `${stack}/${name}: outbound`);
       }
     });
@@ -98,8 +95,8 @@ for (const stack of STACKS) {
         const doc = parse(text) as Inputs;
         const file = (path: string): string => String((doc.write_files as Inputs[]).find((w) => w.path === path)?.content ?? "");
         assert.equal(JSON.parse(file("/etc/docker/daemon.json") || "{}")["no-new-privileges"], true, `${stack}/${name}: no-new-privileges`);
-        assert.match(file("/etc/systemd/system/hardened-matrix-metadata-block.service"), /-d 169\.254\.169\.254\/32 -j DROP/, `${stack}/${name}: metadata block`);
-        assert.match(file("/usr/local/sbin/hardened-matrix-bootstrap"), /systemctl enable --now hardened-matrix-metadata-block\.service/, `${stack}/${name}: metadata block enabled`);
+        assert.match(file("/usr/local/sbin/hm-metadata-block"), /-I DOCKER-USER 1 -d 169\.254\.169\.254\/32 -j REJECT/, `${stack}/${name}: metadata block`);
+        assert.match(runcmd(doc), /systemctl enable --now hm-metadata-block\.service\niptables -w -C DOCKER-USER -d 169\.254\.169\.254\/32 -j REJECT\n/, `${stack}/${name}: metadata block enabled and checked`);
       }
     });
 

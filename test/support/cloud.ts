@@ -34,17 +34,22 @@ export function dropletNames(plan: HasResources): Map<number, string> {
   return new Map(ofType(plan, DROPLET).map((d) => [Number(d.id), String((d.inputs as Inputs).name)]));
 }
 
-/** Every (port, protocol) a firewall lets in from any address, ranges expanded against the forbidden list. */
+/** Firewalls that apply to a droplet: DigitalOcean applies a firewall to every droplet carrying one of its tags. */
+export function firewallsOf(plan: HasResources, droplet: string): PlannedResource[] {
+  const d = ofType(plan, DROPLET).find((x) => (x.inputs as Inputs).name === droplet);
+  assert.ok(d, `no droplet ${droplet}`);
+  const tags = new Set((d.inputs as Inputs).tags as string[]);
+  return ofType(plan, FIREWALL).filter((f) => (((f.inputs as Inputs).tags as string[]) ?? []).some((t) => tags.has(t)));
+}
+
+/** Every forbidden port a firewall lets in from any address, ranges expanded. */
 export function forbiddenInbound(plan: HasResources): string[] {
   const found: string[] = [];
   for (const fw of ofType(plan, FIREWALL)) {
     for (const rule of (fw.inputs as Inputs).inboundRules ?? []) {
       if (rule.protocol === "icmp") continue;
-      const range = String(rule.portRange ?? "");
-      const [lo, hi] = range === "all" || range === "" ? [1, 65535] : portBounds(range);
-      for (const f of FORBIDDEN_INBOUND_PORTS) {
-        if (f.protocols.includes(rule.protocol) && f.port >= lo && f.port <= hi) found.push(`${fw.name}: ${f.port}/${rule.protocol}`);
-      }
+      const [lo, hi] = portBounds(String(rule.portRange ?? "all"));
+      for (const port of FORBIDDEN_INBOUND_PORTS) if (port >= lo && port <= hi) found.push(`${fw.name}: ${port}/${rule.protocol}`);
     }
   }
   return found;
@@ -54,6 +59,11 @@ export function userData(plan: Plan, node: string): { text: string; doc: Inputs 
   const f = plan.files.find((x) => x.path === `${node}/user-data.yaml`);
   assert.ok(f, `no user data for ${node}; files: ${plan.files.map((x) => x.path).join(", ")}`);
   return { text: f.content, doc: parse(f.content) as Inputs };
+}
+
+/** The runcmd steps as one script (cloud-init runs them that way). */
+export function runcmd(doc: Inputs): string {
+  return (doc.runcmd as unknown[]).map((l) => (Array.isArray(l) ? l.join(" ") : String(l))).join("\n");
 }
 
 export function writeFile(doc: Inputs, path: string): string {
