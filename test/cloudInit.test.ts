@@ -75,6 +75,12 @@ describe("cloud-init user data", () => {
     assert.equal(doc.package_upgrade, true);
   });
 
+  test("strings YAML 1.1 would read as something else are quoted (cloud-init parses YAML 1.1)", () => {
+    const { text, doc } = render({ ...allRoles, hostname: "on", tailscale: { ...allRoles.tailscale, hostname: "no" } });
+    assert.match(text, /^hostname: "on"$/m);
+    assert.equal(doc.hostname, "on");
+  });
+
   test("daemon.json: no-new-privileges, rotated logs, no ICC, no userland proxy", () => {
     const daemon = JSON.parse(file(render(allRoles).doc, DAEMON_JSON_PATH).content) as Record<string, unknown>;
     assert.equal(daemon["no-new-privileges"], true);
@@ -232,6 +238,7 @@ describe("cloud-init user data", () => {
     bad({ tailscale: { ...allRoles.tailscale, tags: ["hm-node"] } }, /tag "hm-node" must look like tag:name/);
     bad({ tailscale: { ...allRoles.tailscale, tags: [] } }, /tags is empty/);
     bad({ tailscale: { ...allRoles.tailscale, authKey: "tskey\nrunme" } }, /authKey/);
+    bad({ tailscale: { ...allRoles.tailscale, authKey: "" } }, /authKey/);
     bad({ tailscale: { ...allRoles.tailscale, hostname: "-x" } }, /tailscale.hostname/);
     bad({ volumes: [{ name: "data", mountPoint: "relative/path", fsType: "ext4" }] }, /absolute, normalized/);
     bad({ volumes: [{ name: "data", mountPoint: "/mnt/../etc", fsType: "ext4" }] }, /absolute, normalized/);
