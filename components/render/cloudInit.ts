@@ -95,7 +95,7 @@ function validate(c: CloudInitInput): void {
   if (!DNS_LABEL.test(c.hostname)) problems.push(`hostname "${c.hostname}" is not a DNS label (lowercase letters, digits, inner "-", at most 63)`);
   const ts = c.tailscale;
   if (!DNS_LABEL.test(ts.hostname)) problems.push(`tailscale.hostname "${ts.hostname}" is not a DNS label`);
-  if (ts.authKey.length === 0 || /\s/.test(ts.authKey)) problems.push("tailscale.authKey is empty or contains whitespace");
+  if (!/[A-Za-z0-9]/.test(ts.authKey) || /\s/.test(ts.authKey)) problems.push("tailscale.authKey is empty or contains whitespace");
   if (ts.tags.length === 0) problems.push("tailscale.tags is empty; a server joins as a tagged device");
   for (const tag of ts.tags) {
     if (!TAILSCALE_TAG.test(tag)) problems.push(`tailscale tag "${tag}" must look like tag:name (start with "tag:", then a letter, letters, digits, "-")`);
@@ -418,6 +418,8 @@ export function renderCloudInit(c: CloudInitInput): string {
     runcmd,
   };
 
-  const doc = new Document(config);
+  // cloud-init reads YAML 1.1 (PyYAML): serializing as 1.1 quotes every string 1.1 would turn into
+  // something else (a hostname "on" or "no" would become a boolean, "1:30" a number).
+  const doc = new Document(config, { version: "1.1" });
   return `#cloud-config\n${doc.toString({ lineWidth: 0 })}`;
 }
