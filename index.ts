@@ -1,4 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
+import { CloudPlatform } from "./components/cloud";
 import { LocalSwarm, roleConstraint } from "./components/localSwarm";
 import type { Platform } from "./components/platform";
 import { loadSettings, type Settings } from "./components/settings";
@@ -21,12 +22,43 @@ function localPlatform(settings: Settings): Platform {
   });
 }
 
+function cloudPlatform(settings: Settings): CloudPlatform {
+  return new CloudPlatform("cloud", {
+    stack: settings.stack,
+    region: settings.region,
+    vpcRange: settings.vpcRange,
+    swarmAddressPool: settings.swarmAddressPool,
+    nodes: settings.nodes,
+    sshKeys: settings.sshKeys,
+    admins: settings.admins,
+    dockerSocketGid: settings.dockerSocketGid,
+    domain: settings.domain,
+    matrixFqdn: settings.matrixFqdn,
+    serverName: settings.serverName,
+    cloudflareZoneId: settings.cloudflareZoneId,
+    acmeEmail: settings.acmeEmail,
+    ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
+    turn: settings.turnEnabled
+      ? { fqdn: settings.turnFqdn, port: settings.turnPort, tlsPort: settings.turnTlsPort, minPort: settings.turnMinPort, maxPort: settings.turnMaxPort }
+      : undefined,
+    servesWellKnown: settings.servesWellKnown,
+    delegation: settings.delegation,
+  });
+}
+
 async function main(): Promise<Record<string, unknown>> {
   const settings = loadSettings();
-  if (settings.target !== "local") {
-    throw new pulumi.RunError(`hardened-matrix:target: "${settings.target}" is not available in this version; allowed: local`);
+  const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
+  const platform: Platform = cloud ?? localPlatform(settings);
+  try {
+    return services(settings, platform);
+  } finally {
+    // Cloud nodes' cloud-init is rendered once every service has asked for its storage.
+    cloud?.seal();
   }
-  const platform = localPlatform(settings);
+}
+
+function services(settings: Settings, platform: Platform): Record<string, unknown> {
   const onSwarm: pulumi.ComponentResourceOptions = { providers: [platform.provider] };
 
   const socketProxy = new SocketProxy("socket-proxy", { image: settings.images.socketProxy, dockerSocketGid: settings.dockerSocketGid }, onSwarm);

@@ -118,6 +118,7 @@ export const settingsSchema = z.strictObject({
   admins: z.array(z.email({ message: "is not an email address" })),
   region: optionalString((v) => (DO_REGIONS as readonly string[]).includes(v), `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}`),
   vpcRange: cidr4,
+  cloudflareZoneId: optionalString((v) => /^[a-f0-9]{32}$/.test(v), "is not a Cloudflare zone id (32 lower-case hex characters, on the zone's overview page)"),
   sshKeys: z.array(z.string().min(1)),
   nodes: z.array(nodeSchema),
   images: z.strictObject(
@@ -277,6 +278,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     }
     if (s.nodes.length > 0) problems.push(`${PROJECT}:nodes: target "local" runs on the local Docker engine; droplet nodes and sizes are for target "digitalocean"`);
     if (s.region !== "") problems.push(`${PROJECT}:region: target "local" has no region; it is for target "digitalocean"`);
+    if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
     if (s.vpn !== "none") problems.push(`${PROJECT}:vpn: target "local" has no VPN; allowed: none`);
     if (s.acmeCa !== "none") problems.push(`${PROJECT}:acmeCa: target "local" uses Traefik's self-signed certificate; allowed: none`);
   } else {
@@ -286,6 +288,11 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
     if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
     if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
+    if (s.cloudflareZoneId === "") problems.push(`${PROJECT}:cloudflareZoneId: is required for target "digitalocean" (the Cloudflare zone of ${s.domain}; its overview page shows the id)`);
+    if (s.vpn === "headscale") {
+      problems.push(`${PROJECT}:vpn: "headscale" on DigitalOcean needs the Headscale component, which this version does not have yet; allowed: tailscale`);
+    }
+    problems.push(...vpcProblems(s.vpcRange, s.swarmAddressPool));
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));
   }
 
@@ -303,6 +310,38 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     turnFqdn,
     servesWellKnown: s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
   };
+}
+
+function cidrBounds(cidr: string): [number, number] {
+  const [ip, len] = cidr.split("/") as [string, string];
+  const base = ip.split(".").reduce((acc, octet) => acc * 256 + Number(octet), 0);
+  const size = 2 ** (32 - Number(len));
+  const start = base - (base % size);
+  return [start, start + size - 1];
+}
+
+export function cidrsOverlap(a: string, b: string): boolean {
+  const [a0, a1] = cidrBounds(a);
+  const [b0, b1] = cidrBounds(b);
+  return a0 <= b1 && b0 <= a1;
+}
+
+const RFC1918 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+
+function vpcProblems(vpcRange: string, swarmAddressPool: string): string[] {
+  const key = `${PROJECT}:vpcRange`;
+  const problems: string[] = [];
+  const len = Number(vpcRange.split("/")[1]);
+  // DigitalOcean's limits for a VPC range.
+  if (len < 16 || len > 28) problems.push(`${key}: "${vpcRange}" must be between a /16 and a /28 (DigitalOcean's limits)`);
+  const [v0, v1] = cidrBounds(vpcRange);
+  if (!RFC1918.some((r) => { const [r0, r1] = cidrBounds(r); return v0 >= r0 && v1 <= r1; })) {
+    problems.push(`${key}: "${vpcRange}" is not inside a private range (${RFC1918.join(", ")})`);
+  }
+  if (cidrsOverlap(vpcRange, swarmAddressPool)) {
+    problems.push(`${key}: "${vpcRange}" overlaps swarmAddressPool "${swarmAddressPool}"; overlay addresses would shadow node addresses`);
+  }
+  return problems;
 }
 
 function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {

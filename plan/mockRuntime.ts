@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import * as pulumi from "@pulumi/pulumi";
+import { DROPLET_SIZES } from "../components/settings";
 import type { StackConfig } from "./stackConfig";
 
 /**
@@ -134,6 +135,12 @@ function computedOutputs(type: string, name: string, inputs: State): State {
 /** Results of provider functions (invokes), deterministic. */
 function invokeResult(token: string, inputs: State): State {
   switch (token) {
+    case "digitalocean:index/getSizes:getSizes":
+      // The price table of the program stands in for DigitalOcean's live list.
+      return {
+        id: "sizes",
+        sizes: Object.entries(DROPLET_SIZES).map(([slug, s]) => ({ slug, memory: s.memoryMb, priceMonthly: s.priceMonthly, priceHourly: s.priceMonthly / 672, available: true, regions: [] })),
+      };
     case "tailscale:index/getDevice:getDevice": {
       const host = String(inputs.hostname ?? inputs.name ?? "node");
       const b = digest(host);
@@ -144,7 +151,11 @@ function invokeResult(token: string, inputs: State): State {
   }
 }
 
+// Types whose real ids are numbers (other resources take them as numbers).
+const NUMERIC_ID_TYPES = new Set(["digitalocean:index/droplet:Droplet"]);
+
 export function mockId(type: string, name: string): string {
+  if (NUMERIC_ID_TYPES.has(type)) return String(digest(type, name).readUInt32BE(0));
   return `mock-${digest(type, name).toString("hex").slice(0, 16)}`;
 }
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { EXCEPTION_LABEL_PREFIX } from "../components/hardening";
+import { parse } from "yaml";
+import { DROPLET, firewallsOf, forbiddenInbound, ofType, RECORD, runcmd } from "./support/cloud";
 import { planToDisk, STACKS } from "./support/plan";
 
 // Cross-cutting invariants over every resource of every stack file, planned by the real CLI.
@@ -80,4 +82,45 @@ for (const stack of STACKS) {
       assert.notEqual((r.inputs as Inputs).name, "[secret]", `${r.name}: the name is not secret and must stay readable`);
     }
   });
+
+  const droplets = ofType(plan, DROPLET);
+  if (droplets.length > 0) {
+    test(`${stack}: cloud firewalls never let in SSH, Docker, Swarm or Postgres, and every node has outbound rules`, () => {
+      assert.deepEqual(forbiddenInbound(plan), []);
+      for (const d of droplets) {
+        const name = (d.inputs as Inputs).name;
+        const outbound = firewallsOf(plan, name).flatMap((f) => (f.inputs as Inputs).outboundRules as Inputs[]);
+        assert.deepEqual([...new Set(outbound.map((r) => r.protocol))].sort(), ["icmp", "tcp", "udp"], `${stack}/${name}: outbound`);
+      }
+    });
+
+    test(`${stack}: every volume is protected and retained on delete`, () => {
+      const volumes = plan.resources.filter((r) => r.type === "digitalocean:index/volume:Volume");
+      assert.ok(volumes.length > 0);
+      for (const v of volumes) assert.ok(v.options.protect && v.options.retainOnDelete, `${stack}/${v.name}`);
+    });
+
+    test(`${stack}: every node's user data is secret, never replaces it, blocks the metadata service and sets no-new-privileges`, () => {
+      for (const d of droplets) {
+        const name = String((d.inputs as Inputs).name);
+        assert.equal((d.inputs as Inputs).userData, "[secret]", `${stack}/${name}: user data in plain text`);
+        assert.ok(d.options.ignoreChanges.includes("userData"), `${stack}/${name}: a user-data edit would replace the node`);
+        const text = plan.files.get(`${name}/user-data.yaml`);
+        assert.ok(text, `${stack}/${name}: no user data file`);
+        assert.match(text, /^#cloud-config\n/);
+        const doc = parse(text) as Inputs;
+        const file = (path: string): string => String((doc.write_files as Inputs[]).find((w) => w.path === path)?.content ?? "");
+        assert.equal(JSON.parse(file("/etc/docker/daemon.json") || "{}")["no-new-privileges"], true, `${stack}/${name}: no-new-privileges`);
+        assert.match(file("/usr/local/sbin/hm-metadata-block"), /-I DOCKER-USER 1 -d 169\.254\.169\.254\/32 -j REJECT/, `${stack}/${name}: metadata block`);
+        assert.match(runcmd(doc), /systemctl enable --now hm-metadata-block\.service\niptables -w -C DOCKER-USER -d 169\.254\.169\.254\/32 -j REJECT\n/, `${stack}/${name}: metadata block enabled and checked`);
+      }
+    });
+
+    test(`${stack}: public DNS records are not proxied by Cloudflare`, () => {
+      for (const r of ofType(plan, RECORD)) {
+        const i = r.inputs as Inputs;
+        if (i.type === "A" || i.type === "AAAA" || i.type === "CNAME") assert.equal(i.proxied, false, `${stack}/${i.name}`);
+      }
+    });
+  }
 }

@@ -127,6 +127,7 @@ test("cloud-only combinations: even managers, two edges, bad region", () => {
     "hardened-matrix:turnExternalIp": "",
     "hardened-matrix:admins": ["ops@example.org"],
     "hardened-matrix:region": "mars1",
+    "hardened-matrix:cloudflareZoneId": "0123456789abcdef0123456789abcdef",
     "hardened-matrix:nodes": [
       { name: "a", size: "s-1vcpu-2gb", roles: ["manager", "edge", "db", "turn"] },
       { name: "b", size: "s-1vcpu-2gb", roles: ["manager", "edge"] },

@@ -20,6 +20,12 @@ export interface CloudInitInput {
   timezone?: string;
   /** The droplet image: debian-12-x64 (default) or ubuntu-24-04-x64. Picks Tailscale's apt repository. */
   distro?: "debian-12" | "ubuntu-24.04";
+  /** Fixed gid of the `docker` group, created before Docker is installed (the socket proxy runs in it). */
+  dockerGid?: number;
+  /** Directories to create on the volumes once mounted, each handed to a service's "uid:gid". */
+  directories?: Array<{ path: string; owner: string }>;
+  /** Only for a one-node stack: the node becomes its own swarm on its VPC address, with these node labels. */
+  swarm?: { addressPool: string; labels: string[] };
 }
 
 /** Written by the last bootstrap step only: its presence means every step before it succeeded. */
@@ -120,6 +126,20 @@ function validate(c: CloudInitInput): void {
   }
   if (c.timezone !== undefined && !TIMEZONE.test(c.timezone)) problems.push(`timezone "${c.timezone}" is not a zone name like Etc/UTC`);
   if (c.distro !== undefined && !(c.distro in DISTROS)) problems.push(`distro "${String(c.distro)}" is not one of ${Object.keys(DISTROS).join(", ")}`);
+  if (c.dockerGid !== undefined && !(Number.isInteger(c.dockerGid) && c.dockerGid >= 1 && c.dockerGid <= 65535)) {
+    problems.push(`dockerGid ${c.dockerGid} is not a group id (1-65535)`);
+  }
+  for (const d of c.directories ?? []) {
+    const onVolume = c.volumes.some((v) => d.path.startsWith(`${v.mountPoint}/`));
+    if (!/^(\/[A-Za-z0-9._-]+)+$/.test(d.path) || posix.normalize(d.path) !== d.path || !onVolume) {
+      problems.push(`directory "${d.path}" must be a normalized path under one of the volumes' mount points`);
+    }
+    if (!/^\d{1,5}:\d{1,5}$/.test(d.owner)) problems.push(`directory "${d.path}": owner "${d.owner}" is not uid:gid`);
+  }
+  if (c.swarm) {
+    if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c.swarm.addressPool)) problems.push(`swarm.addressPool "${c.swarm.addressPool}" is not an IPv4 CIDR`);
+    for (const l of c.swarm.labels) if (!/^[A-Za-z0-9._-]+=[A-Za-z0-9._-]+$/.test(l)) problems.push(`swarm label "${l}" is not key=value`);
+  }
   if (problems.length > 0) throw new Error(`invalid cloud-init input:\n  - ${problems.join("\n  - ")}`);
 }
 
@@ -327,6 +347,10 @@ export function renderCloudInit(c: CloudInitInput): string {
     runcmd.push(`${PREPARE_VOLUME_SCRIPT} ${volumeDevice(v.name)} ${v.mountPoint} ${v.fsType}`);
   }
   if (c.volumes.length > 0) runcmd.push("systemctl daemon-reload");
+  for (const d of c.directories ?? []) {
+    const [uid, gid] = d.owner.split(":");
+    runcmd.push(`install -d -m 0700 -o ${uid} -g ${gid} ${d.path}`);
+  }
   if (c.wireguard) {
     // DigitalOcean's images run no host firewall by default; if ufw is active, open the port.
     runcmd.push(`if command -v ufw >/dev/null 2>&1 && ufw status | grep -q '^Status: active'; then ufw allow ${c.wireguard.port}/udp; fi`);
@@ -351,6 +375,15 @@ export function renderCloudInit(c: CloudInitInput): string {
   } else {
     runcmd.push("sshd -t", "systemctl try-restart ssh.service");
   }
+  if (c.swarm) {
+    // One node alone is its own swarm, advertised on its VPC address (never the public one).
+    runcmd.push(
+      // python3 rather than curl: cloud-init guarantees the former on every image.
+      `private=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://${METADATA_ADDRESS}/metadata/v1/interfaces/private/0/ipv4/address", timeout=30).read().decode())')`,
+      `if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = inactive ]; then docker swarm init --advertise-addr "$private" --listen-addr "$private:2377" --data-path-addr "$private" --default-addr-pool ${c.swarm.addressPool}; fi`,
+      `docker node update ${c.swarm.labels.map((l) => `--label-add ${l}`).join(" ")} "$(docker info --format '{{.Swarm.NodeID}}')"`,
+    );
+  }
   runcmd.push(`mkdir -p ${shellQuote(posix.dirname(BOOTSTRAP_MARKER))}`, `date -u +%Y-%m-%dT%H:%M:%SZ > ${shellQuote(BOOTSTRAP_MARKER)}`);
 
   const config: Record<string, unknown> = {
@@ -367,7 +400,10 @@ export function renderCloudInit(c: CloudInitInput): string {
       : {}),
     // The keyring must exist before apt-configure runs `apt-get update`; bootcmd is the only
     // stage that runs earlier (its list form is quoted by cloud-init, so the code is passed as is).
-    bootcmd: [["python3", "-c", FETCH_PINNED_KEY_PY, `${repo}/${distro.codename}.noarmor.gpg`, TAILSCALE_KEY_FINGERPRINT, TAILSCALE_KEYRING]],
+    bootcmd: [
+      // The docker group exists, with the gid the socket proxy is given, before the package creates one.
+      ...(c.dockerGid !== undefined ? [["sh", "-c", `getent group docker >/dev/null || groupadd --system --gid ${c.dockerGid} docker`]] : []),
+      ["python3", "-c", FETCH_PINNED_KEY_PY, `${repo}/${distro.codename}.noarmor.gpg`, TAILSCALE_KEY_FINGERPRINT, TAILSCALE_KEYRING]],
     apt: {
       // Leave the image's own archive configuration alone; only add Tailscale's repository.
       preserve_sources_list: true,

@@ -1,0 +1,252 @@
+import * as digitalocean from "@pulumi/digitalocean";
+import * as docker from "@pulumi/docker";
+import * as pulumi from "@pulumi/pulumi";
+import { Dns } from "./dns";
+import { ROLE_LABEL_PREFIX } from "./localSwarm";
+import { Nodes, type VolumeSpec } from "./nodes";
+import type { Platform, StoragePurpose } from "./platform";
+import { renderCloudInit } from "./render/cloudInit";
+import { firewallPlans } from "./render/firewall";
+import { renderTailnetPolicy } from "./render/tailscaleAcl";
+import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "./settings";
+import { Tailnet } from "./tailnet";
+
+/**
+ * Where each kind of state lives and how big its volume starts (GiB; a volume can grow, never
+ * shrink). Dendrite runs on the db node, next to Postgres: its media store and JetStream data sit
+ * there, and the edge node carries only Traefik (and its ACME account and certificates).
+ */
+export const STORAGE_PLACEMENT: Record<StoragePurpose, { role: NodeRole; sizeGib: number; why: string }> = {
+  postgres: { role: "db", sizeGib: 10, why: "the database" },
+  dendrite: { role: "db", sizeGib: 20, why: "media store and JetStream (Dendrite runs next to Postgres)" },
+  acme: { role: "edge", sizeGib: 1, why: "Traefik's ACME account and certificates" },
+  headscale: { role: "edge", sizeGib: 1, why: "Headscale's SQLite database and keys" },
+};
+
+// DigitalOcean list prices, checked 2026-11-23 (https://www.digitalocean.com/pricing):
+// block storage USD 0.10 per GiB-month; a reserved IPv4 is free while assigned to a droplet.
+export const VOLUME_PRICE_PER_GIB = 0.1;
+export const RESERVED_IP_ASSIGNED_PRICE = 0;
+
+/** Monthly cost in USD, rounded to cents: droplets at `priceOf` plus volumes plus reserved IPs. */
+export function estimateMonthlyCost(sizes: string[], volumeGib: number[], reservedIps: number, priceOf: (size: string) => number): number {
+  const droplets = sizes.reduce((sum, s) => sum + priceOf(s), 0);
+  const volumes = volumeGib.reduce((sum, g) => sum + g * VOLUME_PRICE_PER_GIB, 0);
+  return Math.round((droplets + volumes + reservedIps * RESERVED_IP_ASSIGNED_PRICE) * 100) / 100;
+}
+
+export function tablePrice(size: string): number {
+  const known = DROPLET_SIZES[size as DropletSize];
+  if (!known) throw new Error(`no price known for droplet size ${size}`);
+  return known.priceMonthly;
+}
+
+/** The mesh's UDP port, open only between the deployment's droplets (the mesh itself comes later). */
+export const WIREGUARD_PORT = 51820;
+
+/** The ssh options of the docker provider: a new host key is learnt once, then must not change. */
+export const DOCKER_SSH_OPTS = ["-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "BatchMode=yes"];
+
+export interface CloudPlatformArgs {
+  stack: string;
+  region: string;
+  vpcRange: string;
+  swarmAddressPool: string;
+  nodes: NodeSettings[];
+  sshKeys: string[];
+  admins: string[];
+  dockerSocketGid: number;
+  domain: string;
+  matrixFqdn: string;
+  serverName: string;
+  cloudflareZoneId: string;
+  acmeEmail: string;
+  /** Ports the edge publishes. */
+  ports: { http: number; https: number; federation: number; admin: number };
+  turn?: { fqdn: string; port: number; tlsPort: number; minPort: number; maxPort: number };
+  /** Traefik serves /.well-known/matrix on the server name: it must point at the edge. */
+  servesWellKnown: boolean;
+  delegation: "well-known" | "srv" | "none";
+}
+
+function nodeWith(nodes: NodeSettings[], role: NodeRole): NodeSettings {
+  const node = nodes.find((n) => n.roles.includes(role));
+  if (!node) throw new Error(`no node carries the role "${role}"`);
+  return node;
+}
+
+/**
+ * Target `digitalocean`: nodes, firewall, volumes and DNS, admin access over a tailnet, and the
+ * docker provider reaching the first manager over that tailnet.
+ *
+ * Storage ownership is collected from `storage()` calls while the services are declared, then
+ * `seal()` (called by index.ts once every service exists) renders each node's cloud-init with the
+ * directories to create. A droplet is created only after that.
+ */
+export class CloudPlatform extends pulumi.ComponentResource implements Platform {
+  readonly provider: docker.Provider;
+  readonly turnExternalIp: pulumi.Output<string>;
+  readonly privateRanges: string[];
+  readonly outputs: Record<string, pulumi.Input<unknown>>;
+  readonly nodes: Nodes;
+  readonly tailnet: Tailnet;
+  readonly dns: Dns;
+  private readonly args: CloudPlatformArgs;
+  private readonly owners = new Map<StoragePurpose, string>();
+  private readonly volumes: Array<VolumeSpec & { purpose: StoragePurpose; role: NodeRole }>;
+  private sealOwners!: (owners: Partial<Record<StoragePurpose, string>>) => void;
+  private sealed = false;
+
+  constructor(name: string, args: CloudPlatformArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("hardened-matrix:platform:Cloud", name, {}, opts);
+    this.args = args;
+    const child = { parent: this };
+    const prefix = `hm-${args.stack}`;
+    const clusterTag = `hardened-matrix-${args.stack}`;
+    const nodeTag = `tag:${prefix}`;
+    const single = args.nodes.length === 1;
+
+    this.tailnet = new Tailnet(
+      `${name}-tailnet`,
+      {
+        // Root over Tailscale SSH: the docker provider connects as root.
+        policy: renderTailnetPolicy({ admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin], sshUsers: ["root"] }),
+        nodeTag,
+        description: `hardened-matrix ${args.stack} nodes`,
+      },
+      child,
+    );
+
+    const purposes: StoragePurpose[] = ["postgres", "dendrite", "acme"];
+    this.volumes = purposes.map((purpose) => {
+      const place = STORAGE_PLACEMENT[purpose];
+      return {
+        purpose,
+        role: place.role,
+        name: `${prefix}-${purpose}`,
+        label: `hm-${purpose}`,
+        sizeGib: place.sizeGib,
+        node: nodeWith(args.nodes, place.role).name,
+        description: `hardened-matrix ${args.stack}: ${place.why}`,
+      };
+    });
+
+    const owners = new Promise<Partial<Record<StoragePurpose, string>>>((resolve) => (this.sealOwners = resolve));
+    const firstManager = nodeWith(args.nodes, "manager");
+    const userData: Record<string, pulumi.Output<string>> = {};
+    for (const node of args.nodes) {
+      userData[node.name] = pulumi.all([owners, this.tailnet.authKey]).apply(([ownerOf, authKey]) => {
+        const here = this.volumes.filter((v) => v.node === node.name);
+        return renderCloudInit({
+          hostname: node.name,
+          dockerGid: args.dockerSocketGid,
+          tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true },
+          volumes: here.map((v) => ({ name: v.name, mountPoint: `/mnt/${v.name}`, fsType: "ext4" as const })),
+          directories: here.filter((v) => ownerOf[v.purpose]).map((v) => ({ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! })),
+          // Several nodes form their swarm over the WireGuard mesh (a later component); one node alone
+          // is its own swarm, advertised on its VPC address.
+          swarm: single && node.name === firstManager.name ? { addressPool: args.swarmAddressPool, labels: node.roles.map((r) => `${ROLE_LABEL_PREFIX}${r}=true`) } : undefined,
+        });
+      });
+    }
+
+    const edge = nodeWith(args.nodes, "edge");
+    this.nodes = new Nodes(
+      `${name}-nodes`,
+      {
+        region: args.region,
+        vpcName: `${prefix}-vpc`,
+        vpcRange: args.vpcRange,
+        nodes: args.nodes.map((n) => ({ name: n.name, size: n.size, tags: [clusterTag, ...n.roles.map((r) => `${clusterTag}-${r}`)] })),
+        sshKeys: args.sshKeys,
+        userData,
+        volumes: this.volumes,
+        reservedIpNodes: [edge.name],
+        firewalls: firewallPlans({
+          clusterTag,
+          roleTag: (r) => `${clusterTag}-${r}`,
+          httpPort: args.ports.http,
+          httpsPort: args.ports.https,
+          federationPort: args.ports.federation,
+          turn: args.turn ? { port: args.turn.port, tlsPort: args.turn.tlsPort, minPort: args.turn.minPort, maxPort: args.turn.maxPort } : undefined,
+          wireguardPort: WIREGUARD_PORT,
+        }),
+      },
+      child,
+    );
+
+    const tailnetIpv4: Record<string, pulumi.Output<string>> = {};
+    for (const node of args.nodes) tailnetIpv4[node.name] = this.tailnet.address(node.name, this.nodes.droplets[node.name]!);
+
+    // The deployer is on the tailnet; the Docker API is reached over SSH to the first manager, never published.
+    this.provider = new docker.Provider(
+      `${name}-docker`,
+      { host: pulumi.interpolate`ssh://root@${tailnetIpv4[firstManager.name]!}`, sshOpts: DOCKER_SSH_OPTS },
+      child,
+    );
+
+    const turnNode = args.turn ? nodeWith(args.nodes, "turn") : undefined;
+    this.turnExternalIp = turnNode ? this.nodes.publicIpv4[turnNode.name]! : pulumi.output("");
+    this.privateRanges = [args.vpcRange, args.swarmAddressPool];
+
+    const edgeIpv4 = this.nodes.reservedIps[edge.name]!;
+    this.dns = new Dns(
+      `${name}-dns`,
+      {
+        zoneId: args.cloudflareZoneId,
+        domain: args.domain,
+        matrixFqdn: args.matrixFqdn,
+        edgeIpv4,
+        turn: args.turn && turnNode ? { fqdn: args.turn.fqdn, ipv4: this.nodes.publicIpv4[turnNode.name]! } : undefined,
+        wellKnownFqdn: args.servesWellKnown ? args.serverName : undefined,
+        srv: args.delegation === "srv" ? { serverName: args.serverName, port: args.ports.federation } : undefined,
+        caa: { issuer: "letsencrypt.org", iodefEmail: args.acmeEmail || undefined },
+      },
+      child,
+    );
+
+    const sizes = args.nodes.map((n) => n.size);
+    const volumeGib = this.volumes.map((v) => v.sizeGib);
+    // Live prices on a real deployment; the dated table in a preview (and as the fallback).
+    const priceOf: pulumi.Output<(size: string) => number> = pulumi.runtime.isDryRun()
+      ? pulumi.output(tablePrice)
+      : digitalocean.getSizesOutput({}, child).sizes.apply((live) => {
+          const prices = new Map(live.map((s) => [s.slug, s.priceMonthly]));
+          return (size: string) => prices.get(size) ?? tablePrice(size);
+        });
+
+    this.outputs = {
+      nodes: Object.fromEntries(
+        args.nodes.map((n) => [
+          n.name,
+          { roles: n.roles, size: n.size, publicIpv4: this.nodes.publicIpv4[n.name]!, privateIpv4: this.nodes.privateIpv4[n.name]!, tailnetIpv4: tailnetIpv4[n.name]! },
+        ]),
+      ),
+      edgeIpv4,
+      estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price)),
+    };
+    this.registerOutputs({ edgeIpv4 });
+  }
+
+  /** Renders every node's cloud-init from the storage owners collected so far. Call once, after all services. */
+  seal(): void {
+    if (this.sealed) throw new Error("CloudPlatform.seal() called twice");
+    this.sealed = true;
+    this.sealOwners(Object.fromEntries(this.owners));
+  }
+
+  nodeMemoryMb(role: NodeRole): number {
+    return DROPLET_SIZES[nodeWith(this.args.nodes, role).size].memoryMb;
+  }
+
+  storage(purpose: StoragePurpose, role: NodeRole, owner: string) {
+    if (this.sealed) throw new Error(`storage("${purpose}") requested after the nodes' cloud-init was rendered`);
+    const volume = this.volumes.find((v) => v.purpose === purpose);
+    if (!volume) throw new Error(`no volume is planned for "${purpose}" on this stack`);
+    if (volume.role !== role) throw new Error(`storage for "${purpose}" lives on the ${volume.role} node, not on the ${role} node`);
+    const earlier = this.owners.get(purpose);
+    if (earlier !== undefined && earlier !== owner) throw new Error(`storage for "${purpose}" is already owned by ${earlier}`);
+    this.owners.set(purpose, owner);
+    return { type: "bind", source: `/mnt/${volume.name}/${purpose}`, readOnly: false };
+  }
+}

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { parse } from "yaml";
+import { FORBIDDEN_INBOUND_PORTS, portBounds } from "../../components/render/firewall";
+import type { Plan, PlannedResource } from "../../plan/plan";
+
+// Helpers shared by the cloud stack tests: they read a plan the way a reviewer would.
+export type Inputs = Record<string, any>;
+
+type HasResources = { resources: PlannedResource[] };
+
+export function ofType(plan: HasResources, type: string): PlannedResource[] {
+  return plan.resources.filter((r) => r.type === type);
+}
+
+export function named(plan: Plan, name: string): PlannedResource {
+  const r = plan.resources.find((x) => x.name === name);
+  assert.ok(r, `no resource named ${name}`);
+  return r;
+}
+
+/** Raw inputs (secrets in place) of a resource. */
+export function raw(plan: Plan, r: PlannedResource): Inputs {
+  return plan.rawInputs.get(r.urn) as Inputs;
+}
+
+export const DROPLET = "digitalocean:index/droplet:Droplet";
+export const VOLUME = "digitalocean:index/volume:Volume";
+export const ATTACHMENT = "digitalocean:index/volumeAttachment:VolumeAttachment";
+export const FIREWALL = "digitalocean:index/firewall:Firewall";
+export const RECORD = "cloudflare:index/dnsRecord:DnsRecord";
+
+/** Droplet name by its (mock) id, to resolve dropletIds. */
+export function dropletNames(plan: HasResources): Map<number, string> {
+  return new Map(ofType(plan, DROPLET).map((d) => [Number(d.id), String((d.inputs as Inputs).name)]));
+}
+
+/** Firewalls that apply to a droplet: DigitalOcean applies a firewall to every droplet carrying one of its tags. */
+export function firewallsOf(plan: HasResources, droplet: string): PlannedResource[] {
+  const d = ofType(plan, DROPLET).find((x) => (x.inputs as Inputs).name === droplet);
+  assert.ok(d, `no droplet ${droplet}`);
+  const tags = new Set((d.inputs as Inputs).tags as string[]);
+  return ofType(plan, FIREWALL).filter((f) => (((f.inputs as Inputs).tags as string[]) ?? []).some((t) => tags.has(t)));
+}
+
+/** Every forbidden port a firewall lets in from any address, ranges expanded. */
+export function forbiddenInbound(plan: HasResources): string[] {
+  const found: string[] = [];
+  for (const fw of ofType(plan, FIREWALL)) {
+    for (const rule of (fw.inputs as Inputs).inboundRules ?? []) {
+      if (rule.protocol === "icmp") continue;
+      const [lo, hi] = portBounds(String(rule.portRange ?? "all"));
+      for (const port of FORBIDDEN_INBOUND_PORTS) if (port >= lo && port <= hi) found.push(`${fw.name}: ${port}/${rule.protocol}`);
+    }
+  }
+  return found;
+}
+
+export function userData(plan: Plan, node: string): { text: string; doc: Inputs } {
+  const f = plan.files.find((x) => x.path === `${node}/user-data.yaml`);
+  assert.ok(f, `no user data for ${node}; files: ${plan.files.map((x) => x.path).join(", ")}`);
+  return { text: f.content, doc: parse(f.content) as Inputs };
+}
+
+/** The runcmd steps as one script (cloud-init runs them that way). */
+export function runcmd(doc: Inputs): string {
+  return (doc.runcmd as unknown[]).map((l) => (Array.isArray(l) ? l.join(" ") : String(l))).join("\n");
+}
+
+export function writeFile(doc: Inputs, path: string): string {
+  const f = (doc.write_files as Inputs[]).find((w) => w.path === path);
+  assert.ok(f, `user data writes no ${path}`);
+  return String(f.content);
+}
