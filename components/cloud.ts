@@ -1,3 +1,4 @@
+import * as command from "@pulumi/command";
 import * as digitalocean from "@pulumi/digitalocean";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
@@ -5,7 +6,7 @@ import { Dns } from "./dns";
 import { ROLE_LABEL_PREFIX } from "./localSwarm";
 import { Nodes, type VolumeSpec } from "./nodes";
 import type { Platform, StoragePurpose } from "./platform";
-import { renderCloudInit } from "./render/cloudInit";
+import { BOOTSTRAP_MARKER, renderCloudInit } from "./render/cloudInit";
 import { firewallPlans } from "./render/firewall";
 import { renderTailnetPolicy } from "./render/tailscaleAcl";
 import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "./settings";
@@ -46,6 +47,11 @@ export const WIREGUARD_PORT = 51820;
 
 /** The ssh options of the docker provider: a new host key is learnt once, then must not change. */
 export const DOCKER_SSH_OPTS = ["-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "BatchMode=yes"];
+
+/** Waits (at most 15 minutes) until a node's cloud-init has written its bootstrap marker. */
+export function bootstrapWaitCommand(address: pulumi.Input<string>): pulumi.Output<string> {
+  return pulumi.interpolate`ssh ${DOCKER_SSH_OPTS.join(" ")} root@${address} 'timeout 900 sh -c "until test -f ${BOOTSTRAP_MARKER}; do sleep 5; done"'`;
+}
 
 export interface CloudPlatformArgs {
   stack: string;
@@ -178,11 +184,21 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     const tailnetIpv4: Record<string, pulumi.Output<string>> = {};
     for (const node of args.nodes) tailnetIpv4[node.name] = this.tailnet.address(node.name, this.nodes.droplets[node.name]!);
 
+    // Joining the tailnet comes before the end of bootstrap (Docker, volumes, swarm): wait for the
+    // marker cloud-init writes last, over the same SSH path the docker provider uses.
+    const bootstrapped = args.nodes.map(
+      (node) =>
+        new command.local.Command(
+          `${name}-${node.name}-bootstrapped`,
+          { create: bootstrapWaitCommand(tailnetIpv4[node.name]!), interpreter: ["/bin/sh", "-c"] },
+          child,
+        ),
+    );
     // The deployer is on the tailnet; the Docker API is reached over SSH to the first manager, never published.
     this.provider = new docker.Provider(
       `${name}-docker`,
       { host: pulumi.interpolate`ssh://root@${tailnetIpv4[firstManager.name]!}`, sshOpts: DOCKER_SSH_OPTS },
-      child,
+      { ...child, dependsOn: bootstrapped },
     );
 
     const turnNode = args.turn ? nodeWith(args.nodes, "turn") : undefined;

@@ -232,3 +232,13 @@ test("cloud settings: the zone id is required, the VPC must not overlap the Swar
   assert.ok(problems({ vpcRange: "10.0.0.0/8" }).some((p) => p.includes("between a /16 and a /28")));
   assert.ok(problems({ vpn: "headscale" }).some((p) => p.startsWith('hardened-matrix:vpn: "headscale" on DigitalOcean')));
 });
+
+test("dev: the docker provider waits until every node has finished its bootstrap", () => {
+  const provider = named(plan, "cloud-docker");
+  const waits = plan.resources.filter((r) => r.type === "command:local:Command" && r.name.endsWith("-bootstrapped"));
+  assert.equal(waits.length, 1);
+  for (const w of waits) {
+    assert.ok(provider.options.dependsOn.includes(w.urn));
+    assert.match((w.inputs as Inputs).create, /^ssh .* root@100\.\d+\.\d+\.\d+ 'timeout 900 sh -c "until test -f \/var\/lib\/hardened-matrix\/bootstrap-complete; do sleep 5; done"'$/);
+  }
+});
