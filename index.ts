@@ -109,6 +109,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
           minPort: settings.turnMinPort,
           maxPort: settings.turnMaxPort,
           deniedPeerRanges: privateRanges,
+          tls: settings.turnTlsCertPem ? { certPem: pulumi.secret(settings.turnTlsCertPem), keyPem: pulumi.secret(settings.turnTlsKeyPem) } : undefined,
           constraints: [roleConstraint("turn")],
         },
         onSwarm,

@@ -105,6 +105,8 @@ export const settingsSchema = z.strictObject({
   acmeEmail: optionalString((v) => z.email().safeParse(v).success, "is not an email address"),
   acmeCa: z.enum(["letsencrypt", "letsencrypt-staging", "none"]),
   acmeDnsToken: z.string(),
+  turnTlsCertPem: z.string(),
+  turnTlsKeyPem: z.string(),
   turnEnabled: z.boolean(),
   turnPort: port,
   turnTlsPort: port,
@@ -128,7 +130,7 @@ export const settingsSchema = z.strictObject({
 type RawSettings = z.infer<typeof settingsSchema>;
 
 /** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
-export const SECRET_KEYS = ["acmeDnsToken"] as const;
+export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem"] as const;
 
 /** Defaults of the object-valued keys (the rest are in Pulumi.yaml). */
 export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
@@ -267,6 +269,9 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
   if (s.federationMode !== "allowlist" && s.federationAllowlist.length > 0) {
     problems.push(`${PROJECT}:federationAllowlist: is set but federationMode is "${s.federationMode}"; it only applies to "allowlist"`);
+  }
+  if ((s.turnTlsCertPem === "") !== (s.turnTlsKeyPem === "")) {
+    problems.push(`${PROJECT}:${s.turnTlsCertPem === "" ? "turnTlsCertPem" : "turnTlsKeyPem"}: is missing; TURN over TLS needs both turnTlsCertPem and turnTlsKeyPem, or neither`);
   }
   if (s.acmeDnsToken !== "" && s.acmeCa === "none") {
     problems.push(`${PROJECT}:acmeDnsToken: is set but acmeCa is "none"; choose letsencrypt or drop the token`);

@@ -3,18 +3,8 @@ import * as path from "node:path";
 import { isSecretLeaf, runUnderMocks, type RecordedResource } from "./mockRuntime";
 import { readStackConfig } from "./stackConfig";
 
-/** One entry of resources.json: the contract reviewers and tests rely on. */
-export interface PlannedResource {
-  urn: string;
-  id: string | null;
-  type: string;
-  name: string;
-  parent: string;
-  custom: boolean;
-  provider: string;
-  inputs: unknown;
-  options: RecordedResource["options"];
-}
+/** One entry of resources.json (the contract reviewers and tests rely on): a recorded resource with secrets redacted. */
+export type PlannedResource = RecordedResource;
 
 export interface PlannedFile {
   /** `<resource name>/<file name>` */

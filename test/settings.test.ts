@@ -154,3 +154,14 @@ test("Pulumi.yaml declares every primitive setting with a type, and nothing the 
   assert.deepEqual(declared, schemaKeys);
   for (const key of SECRET_KEYS) assert.equal(project.config[key]!.secret, true, `${key} must be declared secret in Pulumi.yaml`);
 });
+
+test("TURN over TLS needs both the certificate and the key, as secrets", () => {
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:turnTlsCertPem": { secure: "v1:x" } }), [
+    "hardened-matrix:turnTlsKeyPem: is missing; TURN over TLS needs both turnTlsCertPem and turnTlsKeyPem, or neither",
+  ]);
+  assert.ok(
+    problemsFor("local", { "hardened-matrix:turnTlsCertPem": "-----BEGIN CERTIFICATE-----", "hardened-matrix:turnTlsKeyPem": { secure: "v1:x" } }).includes(
+      "hardened-matrix:turnTlsCertPem: is a secret; set it with `pulumi config set --secret turnTlsCertPem ...`",
+    ),
+  );
+});
