@@ -118,7 +118,8 @@ export class Nodes extends pulumi.ComponentResource {
     }
 
     for (const node of args.reservedIpNodes) {
-      const ip = new digitalocean.ReservedIp(`${node}-ip`, { region: args.region }, child);
+      // DNS points at this address: losing it would break every client's cached record.
+      const ip = new digitalocean.ReservedIp(`${node}-ip`, { region: args.region }, { ...child, protect: true });
       // Deleting the old assignment after creating the new one would unassign the IP from the new droplet.
       new digitalocean.ReservedIpAssignment(`${node}-ip-assignment`, { ipAddress: ip.ipAddress, dropletId: dropletId(node) }, { ...child, deleteBeforeReplace: true });
       this.reservedIps[node] = ip.ipAddress;

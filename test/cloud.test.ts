@@ -109,6 +109,7 @@ test("dev: the docker group has the configured gid before Docker is installed; d
 test("dev: the reserved IP is assigned to the edge node and the Matrix name points at it", () => {
   const ip = ofType(plan, "digitalocean:index/reservedIp:ReservedIp");
   assert.equal(ip.length, 1);
+  assert.equal(ip[0]!.options.protect, true, "DNS points at it: it must survive");
   const assignment = ofType(plan, "digitalocean:index/reservedIpAssignment:ReservedIpAssignment")[0]!.inputs as Inputs;
   assert.equal(dropletNames(plan).get(assignment.dropletId), "hm-dev-1");
   assert.equal(assignment.ipAddress, plan.outputs.edgeIpv4);
