@@ -152,3 +152,12 @@ test("Traefik routes to Dendrite only the Matrix prefixes", () => {
   assert.equal(labels["traefik.http.routers.dendrite-client.rule"], "Host(`matrix.localhost`) && (PathPrefix(`/_matrix/client/`) || PathPrefix(`/_matrix/media/`))");
   assert.equal(labels["traefik.http.routers.dendrite-federation.rule"], undefined, "federation closed on local");
 });
+
+test("local volumes are handed to their service's user by one root step with no network and only CHOWN/FOWNER", () => {
+  const owner = byName("local-dendrite-owner").inputs as Inputs;
+  assert.equal(
+    owner.create,
+    "docker run --rm --network none --cap-drop ALL --cap-add CHOWN --cap-add FOWNER --user 0:0 --entrypoint chown -v hardened-matrix-dendrite:/data postgres:17.9-alpine 10002:10002 /data\n",
+  );
+  assert.match((byName("local-postgres-owner").inputs as Inputs).create, / 70:70 \/data\n$/);
+});
