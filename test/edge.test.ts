@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { parse } from "yaml";
 import { planStack, type Plan, type PlannedResource } from "../plan/plan";
+import { named, plannedFile, type Inputs } from "./support/planned";
 import { SOCKET_PROXY_API } from "../components/socketProxy";
 
 // The real program, local stack, under mocks: the edge (socket proxy + Traefik).
@@ -11,18 +12,9 @@ before(async () => {
   assert.equal(plan.error, undefined, String(plan.error));
 });
 
-type Inputs = Record<string, any>;
-const byName = (name: string): PlannedResource => {
-  const r = plan.resources.find((x) => x.name === name);
-  assert.ok(r, `no resource named ${name}`);
-  return r;
-};
+const byName = (name: string): PlannedResource => named(plan, name);
 const spec = (name: string): Inputs => (byName(name).inputs as Inputs).taskSpec.containerSpec;
-const file = (path: string): any => {
-  const f = plan.files.find((x) => x.path === path);
-  assert.ok(f, `no planned file ${path}; have ${plan.files.map((x) => x.path).join(", ")}`);
-  return parse(f.content);
-};
+const file = (path: string): any => parse(plannedFile(plan, path));
 
 test("the local swarm is initialised idempotently, on loopback, and never left", () => {
   const init = byName("local-init").inputs as Inputs;
@@ -36,7 +28,9 @@ test("the local swarm is initialised idempotently, on loopback, and never left",
 
 test("services run on the local swarm's provider", () => {
   const providerUrn = byName("local-docker").urn;
-  for (const r of plan.resources.filter((x) => x.type.startsWith("docker:index/"))) {
+  const dockerResources = plan.resources.filter((x) => x.type.startsWith("docker:index/"));
+  assert.ok(dockerResources.length >= 10);
+  for (const r of dockerResources) {
     assert.ok(r.provider.startsWith(`${providerUrn}::`), `${r.name} uses ${r.provider}`);
   }
 });
@@ -114,7 +108,9 @@ test("Traefik: one replica, host-mode ports on unprivileged container ports, not
 });
 
 test("overlay networks fit inside WireGuard (MTU 1420) and are not attachable", () => {
-  for (const r of plan.resources.filter((x) => x.type === "docker:index/network:Network")) {
+  const networks = plan.resources.filter((x) => x.type === "docker:index/network:Network");
+  assert.deepEqual(networks.map((n) => (n.inputs as Inputs).name).sort(), ["db", "docker-api", "edge"]);
+  for (const r of networks) {
     const n = r.inputs as Inputs;
     assert.equal(n.driver, "overlay");
     assert.equal(n.options["com.docker.network.driver.mtu"], "1420");

@@ -77,7 +77,9 @@ for (const stack of STACKS) {
   test(`${stack}: secrets are redacted leaf by leaf in resources.json and outputs.json`, () => {
     const text = JSON.stringify(plan.resources) + JSON.stringify(plan.outputs);
     assert.doesNotMatch(text, /mock-secret-for-/, "a secure config placeholder leaked");
-    for (const r of plan.resources.filter((x) => x.type === "docker:index/secret:Secret")) {
+    const secrets = plan.resources.filter((x) => x.type === "docker:index/secret:Secret");
+    assert.ok(secrets.length >= 4, "the stack's generated secrets reach services as Swarm secrets");
+    for (const r of secrets) {
       assert.equal((r.inputs as Inputs).data, "[secret]", `${r.name}: data not redacted`);
       assert.notEqual((r.inputs as Inputs).name, "[secret]", `${r.name}: the name is not secret and must stay readable`);
     }

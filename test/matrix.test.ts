@@ -4,6 +4,7 @@ import { parse } from "yaml";
 import { parseMatrixSigningKeyPem, ed25519PublicKey } from "../components/render/signingKey";
 import { mintTurnCredentials } from "../components/render/turnCredentials";
 import { planStack, type Plan, type PlannedResource } from "../plan/plan";
+import { named, plannedFile, type Inputs } from "./support/planned";
 
 // The real program, local stack, under mocks: Postgres, Dendrite and coTURN wired by secrets.
 let plan: Plan;
@@ -12,19 +13,10 @@ before(async () => {
   assert.equal(plan.error, undefined, String(plan.error));
 });
 
-type Inputs = Record<string, any>;
-const byName = (name: string): PlannedResource => {
-  const r = plan.resources.find((x) => x.name === name);
-  assert.ok(r, `no resource named ${name}`);
-  return r;
-};
+const byName = (name: string): PlannedResource => named(plan, name);
 const service = (name: string): Inputs => byName(`${name}-service`).inputs as Inputs;
 const raw = (name: string): Inputs => plan.rawInputs.get(byName(name).urn) as Inputs;
-const file = (path: string): string => {
-  const f = plan.files.find((x) => x.path === path);
-  assert.ok(f, `no planned file ${path}; have ${plan.files.map((x) => x.path).join(", ")}`);
-  return f.content;
-};
+const file = (path: string): string => plannedFile(plan, path);
 
 test("the three services are planned with their networks, configs, secrets and volumes", () => {
   for (const name of ["postgres", "dendrite", "coturn"]) assert.ok(service(name), name);

@@ -3,25 +3,12 @@ import { parse } from "yaml";
 import { FORBIDDEN_INBOUND_PORTS, portBounds } from "../../components/render/firewall";
 import type { Plan, PlannedResource } from "../../plan/plan";
 
-// Helpers shared by the cloud stack tests: they read a plan the way a reviewer would.
-export type Inputs = Record<string, any>;
+import { ofType, type Inputs } from "./planned";
+
+// Helpers shared by the cloud stack tests.
+export { named, ofType, raw, type Inputs } from "./planned";
 
 type HasResources = { resources: PlannedResource[] };
-
-export function ofType(plan: HasResources, type: string): PlannedResource[] {
-  return plan.resources.filter((r) => r.type === type);
-}
-
-export function named(plan: Plan, name: string): PlannedResource {
-  const r = plan.resources.find((x) => x.name === name);
-  assert.ok(r, `no resource named ${name}`);
-  return r;
-}
-
-/** Raw inputs (secrets in place) of a resource. */
-export function raw(plan: Plan, r: PlannedResource): Inputs {
-  return plan.rawInputs.get(r.urn) as Inputs;
-}
 
 export const DROPLET = "digitalocean:index/droplet:Droplet";
 export const VOLUME = "digitalocean:index/volume:Volume";
