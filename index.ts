@@ -75,7 +75,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
           : {
               ca: settings.acmeCa,
               email: settings.acmeEmail,
-              dnsToken: settings.acmeDnsToken ? pulumi.secret(settings.acmeDnsToken) : undefined,
+              dnsToken: settings.secrets.acmeDnsToken,
               storage: platform.storage("acme", "edge", TRAEFIK_USER),
             },
       dashboard: settings.dashboard ? { allowedSourceRanges: VPN_SOURCE_RANGES } : undefined,
@@ -109,7 +109,10 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
           minPort: settings.turnMinPort,
           maxPort: settings.turnMaxPort,
           deniedPeerRanges: privateRanges,
-          tls: settings.turnTlsCertPem ? { certPem: pulumi.secret(settings.turnTlsCertPem), keyPem: pulumi.secret(settings.turnTlsKeyPem) } : undefined,
+          tls:
+            settings.secrets.turnTlsCertPem && settings.secrets.turnTlsKeyPem
+              ? { certPem: settings.secrets.turnTlsCertPem, keyPem: settings.secrets.turnTlsKeyPem }
+              : undefined,
           constraints: [roleConstraint("turn")],
         },
         onSwarm,

@@ -138,8 +138,12 @@ export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
   images: {},
 };
 
-export interface Settings extends Omit<RawSettings, "images" | "serverName"> {
+type SecretKey = (typeof SECRET_KEYS)[number];
+
+export interface Settings extends Omit<RawSettings, "images" | "serverName" | SecretKey> {
   stack: string;
+  /** Secret settings leave this module only as secret outputs, and only when set. */
+  secrets: Partial<Record<SecretKey, pulumi.Output<string>>>;
   serverName: string;
   images: Record<ImageName, string>;
   /** FQDN Traefik serves the client and federation APIs on. */
@@ -306,8 +310,13 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   const images = { ...DEFAULT_IMAGES };
   for (const [name, ref] of Object.entries(s.images)) if (ref) images[name as ImageName] = ref;
 
+  const { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, ...plain } = s;
+  const secretValues: Record<SecretKey, string> = { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem };
+  const secrets: Settings["secrets"] = {};
+  for (const key of SECRET_KEYS) if (secretValues[key] !== "") secrets[key] = pulumi.secret(secretValues[key]);
   return {
-    ...s,
+    ...plain,
+    secrets,
     stack,
     serverName,
     images,

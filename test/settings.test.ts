@@ -165,3 +165,12 @@ test("TURN over TLS needs both the certificate and the key, as secrets", () => {
     ),
   );
 });
+
+test("secret settings come out only as secret outputs, and only when set", async () => {
+  const pulumi = await import("@pulumi/pulumi");
+  assert.deepEqual(settingsFor("local").secrets, {});
+  const s = settingsFor("local", { "hardened-matrix:turnTlsCertPem": { secure: "v1:c" }, "hardened-matrix:turnTlsKeyPem": { secure: "v1:k" } });
+  assert.deepEqual(Object.keys(s.secrets).sort(), ["turnTlsCertPem", "turnTlsKeyPem"]);
+  assert.equal(await pulumi.isSecret(s.secrets.turnTlsCertPem!), true);
+  assert.equal("turnTlsCertPem" in s, false, "no plain copy of a secret on the settings");
+});
