@@ -1,13 +1,13 @@
 import * as pulumi from "@pulumi/pulumi";
-import { CloudPlatform } from "./components/cloud";
-import { LocalSwarm, roleConstraint } from "./components/localSwarm";
-import type { Platform } from "./components/platform";
+import { CloudPlatform } from "./components/platform/cloud";
+import { LocalSwarm } from "./components/platform/local";
+import { roleConstraint, type Platform } from "./components/platform/platform";
 import { loadSettings, type Settings } from "./components/settings";
-import { SocketProxy } from "./components/socketProxy";
-import { Traefik, TRAEFIK_USER } from "./components/traefik";
-import { Coturn } from "./components/coturn";
-import { Dendrite, DENDRITE_USER } from "./components/dendrite";
-import { Postgres, POSTGRES_USER } from "./components/postgres";
+import { SocketProxy } from "./components/services/socketProxy";
+import { Traefik, TRAEFIK_USER } from "./components/services/traefik";
+import { Coturn } from "./components/services/coturn";
+import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
+import { Postgres, POSTGRES_USER } from "./components/services/postgres";
 import { CERT_RESOLVER } from "./components/render/traefik";
 
 // Tailscale and Headscale hand out addresses from CGNAT space (and this ULA prefix for IPv6).

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
-import { estimateMonthlyCost, tablePrice } from "../components/cloud";
+import { estimateMonthlyCost, tablePrice } from "../components/platform/cloud";
 import { BOOTSTRAP_MARKER, DAEMON_JSON_PATH, METADATA_BLOCK_SCRIPT, SSHD_DROPIN_PATH, TAILSCALE_AUTHKEY_FILE } from "../components/render/cloudInit";
 import { firewallPlans } from "../components/render/firewall";
 import { renderTailnetPolicy } from "../components/render/tailscaleAcl";

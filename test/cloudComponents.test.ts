@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import * as pulumi from "@pulumi/pulumi";
-import { CloudPlatform, type CloudPlatformArgs } from "../components/cloud";
-import { Dns } from "../components/dns";
-import { Nodes } from "../components/nodes";
+import { CloudPlatform, type CloudPlatformArgs } from "../components/platform/cloud";
+import { Dns } from "../components/platform/dns";
+import { Nodes } from "../components/platform/nodes";
 import { firewallPlans } from "../components/render/firewall";
 import { runUnderMocks, type ProgramRun } from "../plan/mockRuntime";
 

@@ -3,7 +3,7 @@ import { before, test } from "node:test";
 import { parse } from "yaml";
 import { planStack, type Plan, type PlannedResource } from "../plan/plan";
 import { named, plannedFile, type Inputs } from "./support/planned";
-import { SOCKET_PROXY_API } from "../components/socketProxy";
+import { SOCKET_PROXY_API } from "../components/services/socketProxy";
 
 // The real program, local stack, under mocks: the edge (socket proxy + Traefik).
 let plan: Plan;

@@ -3,13 +3,13 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { Dns } from "./dns";
-import { ROLE_LABEL_PREFIX } from "./localSwarm";
+import { ROLE_LABEL_PREFIX } from "./platform";
 import { Nodes, type VolumeSpec } from "./nodes";
 import type { Platform, StoragePurpose } from "./platform";
-import { BOOTSTRAP_MARKER, renderCloudInit } from "./render/cloudInit";
-import { firewallPlans } from "./render/firewall";
-import { renderTailnetPolicy } from "./render/tailscaleAcl";
-import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "./settings";
+import { BOOTSTRAP_MARKER, renderCloudInit } from "../render/cloudInit";
+import { firewallPlans } from "../render/firewall";
+import { renderTailnetPolicy } from "../render/tailscaleAcl";
+import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "../settings";
 import { Tailnet } from "./tailnet";
 
 /**

@@ -1,7 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { hardenedService } from "./hardening";
+import { hardenedService } from "../hardening";
 import { overlayNetwork } from "./network";
 import {
   ACME_STORAGE_DIR,
@@ -11,7 +11,7 @@ import {
   TRAEFIK_PORTS,
   TRAEFIK_STATIC_PATH,
   type ACME_SERVERS,
-} from "./render/traefik";
+} from "../render/traefik";
 import { configMount, secretMount, swarmConfig, swarmSecret } from "./swarmFiles";
 
 export const TRAEFIK_USER = "10001:10001";

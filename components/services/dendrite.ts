@@ -2,10 +2,10 @@ import { createHash } from "node:crypto";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { hardenedService } from "./hardening";
-import { renderDendriteYaml } from "./render/dendrite";
-import { dendriteRouterLabels } from "./render/dendriteRoutes";
-import { matrixSigningKey } from "./render/signingKey";
+import { hardenedService } from "../hardening";
+import { renderDendriteYaml } from "../render/dendrite";
+import { dendriteRouterLabels } from "../render/dendriteRoutes";
+import { matrixSigningKey } from "../render/signingKey";
 import { secretMount, swarmSecret } from "./swarmFiles";
 
 export const DENDRITE_USER = "10002:10002";

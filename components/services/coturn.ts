@@ -1,8 +1,8 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { hardenedService } from "./hardening";
-import { renderTurnserverConf, turnUris } from "./render/turnserver";
+import { hardenedService } from "../hardening";
+import { renderTurnserverConf, turnUris } from "../render/turnserver";
 import { secretMount, swarmSecret } from "./swarmFiles";
 
 /** nobody, as the coturn image runs. */

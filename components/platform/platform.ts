@@ -1,6 +1,14 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { NodeRole } from "./settings";
+import type { NodeRole } from "../settings";
+
+/** Node labels carrying the roles (edge, db, turn, manager); services are placed by them. */
+export const ROLE_LABEL_PREFIX = "hardened-matrix.role.";
+
+/** Placement constraint for services that must run on the node carrying `role`. */
+export function roleConstraint(role: string): string {
+  return `node.labels.${ROLE_LABEL_PREFIX}${role}==true`;
+}
 
 /** What persistent data a stateful service keeps; each gets its own protected storage. */
 export type StoragePurpose = "postgres" | "dendrite" | "acme" | "headscale";

@@ -1,8 +1,8 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import type { Platform, StoragePurpose } from "./platform";
-import { NODE_ROLES, type NodeRole } from "./settings";
+import { ROLE_LABEL_PREFIX, type Platform, type StoragePurpose } from "./platform";
+import { NODE_ROLES, type NodeRole } from "../settings";
 
 export interface LocalSwarmArgs {
   /** Overlay address pool, used only if this engine is not a swarm yet. */
@@ -13,13 +13,6 @@ export interface LocalSwarmArgs {
   turnExternalIp: string;
   /** A pinned image of the stack that has chown (Alpine), to hand a new volume to its service's user. */
   toolImage: string;
-}
-
-export const ROLE_LABEL_PREFIX = "hardened-matrix.role.";
-
-/** Placement constraint for services that must run on the node carrying `role`. */
-export function roleConstraint(role: string): string {
-  return `node.labels.${ROLE_LABEL_PREFIX}${role}==true`;
 }
 
 /**

@@ -1,9 +1,9 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
-import { hardenedService } from "./hardening";
+import { hardenedService } from "../hardening";
 import { overlayNetwork } from "./network";
-import { postgresServerArgs, postgresTuning, renderPostgresInitScript } from "./render/postgres";
+import { postgresServerArgs, postgresTuning, renderPostgresInitScript } from "../render/postgres";
 import { configMount, secretMount, swarmConfig, swarmSecret } from "./swarmFiles";
 
 /** The postgres user of the Alpine image. */

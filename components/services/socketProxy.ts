@@ -1,6 +1,6 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { hardenedService } from "./hardening";
+import { hardenedService } from "../hardening";
 import { overlayNetwork } from "./network";
 
 export const SOCKET_PROXY_PORT = 2375;

@@ -1,6 +1,6 @@
 import * as digitalocean from "@pulumi/digitalocean";
 import * as pulumi from "@pulumi/pulumi";
-import type { FirewallPlan } from "./render/firewall";
+import type { FirewallPlan } from "../render/firewall";
 
 /** Debian stable: what the cloud-init renderer and the hardening assume. */
 export const DROPLET_IMAGE = "debian-12-x64";
