@@ -38,6 +38,12 @@ test("the two crafted headers that passed the old HeaderRegexp router are refuse
   assert.equal(gate.decide([`X-Matrix origin="evil.net",${sig},x="y origin=friend.org"`], ALLOWED).reason, "origin not allowed");
 });
 
+test("a header naming origin (or any parameter) twice is refused, whichever comes last", () => {
+  refuses(`X-Matrix origin="evil.net",origin="friend.org",${sig}`);
+  refuses(`X-Matrix origin="friend.org",origin="friend.org",${sig}`);
+  refuses(`X-Matrix origin="friend.org",key="ed25519:a1",key="ed25519:b2",sig="x"`);
+});
+
 test("the spec's examples are accepted for an allowed origin", () => {
   // matrix-org/matrix-spec content/server-server-api.md, "Request Authentication", step 2 and the Python example.
   accepts('X-Matrix origin="origin.hs.example.com",destination="destination.hs.example.com",key="ed25519:key1",sig="ABCDEF..."');
