@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
@@ -12,6 +12,7 @@ import { planToDisk, ROOT } from "./support/plan";
 const work = mkdtempSync(path.join(tmpdir(), "hm-gate-real-"));
 let child: ChildProcess | undefined;
 let port = 0;
+let healthcheck: string[] = [];
 
 before(async () => {
   copyFileSync(path.join(ROOT, "Pulumi.yaml"), path.join(work, "Pulumi.yaml"));
@@ -23,6 +24,8 @@ before(async () => {
   const plan = planToDisk("gate", ["--config-dir", work]);
   const file = plan.files.get("federation-gate-program/gate.js");
   assert.ok(file, `no gate file in the plan: ${[...plan.files.keys()].join(", ")}`);
+  const svc = plan.resources.find((r) => r.name === "federation-gate-service");
+  healthcheck = (svc?.inputs as { taskSpec: { containerSpec: { healthcheck: { tests: string[] } } } }).taskSpec.containerSpec.healthcheck.tests;
   const gateFile = path.join(work, "gate.js");
   writeFileSync(gateFile, file);
   child = spawn(process.execPath, [gateFile], { env: { PATH: process.env.PATH ?? "", FEDGATE_HOST: "127.0.0.1", FEDGATE_PORT: "0" }, stdio: ["ignore", "pipe", "inherit"] });
@@ -88,6 +91,16 @@ test("missing header, other origins, case and quoting tricks are refused", async
   assert.equal(await verify(`X-Matrix Origin="friend.org",${sig}`), 403);
   assert.equal(await verify(`X-Matrix origin="friend.org",key="a,origin=evil.net",sig="x"`), 403);
   assert.equal(await verify(`X-Matrix origin="",${sig}`), 403);
+});
+
+test("the service's own healthcheck command passes against the running gate and fails without it", () => {
+  assert.equal(healthcheck[0], "CMD");
+  assert.equal(healthcheck[1], "/usr/local/bin/node");
+  const run = (p: number) => spawnSync(process.execPath, healthcheck.slice(2).map((a) => a.replace("127.0.0.1:8090/", `127.0.0.1:${p}/`)), { timeout: 10_000 });
+  assert.equal(run(port).status, 0);
+  // A port nothing listens on: the one the gate had before a fresh server took and released it.
+  const closed = spawnSync(process.execPath, ["-e", "const s=require('net').createServer().listen(0,'127.0.0.1',()=>{console.log(s.address().port);s.close()})"], { encoding: "utf8" });
+  assert.equal(run(Number(closed.stdout.trim())).status, 1);
 });
 
 test("health answers; no other path decides anything", async () => {

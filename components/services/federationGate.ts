@@ -10,7 +10,8 @@ export const FEDERATION_GATE_USER = "1000:1000";
 export const FEDERATION_GATE_PORT = 8090;
 const SERVICE_NAME = "federation-gate";
 const PROGRAM_FILE = "/etc/federation-gate/gate.js";
-// The Dockerfile unpacks node into /usr/local and sets no other entry we need: call node directly.
+// The same Dockerfile unpacks node with `tar -C /usr/local` and links /usr/local/bin/node; the
+// service calls it directly (no entrypoint script), for the program and for its healthcheck.
 const NODE = "/usr/local/bin/node";
 
 export interface FederationGateArgs {
@@ -44,8 +45,10 @@ export class FederationGate extends pulumi.ComponentResource {
         user: FEDERATION_GATE_USER,
         commands: [NODE, "--max-old-space-size=48", PROGRAM_FILE],
         configs: [configMount(program, PROGRAM_FILE, FEDERATION_GATE_USER)],
-        memoryLimitMb: 128,
-        memoryReservationMb: 32,
+        // Measured with node 20 here: 44 MB idle, 66 MB after 5000 requests, and the healthcheck's own
+        // node process peaks at 44 MB inside the same limit.
+        memoryLimitMb: 192,
+        memoryReservationMb: 48,
         cpus: 0.25,
         healthcheck: {
           // The image's own node binary; the gate answers /healthz with 200.
