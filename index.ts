@@ -7,6 +7,7 @@ import { SocketProxy } from "./components/services/socketProxy";
 import { Traefik, TRAEFIK_USER } from "./components/services/traefik";
 import { Coturn } from "./components/services/coturn";
 import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
+import { FederationGate } from "./components/services/federationGate";
 import { Postgres, POSTGRES_USER } from "./components/services/postgres";
 import { CERT_RESOLVER } from "./components/render/traefik";
 
@@ -62,12 +63,18 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
   const onSwarm: pulumi.ComponentResourceOptions = { providers: [platform.provider] };
 
   const socketProxy = new SocketProxy("socket-proxy", { image: settings.images.socketProxy, dockerSocketGid: settings.dockerSocketGid }, onSwarm);
+  // Only with an allowlist: Traefik asks the gate about every inbound federation request.
+  const federationGate =
+    settings.federationMode === "allowlist"
+      ? new FederationGate("federation-gate", { image: settings.images.federationGate, allowlist: settings.federationAllowlist, constraints: [roleConstraint("edge")] }, onSwarm)
+      : undefined;
   const traefik = new Traefik(
     "traefik",
     {
       image: settings.images.traefik,
       socketProxyEndpoint: socketProxy.endpoint,
       socketProxyNetwork: socketProxy.networkName,
+      extraNetworks: federationGate ? [federationGate.networkName] : [],
       ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
       acme:
         settings.acmeCa === "none"
@@ -129,7 +136,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       federationPort: settings.federationPort,
       wellKnownHost: settings.servesWellKnown ? settings.serverName : undefined,
       publicBaseUrl,
-      federation: { mode: settings.federationMode, allowlist: settings.federationAllowlist },
+      federation: { mode: settings.federationMode, gateAddress: federationGate?.address },
       presence: settings.presence,
       maxUploadMb: settings.maxUploadMb,
       rateLimit: { threshold: settings.rateLimitThreshold, cooloffMs: settings.rateLimitCooloffMs },

@@ -47,6 +47,9 @@ export const DEFAULT_IMAGES = {
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
   coturn: "coturn/coturn:4.17.0",
   headscale: "headscale/headscale:0.29.2",
+  // docker-library/official-images library/node (24.19.0-alpine3.24, from nodejs/docker-node fd1bf45,
+  // 24/alpine3.24/Dockerfile: user node is uid/gid 1000, node at /usr/local/bin/node).
+  federationGate: "node:24.19.0-alpine3.24",
 };
 export type ImageName = keyof typeof DEFAULT_IMAGES;
 

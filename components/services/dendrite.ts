@@ -24,7 +24,8 @@ export interface DendriteArgs {
   /** Set when Traefik serves /.well-known/matrix/* for the server name. */
   wellKnownHost?: string;
   publicBaseUrl: string;
-  federation: { mode: "open" | "closed" | "allowlist"; allowlist: string[] };
+  /** `gateAddress`: the federation gate's forwardAuth URL, required for "allowlist". */
+  federation: { mode: "open" | "closed" | "allowlist"; gateAddress?: string };
   presence: boolean;
   maxUploadMb: number;
   rateLimit: { threshold: number; cooloffMs: number };

@@ -29,6 +29,8 @@ export interface TraefikArgs {
   image: pulumi.Input<string>;
   socketProxyEndpoint: pulumi.Input<string>;
   socketProxyNetwork: pulumi.Input<string>;
+  /** Internal networks of services only Traefik calls (e.g. the federation gate). */
+  extraNetworks?: pulumi.Input<string>[];
   ports: PublishedPorts;
   /** Where ACME state lives (a protected volume or a bind on the edge node's data volume). */
   acme?: {
@@ -128,7 +130,7 @@ export class Traefik extends pulumi.ComponentResource {
         memoryReservationMb: 64,
         cpus: 1,
         healthcheck: { test: ["traefik", "healthcheck", "--ping", `--configFile=${TRAEFIK_STATIC_PATH}`], intervalSeconds: 15, startPeriodSeconds: 20 },
-        networks: [edge.name, args.socketProxyNetwork],
+        networks: [edge.name, args.socketProxyNetwork, ...(args.extraNetworks ?? [])],
         constraints: args.constraints,
         ports,
         // ACME storage supports one instance (FACTS): exactly one replica, stopped before its successor starts.
