@@ -69,6 +69,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       socketProxyEndpoint: socketProxy.endpoint,
       socketProxyNetwork: socketProxy.networkName,
       ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
+      maxUploadMb: settings.maxUploadMb,
       acme:
         settings.acmeCa === "none"
           ? undefined
