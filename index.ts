@@ -148,6 +148,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       storage: platform.storage("dendrite", "db", DENDRITE_USER),
       edgeNetworkName: traefik.edgeNetworkName,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
+      federationCertDomain: settings.delegation === "srv" ? settings.serverName : undefined,
       memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
       constraints: [roleConstraint("db")],
     },
