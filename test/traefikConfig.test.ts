@@ -100,3 +100,132 @@ test("rendered YAML has no anchors or aliases (each value stands where it is use
   const text = renderTraefikStatic({ ...base, dashboard: true, acme: { ca: "letsencrypt", email: "ops@example.org" } });
   assert.doesNotMatch(text, /[&*]a\d/);
 });
+
+// Every key Traefik is given must be one v3.7 knows: an unknown static key stops Traefik at start,
+// an unknown dynamic key or label is dropped with no more than a log line. Shapes copied from the
+// yaml tags of traefik/traefik v3.7.9 (`*` = a name of ours, `true` = a value); file and struct named per key.
+type Shape = { [key: string]: Shape } | true;
+const TLS_OPTIONS: Shape = { minVersion: true, cipherSuites: true, curvePreferences: true, sniStrict: true }; // pkg/tls/tls.go Options
+const ROUTER_TLS: Shape = { options: true, certResolver: true, domains: { main: true, sans: true } }; // dynamic/http_config.go RouterTLSConfig, pkg/types/domains.go Domain
+const STATIC_SHAPE: Shape = {
+  // pkg/config/static/static_config.go Configuration, Global, API
+  global: { checkNewVersion: true, sendAnonymousUsage: true },
+  api: { dashboard: true, insecure: true },
+  log: { level: true, format: true }, // pkg/observability/types/logs.go TraefikLog
+  // pkg/observability/types/logs.go AccessLog, AccessLogFields, FieldHeaders, FieldQueryParameters
+  accessLog: { format: true, fields: { defaultMode: true, names: { "*": true }, headers: { defaultMode: true, names: { "*": true } }, queryParameters: { defaultMode: true } } },
+  ping: { entryPoint: true }, // pkg/ping/ping.go Handler
+  entryPoints: {
+    // pkg/config/static/entrypoints.go EntryPoint, HTTPConfig, Redirections, RedirectEntryPoint, TLSConfig, EntryPointsTransport; static_config.go RespondingTimeouts
+    "*": {
+      address: true,
+      asDefault: true,
+      http: { redirections: { entryPoint: { to: true, scheme: true, permanent: true } }, middlewares: true, tls: { options: true, certResolver: true, domains: { main: true, sans: true } } },
+      transport: { respondingTimeouts: { readTimeout: true, writeTimeout: true, idleTimeout: true } },
+    },
+  },
+  providers: {
+    // pkg/provider/docker/pswarm.go SwarmProvider (inline shared.go Shared, ClientConfig); pkg/provider/file/file.go Provider
+    swarm: { endpoint: true, exposedByDefault: true, network: true, refreshSeconds: true },
+    file: { filename: true, watch: true },
+  },
+  // static_config.go CertificateResolver; pkg/provider/acme/provider.go Configuration, DNSChallenge, HTTPChallenge
+  certificatesResolvers: { "*": { acme: { email: true, storage: true, caServer: true, keyType: true, dnsChallenge: { provider: true, resolvers: true }, httpChallenge: { entryPoint: true } } } },
+};
+const DYNAMIC_SHAPE: Shape = {
+  // pkg/config/dynamic/config.go Configuration, TLSConfiguration
+  tls: { options: { "*": TLS_OPTIONS } },
+  http: {
+    // dynamic/http_config.go HTTPConfiguration, Router, Service, ServersLoadBalancer
+    routers: { "*": { entryPoints: true, rule: true, service: true, middlewares: true, priority: true, tls: ROUTER_TLS } },
+    // labels only: `server` is the label-slice-as-struct name of ServersLoadBalancer.Servers
+    services: { "*": { loadBalancer: { server: { port: true } } } },
+    middlewares: {
+      // dynamic/middlewares.go Middleware, Headers, BasicAuth, ForwardAuth
+      "*": {
+        headers: { stsSeconds: true, stsIncludeSubdomains: true, contentTypeNosniff: true, frameDeny: true, referrerPolicy: true, customResponseHeaders: { "*": true } },
+        basicAuth: { usersFile: true, removeHeader: true },
+        forwardAuth: { address: true },
+      },
+    },
+  },
+  tcp: {
+    // dynamic/tcp_config.go TCPConfiguration, TCPRouter, RouterTCPTLSConfig, TCPService, TCPServersLoadBalancer, TCPServer; tcp_middlewares.go TCPIPAllowList
+    routers: { "*": { entryPoints: true, rule: true, service: true, middlewares: true, tls: { options: true } } },
+    middlewares: { "*": { ipAllowList: { sourceRange: true } } },
+    services: { "*": { loadBalancer: { servers: { address: true } } } },
+  },
+};
+
+/** Keys of `value` the shape does not know; label keys are matched case-insensitively, as Traefik parses labels. */
+function unknownKeys(value: unknown, shape: Shape, path = "", ignoreCase = false): string[] {
+  if (shape === true || value === null || typeof value !== "object") return [];
+  if (Array.isArray(value)) return value.flatMap((v, i) => unknownKeys(v, shape, `${path}[${i}]`, ignoreCase));
+  return Object.entries(value).flatMap(([key, v]) => {
+    const known = Object.keys(shape).find((k) => (ignoreCase ? k.toLowerCase() === key.toLowerCase() : k === key));
+    const sub = known !== undefined ? shape[known] : shape["*"];
+    return sub === undefined ? [`${path}.${key}`] : unknownKeys(v, sub, `${path}.${key}`, ignoreCase);
+  });
+}
+
+/** Swarm labels as the dynamic configuration they stand for (`a.b[0].c` -> {a:{b:[{c}]}}). */
+function labelsAsConfig(labels: Record<string, string>): Record<string, unknown> {
+  const root: Record<string, any> = {};
+  for (const [label, value] of Object.entries(labels)) {
+    if (label === "traefik.enable" || label === "traefik.swarm.network") continue; // provider labels (pkg/provider/docker/config.go)
+    const parts = label.replace(/^traefik\./, "").split(".");
+    let cur = root;
+    parts.forEach((part, i) => {
+      const m = /^(.+)\[(\d+)\]$/.exec(part);
+      const key = m ? m[1]! : part;
+      const last = i === parts.length - 1;
+      if (m) {
+        cur[key] ??= [];
+        cur[key][Number(m[2])] ??= {};
+        cur = cur[key][Number(m[2])];
+        if (last) throw new Error(`indexed leaf ${label}`);
+      } else if (last) {
+        // `tls=true` enables a section that deeper labels also fill (label:"allowEmpty" in the structs).
+        if (typeof cur[key] !== "object") cur[key] = value;
+      } else {
+        if (typeof cur[key] !== "object") cur[key] = {};
+        cur = cur[key];
+      }
+    });
+  }
+  return root;
+}
+
+test("every rendered static key is one Traefik v3.7 knows", () => {
+  const variants = [
+    renderTraefikStatic({ ...base, dashboard: true, acme: { ca: "letsencrypt", email: "ops@example.org", dnsTokenFile: "/run/secrets/cf" } }),
+    renderTraefikStatic({ ...base, dashboard: false, acme: { ca: "letsencrypt", email: "ops@example.org" } }),
+    renderTraefikStatic({ ...base, dashboard: false }),
+  ];
+  for (const text of variants) assert.deepEqual(unknownKeys(parse(text), STATIC_SHAPE), []);
+  // The check can fail: a misspelt key is caught.
+  assert.deepEqual(unknownKeys({ accessLog: { fields: { queryParameter: { defaultMode: "drop" } } } }, STATIC_SHAPE), [".accessLog.fields.queryParameter"]);
+});
+
+test("every rendered dynamic key, and every Dendrite router label, is one Traefik v3.7 knows", async () => {
+  const { dendriteRouterLabels } = await import("../components/render/dendriteRoutes");
+  for (const d of [renderTraefikDynamic({ sniStrict: true, dashboard: { usersFile: "/u", allowedSourceRanges: ["100.64.0.0/10"] } }), renderTraefikDynamic({ sniStrict: false })]) {
+    assert.deepEqual(unknownKeys(parse(d), DYNAMIC_SHAPE), []);
+  }
+  for (const mode of ["open", "allowlist"] as const) {
+    const labels = dendriteRouterLabels({
+      service: "dendrite",
+      port: 8008,
+      edgeNetwork: "edge",
+      matrixHost: "matrix.example.org",
+      wellKnownHost: "example.org",
+      federation: { mode, allowlist: mode === "allowlist" ? ["matrix.org"] : [] },
+      certResolver: "le",
+      federationCertDomain: "example.org",
+    });
+    const config = labelsAsConfig(labels);
+    assert.ok(JSON.stringify(config).includes('"domains":[{"main":"example.org"}]'));
+    assert.deepEqual(unknownKeys(config, DYNAMIC_SHAPE, "", true), []);
+  }
+  assert.deepEqual(unknownKeys(labelsAsConfig({ "traefik.http.routers.x.tls.domain[0].main": "a" }), DYNAMIC_SHAPE, "", true), [".http.routers.x.tls.domain"]);
+});
