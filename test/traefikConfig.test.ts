@@ -94,6 +94,11 @@ test("access log: no query string (?access_token=), no header but the user agent
   assert.equal(c.accessLog.fields.headers.defaultMode, "drop");
   assert.deepEqual(c.accessLog.fields.headers.names, { "User-Agent": "keep" });
   assert.equal(c.accessLog.format, "json");
+  // Traefik's AccessLogFields.KeepHeader: names[canonical header] if present, else headers.defaultMode
+  // (pkg/observability/types/logs.go); it applies to request, origin and downstream headers alike.
+  const mode = (header: string): string => c.accessLog.fields.headers.names[header] ?? c.accessLog.fields.headers.defaultMode;
+  for (const h of ["Authorization", "Cookie", "Set-Cookie", "Proxy-Authorization", "X-Forwarded-For", "Referer"]) assert.equal(mode(h), "drop", h);
+  assert.equal(mode("User-Agent"), "keep");
 });
 
 test("rendered YAML has no anchors or aliases (each value stands where it is used)", () => {
