@@ -28,7 +28,12 @@ export const READ_TIMEOUT_HEADROOM_SECONDS = 60;
  */
 export const FEDERATION_READ_TIMEOUT_SECONDS = 60;
 
-/** Seconds an upload of `maxUploadMb` MiB needs at the slow uplink, plus headroom. */
+/**
+ * Seconds an upload of `maxUploadMb` MiB needs at the slow uplink, plus headroom. Behind Traefik,
+ * Dendrite v0.15.2 ends every request 5 minutes after its headers (element-hq/dendrite
+ * setup/base/base.go: WriteTimeout = HTTPServerTimeout), so past about 71 MiB a 2 Mbit/s upload
+ * fails there whatever this allows.
+ */
 export function uploadReadTimeoutSeconds(maxUploadMb: number): number {
   const bodySeconds = Math.ceil((maxUploadMb * 1024 * 1024 * 8) / SLOW_UPLINK_BITS_PER_SECOND);
   return bodySeconds + READ_TIMEOUT_HEADROOM_SECONDS;
