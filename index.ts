@@ -76,6 +76,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       socketProxyNetwork: socketProxy.networkName,
       extraNetworks: federationGate ? [federationGate.networkName] : [],
       ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
+      maxUploadMb: settings.maxUploadMb,
       acme:
         settings.acmeCa === "none"
           ? undefined
@@ -154,6 +155,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       storage: platform.storage("dendrite", "db", DENDRITE_USER),
       edgeNetworkName: traefik.edgeNetworkName,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
+      federationCertDomain: settings.delegation === "srv" ? settings.serverName : undefined,
       memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
       constraints: [roleConstraint("db")],
     },

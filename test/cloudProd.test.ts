@@ -67,7 +67,10 @@ test("prod: SRV delegation of the server name to the Matrix host's federation po
   const srv = records.filter((r) => r.type === "SRV");
   assert.deepEqual(
     srv.map((r) => [r.name, r.data]),
-    [["_matrix-fed._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }]],
+    [
+      ["_matrix-fed._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }],
+      ["_matrix._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }],
+    ],
   );
   for (const r of records.filter((x) => x.type === "A")) assert.equal(r.proxied, false);
   assert.deepEqual(records.filter((r) => r.type === "CAA" && r.data.tag === "issue").map((r) => r.data.value), ["letsencrypt.org"]);

@@ -84,3 +84,27 @@ test("open and closed federation have no gate middleware", () => {
     assert.ok(!Object.keys(l).some((k) => k.includes("matrix-federation-allowlist")), mode);
   }
 });
+
+test("SRV delegation: every federation router asks ACME for the server name and matches its Host header", () => {
+  // Remote servers connect to the SRV target with SNI and Host = the server name (Matrix server-server
+  // API, "Resolving server names"), and need a certificate for it.
+  for (const federation of [{ mode: "open" }, { mode: "allowlist", gateAddress: "http://federation-gate:8090/verify" }] as const) {
+    const l = dendriteRouterLabels({ ...base, wellKnownHost: undefined, federation: { ...federation }, federationCertDomain: "example.org" });
+    const routers = Object.entries(l).filter(([k, v]) => k.endsWith(".entrypoints") && v === "federation").map(([k]) => k.split(".")[3]!);
+    assert.ok(routers.length > 0);
+    for (const r of routers) {
+      assert.equal(l[`traefik.http.routers.${r}.tls.domains[0].main`], "example.org", r);
+      assert.equal(l[`traefik.http.routers.${r}.tls.certresolver`], "le", r);
+      const rule = l[`traefik.http.routers.${r}.rule`]!;
+      // A router with no Host matcher takes any Host, the server name included.
+      assert.ok(!/Host(Regexp)?\(/.test(rule) || rule.includes("Host(`example.org`)"), `${r} would not match Host example.org: ${rule}`);
+    }
+  }
+  const clientRouters = dendriteRouterLabels({ ...base, federationCertDomain: "example.org" });
+  assert.equal(clientRouters["traefik.http.routers.dendrite-client.tls.domains[0].main"], undefined, "the client API keeps its Host-derived certificate");
+});
+
+test("without SRV delegation no router names TLS domains (certificates follow the Host rules)", () => {
+  const l = dendriteRouterLabels(base);
+  assert.ok(!Object.keys(l).some((k) => k.includes(".tls.domains")));
+});

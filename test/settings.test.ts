@@ -174,3 +174,17 @@ test("secret settings come out only as secret outputs, and only when set", async
   assert.equal(await pulumi.isSecret(s.secrets.turnTlsCertPem!), true);
   assert.equal("turnTlsCertPem" in s, false, "no plain copy of a secret on the settings");
 });
+
+test("SRV delegation needs the DNS-01 token (a certificate for the server name) and a server name in the zone", () => {
+  const prod = settingsFor("prod");
+  assert.equal(prod.delegation, "srv");
+  assert.ok(prod.secrets.acmeDnsToken, "the prod stack sets acmeDnsToken");
+  const problems = problemsFor("prod", { "hardened-matrix:acmeDnsToken": "" });
+  assert.deepEqual(problems, [
+    'hardened-matrix:delegation: "srv" needs hardened-matrix:acmeDnsToken (a Cloudflare DNS token for ACME DNS-01): federating servers demand a certificate for example.org from matrix.example.org; set it with `pulumi config set --secret acmeDnsToken ...`, or use delegation "well-known"',
+  ]);
+  const outside = problemsFor("prod", { "hardened-matrix:serverName": "example.net" });
+  assert.deepEqual(outside, ['hardened-matrix:serverName: "example.net" is not under the domain "example.org"; delegation "srv" publishes _matrix-fed._tcp.example.net in that zone, so it must be']);
+  // The local target has no ACME at all, so it cannot delegate by SRV.
+  assert.ok(problemsFor("local", { "hardened-matrix:delegation": "srv" }).some((p) => p.startsWith('hardened-matrix:delegation: "srv" needs hardened-matrix:acmeDnsToken')));
+});

@@ -21,6 +21,12 @@ export interface DendriteRoutesInput {
   /** `gateAddress`: the federation gate's forwardAuth URL, required for "allowlist". */
   federation: { mode: "open" | "closed" | "allowlist"; gateAddress?: string };
   certResolver?: string;
+  /**
+   * SRV delegation: remote servers connect to the SRV target with SNI and Host set to the server name
+   * and demand a certificate for it (Matrix server-server API, "Resolving server names"). The
+   * federation routers have no Host rule, so they match that Host, but ACME must be told the name.
+   */
+  federationCertDomain?: string;
 }
 
 export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, string> {
@@ -36,6 +42,8 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
     labels[`${key}.service`] = i.service;
     labels[`${key}.tls`] = "true";
     if (i.certResolver) labels[`${key}.tls.certresolver`] = i.certResolver;
+    // traefik/traefik v3.7 pkg/provider/acme/provider.go watchNewDomains: a router's tls.domains are requested as given.
+    if (entryPoint === "federation" && i.federationCertDomain) labels[`${key}.tls.domains[0].main`] = i.federationCertDomain;
     if (extra.middlewares) labels[`${key}.middlewares`] = extra.middlewares.join(",");
     if (extra.priority !== undefined) labels[`${key}.priority`] = String(extra.priority);
   };

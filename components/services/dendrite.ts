@@ -37,6 +37,8 @@ export interface DendriteArgs {
   storage: pulumi.Input<Omit<docker.types.input.ServiceTaskSpecContainerSpecMount, "target">>;
   edgeNetworkName: pulumi.Input<string>;
   certResolver?: string;
+  /** SRV delegation: the server name, which the federation entrypoint needs a certificate for. */
+  federationCertDomain?: string;
   memoryLimitMb: number;
   constraints: string[];
 }
@@ -99,6 +101,7 @@ export class Dendrite extends pulumi.ComponentResource {
       wellKnownHost: args.wellKnownHost,
       federation: args.federation,
       certResolver: args.certResolver,
+      federationCertDomain: args.federationCertDomain,
     });
     this.service = hardenedService(
       `${name}-service`,

@@ -32,6 +32,8 @@ export interface TraefikArgs {
   /** Internal networks of services only Traefik calls (e.g. the federation gate). */
   extraNetworks?: pulumi.Input<string>[];
   ports: PublishedPorts;
+  /** Largest media upload (MiB): the client entrypoint's read timeout is derived from it. */
+  maxUploadMb: number;
   /** Where ACME state lives (a protected volume or a bind on the edge node's data volume). */
   acme?: {
     ca: keyof typeof ACME_SERVERS;
@@ -68,6 +70,7 @@ export class Traefik extends pulumi.ComponentResource {
           publishedHttpsPort: args.ports.https,
           socketProxyEndpoint: endpoint,
           edgeNetwork,
+          maxUploadMb: args.maxUploadMb,
           dashboard: args.dashboard !== undefined,
           acme: args.acme && { ca: args.acme.ca, email: args.acme.email, dnsTokenFile: args.acme.dnsToken ? DNS_TOKEN_FILE : undefined },
         }),
