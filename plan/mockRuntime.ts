@@ -28,6 +28,7 @@ export interface RecordedResource {
     ignoreChanges: string[];
     deleteBeforeReplace: boolean;
     replaceOnChanges: string[];
+    /** Every resource the SDK tells the engine this one waits for: explicit dependsOn and the resources behind its input values. */
     dependsOn: string[];
   };
 }

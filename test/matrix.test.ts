@@ -145,6 +145,22 @@ test("Traefik routes to Dendrite only the Matrix prefixes", () => {
   assert.equal(labels["traefik.http.routers.dendrite-federation.rule"], undefined, "federation closed on local");
 });
 
+test("every service on a local volume starts only after the volume's hand-over (the SDK sends the owner command as a dependency)", () => {
+  const services = plan.resources.filter((r) => r.type === "docker:index/service:Service");
+  let checked = 0;
+  for (const svc of services) {
+    for (const m of (raw(svc.name).taskSpec.containerSpec.mounts ?? []) as Inputs[]) {
+      if (m.type !== "volume") continue;
+      // The hand-over command is the one that chowns exactly this volume.
+      const owners = plan.resources.filter((r) => r.type === "command:local:Command" && String((r.inputs as Inputs).create).includes(` -v ${m.source}:/data `));
+      assert.equal(owners.length, 1, `${svc.name}: one hand-over for ${m.source}`);
+      assert.ok(svc.options.dependsOn.includes(owners[0]!.urn), `${svc.name} does not depend on ${owners[0]!.name}: ${svc.options.dependsOn.join(", ")}`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 2, "postgres and dendrite mount local volumes");
+});
+
 test("local volumes are handed to their service's user by one root step with no network and only CHOWN/FOWNER", () => {
   const owner = byName("local-dendrite-owner").inputs as Inputs;
   assert.equal(
