@@ -67,7 +67,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
     {
       image: settings.images.traefik,
       socketProxyEndpoint: socketProxy.endpoint,
-      socketProxyNetwork: socketProxy.networkName,
+      socketProxyNetworkId: socketProxy.networkId,
       ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
       acme:
         settings.acmeCa === "none"
@@ -140,12 +140,12 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
         user: postgres.user,
         password: postgres.password,
         maxConnections: Math.max(10, postgres.maxConnections - 10),
-        networkName: postgres.networkName,
+        networkId: postgres.networkId,
       },
       turn: coturn && { uris: coturn.uris, sharedSecret: coturn.sharedSecret, userLifetime: settings.turnUserLifetime },
       denyNetworks: privateRanges,
       storage: platform.storage("dendrite", "db", DENDRITE_USER),
-      edgeNetworkName: traefik.edgeNetworkName,
+      edgeNetworkId: traefik.edgeNetworkId,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
       memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
       constraints: [roleConstraint("db")],

@@ -41,10 +41,10 @@ test("the three services are planned with their networks, configs, secrets and v
 test("Postgres: internal network shared with Dendrite only, never published, passwords as files", () => {
   const pg = service("postgres");
   assert.equal(pg.endpointSpec, undefined);
-  const net = byName("postgres-net").inputs as Inputs;
-  assert.equal(net.internal, true);
+  const net = byName("postgres-net");
+  assert.equal((net.inputs as Inputs).internal, true);
   const members = plan.resources
-    .filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.name === net.name))
+    .filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.id === net.id))
     .map((r) => (r.inputs as Inputs).name)
     .sort();
   assert.deepEqual(members, ["dendrite", "postgres"]);

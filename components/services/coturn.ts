@@ -92,7 +92,7 @@ export class Coturn extends pulumi.ComponentResource {
         memoryReservationMb: 64,
         cpus: 1,
         healthcheck: { test: ["turnutils_stunclient", "-p", String(args.port), "127.0.0.1"], intervalSeconds: 30, startPeriodSeconds: 10 },
-        networks: ["host"],
+        networkIds: [],
         hostNetworkReason: "TURN relays UDP on a port range to clients' real addresses: the Swarm ingress cannot publish the range and would NAT the client address",
         constraints: args.constraints,
         updateOrder: "stop-first",

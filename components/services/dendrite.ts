@@ -28,13 +28,13 @@ export interface DendriteArgs {
   presence: boolean;
   maxUploadMb: number;
   rateLimit: { threshold: number; cooloffMs: number };
-  database: { host: pulumi.Input<string>; port: pulumi.Input<number>; name: pulumi.Input<string>; user: pulumi.Input<string>; password: pulumi.Input<string>; maxConnections: number; networkName: pulumi.Input<string> };
+  database: { host: pulumi.Input<string>; port: pulumi.Input<number>; name: pulumi.Input<string>; user: pulumi.Input<string>; password: pulumi.Input<string>; maxConnections: number; networkId: pulumi.Input<string> };
   turn?: { uris: pulumi.Input<string[]>; sharedSecret: pulumi.Input<string>; userLifetime: string };
   /** Ranges of this deployment federation requests must never reach (SSRF). */
   denyNetworks: string[];
   /** Persistent storage for media, JetStream and the search index. */
   storage: pulumi.Input<Omit<docker.types.input.ServiceTaskSpecContainerSpecMount, "target">>;
-  edgeNetworkName: pulumi.Input<string>;
+  edgeNetworkId: pulumi.Input<string>;
   certResolver?: string;
   memoryLimitMb: number;
   constraints: string[];
@@ -118,7 +118,7 @@ export class Dendrite extends pulumi.ComponentResource {
           intervalSeconds: 30,
           startPeriodSeconds: 60,
         },
-        networks: [args.edgeNetworkName, args.database.networkName],
+        networkIds: [args.edgeNetworkId, args.database.networkId],
         constraints: args.constraints,
         labels,
         // JetStream and the search index are single-writer stores on the volume.

@@ -47,8 +47,8 @@ export interface SocketProxyArgs {
 
 /** A read-only Docker API for Traefik: on a manager, on an internal network only Traefik joins, never published. */
 export class SocketProxy extends pulumi.ComponentResource {
-  /** The internal network Traefik must join to reach the proxy. */
-  readonly networkName: pulumi.Output<string>;
+  /** Id of the internal network Traefik must join to reach the proxy. */
+  readonly networkId: pulumi.Output<string>;
   readonly endpoint: pulumi.Output<string>;
   readonly service: docker.Service;
 
@@ -71,14 +71,14 @@ export class SocketProxy extends pulumi.ComponentResource {
         memoryReservationMb: 16,
         cpus: 0.25,
         healthcheck: { test: ["wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${SOCKET_PROXY_PORT}/_ping`], intervalSeconds: 30, startPeriodSeconds: 10 },
-        networks: [network.name],
+        networkIds: [network.id],
         constraints: ["node.role==manager"],
         updateOrder: "stop-first",
       },
       { parent: this },
     );
-    this.networkName = network.name;
+    this.networkId = network.id;
     this.endpoint = pulumi.output(`tcp://${serviceName}:${SOCKET_PROXY_PORT}`);
-    this.registerOutputs({ networkName: this.networkName, endpoint: this.endpoint });
+    this.registerOutputs({ networkId: this.networkId, endpoint: this.endpoint });
   }
 }

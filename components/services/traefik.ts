@@ -28,7 +28,7 @@ export interface PublishedPorts {
 export interface TraefikArgs {
   image: pulumi.Input<string>;
   socketProxyEndpoint: pulumi.Input<string>;
-  socketProxyNetwork: pulumi.Input<string>;
+  socketProxyNetworkId: pulumi.Input<string>;
   ports: PublishedPorts;
   /** Where ACME state lives (a protected volume or a bind on the edge node's data volume). */
   acme?: {
@@ -50,7 +50,7 @@ export interface TraefikArgs {
  */
 export class Traefik extends pulumi.ComponentResource {
   /** The overlay network routed services join so Traefik can reach them. */
-  readonly edgeNetworkName: pulumi.Output<string>;
+  readonly edgeNetworkId: pulumi.Output<string>;
   readonly dashboardPassword?: pulumi.Output<string>;
   readonly service: docker.Service;
 
@@ -128,7 +128,7 @@ export class Traefik extends pulumi.ComponentResource {
         memoryReservationMb: 64,
         cpus: 1,
         healthcheck: { test: ["traefik", "healthcheck", "--ping", `--configFile=${TRAEFIK_STATIC_PATH}`], intervalSeconds: 15, startPeriodSeconds: 20 },
-        networks: [edge.name, args.socketProxyNetwork],
+        networkIds: [edge.id, args.socketProxyNetworkId],
         constraints: args.constraints,
         ports,
         // ACME storage supports one instance (FACTS): exactly one replica, stopped before its successor starts.
@@ -137,7 +137,7 @@ export class Traefik extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    this.edgeNetworkName = edge.name;
-    this.registerOutputs({ edgeNetworkName: this.edgeNetworkName, dashboardPassword: this.dashboardPassword });
+    this.edgeNetworkId = edge.id;
+    this.registerOutputs({ edgeNetworkId: this.edgeNetworkId, dashboardPassword: this.dashboardPassword });
   }
 }
