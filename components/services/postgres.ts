@@ -77,6 +77,9 @@ export class Postgres extends pulumi.ComponentResource {
         configs: [{ ...configMount(initScript, "/docker-entrypoint-initdb.d/10-dendrite.sh", POSTGRES_USER), fileMode: 0o555 }],
         memoryLimitMb,
         memoryReservationMb: Math.round(tuning.memoryReservationBytes / 1024 / 1024),
+        // pg_isready is a client program of the server build: docker-library/postgres
+        // 17/alpine3.23/Dockerfile (PG_VERSION 17.9) configures --prefix=/usr/local and runs
+        // `make install-world-bin`, so it is /usr/local/bin/pg_isready, on PATH.
         healthcheck: { test: ["pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "postgres"], intervalSeconds: 10, startPeriodSeconds: 60 },
         networkIds: [network.id],
         aliases: [POSTGRES_SERVICE],

@@ -70,6 +70,10 @@ export class SocketProxy extends pulumi.ComponentResource {
         memoryLimitMb: 64,
         memoryReservationMb: 16,
         cpus: 0.25,
+        // busybox wget: the image is FROM alpine with busybox 1.37.0 (linuxserver/docker-socket-proxy
+        // Dockerfile and package_versions.txt at tag 3.4.3-r0-ls91), and Alpine's busybox has the
+        // applet (alpinelinux/aports main/busybox/busyboxconfig: CONFIG_WGET=y). /_ping is allowed with
+        // PING=1 (root/templates/haproxy.cfg), on :2375 (root/docker-entrypoint.sh BIND_PROTO).
         healthcheck: { test: ["wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${SOCKET_PROXY_PORT}/_ping`], intervalSeconds: 30, startPeriodSeconds: 10 },
         networkIds: [network.id],
         constraints: ["node.role==manager"],

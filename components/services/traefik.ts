@@ -127,6 +127,10 @@ export class Traefik extends pulumi.ComponentResource {
         memoryLimitMb: 256,
         memoryReservationMb: 64,
         cpus: 1,
+        // The plain tags are the alpine variant (docker-library/official-images library/traefik:
+        // `Directory: alpine`; the stored copy is of v2.9), whose traefik/traefik-library-image
+        // v3.7/alpine/Dockerfile puts the binary in /usr/local/bin, on PATH (the scratch variant's
+        // /traefik is not). Needs the ping entry point, which the static config enables (render/traefik.ts).
         healthcheck: { test: ["traefik", "healthcheck", "--ping", `--configFile=${TRAEFIK_STATIC_PATH}`], intervalSeconds: 15, startPeriodSeconds: 20 },
         networkIds: [edge.id, args.socketProxyNetworkId],
         constraints: args.constraints,
