@@ -27,8 +27,8 @@ export interface FederationGateArgs {
  * It sits on an internal network shared with Traefik alone and publishes nothing.
  */
 export class FederationGate extends pulumi.ComponentResource {
-  /** The internal network Traefik must join to reach the gate. */
-  readonly networkName: pulumi.Output<string>;
+  /** The id of the internal network Traefik must join to reach the gate. */
+  readonly networkId: pulumi.Output<string>;
   /** The forwardAuth address (Swarm DNS name on that network). */
   readonly address: string;
   readonly service: docker.Service;
@@ -56,7 +56,7 @@ export class FederationGate extends pulumi.ComponentResource {
           intervalSeconds: 30,
           startPeriodSeconds: 10,
         },
-        networks: [network.name],
+        networkIds: [network.id],
         constraints: args.constraints,
         // Stateless: the new task may start before the old one stops.
         replicas: 1,
@@ -64,8 +64,8 @@ export class FederationGate extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    this.networkName = network.name;
+    this.networkId = network.id;
     this.address = `http://${SERVICE_NAME}:${FEDERATION_GATE_PORT}/verify`;
-    this.registerOutputs({ networkName: this.networkName });
+    this.registerOutputs({ networkId: this.networkId });
   }
 }
