@@ -142,11 +142,11 @@ test("allowlist: a hardened gate on an internal network shared with Traefik alon
   assert.equal(svc.endpointSpec, undefined, "publishes nothing");
   assert.equal(Object.keys(labelsOf(svc)).filter((k) => k.startsWith("traefik.")).length, 0, "no router reaches the gate");
   // Its one network is internal, and only Traefik joins it besides the gate.
-  const net = named(plan, "federation-gate-net").inputs as Inputs;
-  assert.equal(net.internal, true);
+  const net = named(plan, "federation-gate-net");
+  assert.equal((net.inputs as Inputs).internal, true);
   const joined = plan.resources
     .filter((r) => r.type === "docker:index/service:Service")
-    .filter((r) => ((r.inputs as Inputs).taskSpec.networksAdvanceds as { name: string }[]).some((n) => n.name === net.name))
+    .filter((r) => ((r.inputs as Inputs).taskSpec.networksAdvanceds as { id: string }[]).some((n) => n.id === net.id))
     .map((r) => (r.inputs as Inputs).name)
     .sort();
   assert.deepEqual(joined, ["federation-gate", "traefik"]);
@@ -166,7 +166,8 @@ test("open and closed federation: nothing of the gate", () => {
     assert.ok(!plan.files.some((f) => /federation-gate/.test(f.path)), mode);
     const l = labelsOf(named(plan, "dendrite-service").inputs as Inputs);
     assert.ok(!Object.keys(l).some((k) => k.includes("matrix-federation-allowlist")), mode);
-    const traefikNets = ((named(plan, "traefik-service").inputs as Inputs).taskSpec.networksAdvanceds as { name: string }[]).map((n) => n.name);
-    assert.deepEqual(traefikNets, ["edge", "docker-api"], mode);
+    const traefikNets = ((named(plan, "traefik-service").inputs as Inputs).taskSpec.networksAdvanceds as { id: string }[]).map((n) => n.id);
+    const networkNames = traefikNets.map((id) => (plan.resources.find((r) => r.type === "docker:index/network:Network" && r.id === id)?.inputs as Inputs | undefined)?.name);
+    assert.deepEqual(networkNames, ["edge", "docker-api"], mode);
   }
 });
