@@ -86,7 +86,8 @@ export interface HardenedServiceArgs {
    * Set only with a reason: the service joins the host's network namespace (and no other network).
    * "host" is attached by name: Swarm stores a swarm-scoped id for it that no lookup by name returns
    * (measured on Debian's dockerd 20.10: `docker network inspect host` gives the local network's id,
-   * the service spec another). So this attachment still differs from the provider's state: open.
+   * the service spec another). So the attachment is left out of diffs (`ignoreChanges`): it is
+   * always "host", and comparing it would replace the service on every `pulumi up`.
    */
   hostNetworkReason?: string;
 }
@@ -178,7 +179,11 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
   };
 }
 
+/** The host network's attachment, which never changes and never compares equal to the provider's state. */
+export const HOST_NETWORK_IGNORED = "taskSpec.networksAdvanceds";
+
 /** Creates the hardened docker.Service. */
 export function hardenedService(name: string, a: HardenedServiceArgs, opts: pulumi.CustomResourceOptions): docker.Service {
-  return new docker.Service(name, hardenedServiceArgs(a), opts);
+  const ignoreChanges = a.hostNetworkReason !== undefined ? [...(opts.ignoreChanges ?? []), HOST_NETWORK_IGNORED] : opts.ignoreChanges;
+  return new docker.Service(name, hardenedServiceArgs(a), { ...opts, ignoreChanges });
 }

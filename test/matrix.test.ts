@@ -116,6 +116,12 @@ test("coTURN: explicit external IP, denied private ranges, host networking named
   assert.match(conf, /^min-port=49152$/m);
   const s = service("coturn");
   assert.deepEqual(s.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), ["host"]);
+  // Swarm stores a swarm-scoped id for "host" that no name lookup returns: compared, it would replace coTURN on every up.
+  const coturnResource = plan.resources.find((r) => r.name === "coturn-service")!;
+  assert.deepEqual(coturnResource.options.ignoreChanges, ["taskSpec.networksAdvanceds"]);
+  for (const r of plan.resources.filter((x) => x.type === "docker:index/service:Service" && x.name !== "coturn-service")) {
+    assert.deepEqual(r.options.ignoreChanges, [], `${r.name} must not ignore its network changes`);
+  }
   const labels = Object.fromEntries(s.labels.map((l: Inputs) => [l.label, l.value]));
   assert.match(labels["hardened-matrix.exception.host-network"], /port range/);
   assert.match(labels["hardened-matrix.exception.cap-add.NET_BIND_SERVICE"], /file capability/);
