@@ -132,10 +132,17 @@ type RawSettings = z.infer<typeof settingsSchema>;
 /** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
 export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem"] as const;
 
-/** Defaults of the object-valued keys (the rest are in Pulumi.yaml). */
+/**
+ * Defaults of the keys Pulumi.yaml does not declare (the rest are there): object-valued keys, and
+ * the optional secrets (a declared secret needs a value or a default, and the CLI refuses a
+ * secret's default: pulumi/pulumi#21865).
+ */
 export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
   nodes: [],
   images: {},
+  acmeDnsToken: "",
+  turnTlsCertPem: "",
+  turnTlsKeyPem: "",
 };
 
 type SecretKey = (typeof SECRET_KEYS)[number];
