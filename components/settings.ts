@@ -320,6 +320,9 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
     if (s.vpn !== "none") problems.push(`${PROJECT}:vpn: target "local" has no VPN; allowed: none`);
     if (s.acmeCa !== "none") problems.push(`${PROJECT}:acmeCa: target "local" uses Traefik's self-signed certificate; allowed: none`);
+    if (s.dockerSocketGid === undefined && facts.localDockerSocketGid === 0) {
+      problems.push(`${PROJECT}:dockerSocketGid: /var/run/docker.sock here belongs to group 0 (root), and the socket proxy never runs in the root group; give the socket a group of its own (Docker's "docker" group) or set dockerSocketGid (1-65535)`);
+    }
   } else {
     if (s.region === "") problems.push(`${PROJECT}:region: is required for target "digitalocean"; allowed: ${DO_REGIONS.join(", ")}`);
     if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);

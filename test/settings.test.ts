@@ -198,6 +198,13 @@ test("dockerSocketGid: local takes the local socket's group, droplets the fixed 
   assert.equal(withFacts("local", { localDockerSocketGid: 107 }, { "hardened-matrix:dockerSocketGid": 998 }).dockerSocketGid, 998, "set explicitly, it wins");
   assert.equal(withFacts("dev", { localDockerSocketGid: 107 }).dockerSocketGid, DOCKER_SOCKET_GID, "the deployer's socket says nothing about a droplet");
   assert.equal(withFacts("dev", {}, { "hardened-matrix:dockerSocketGid": 65001 }).dockerSocketGid, 65001);
+  // A root-owned socket would put the proxy in the root group: refused, naming the key.
+  assert.throws(() => withFacts("local", { localDockerSocketGid: 0 }), (e: unknown) => {
+    assert.ok(e instanceof SettingsError);
+    assert.deepEqual(e.problems.map((p) => p.split(":").slice(0, 2).join(":")), ["hardened-matrix:dockerSocketGid"]);
+    assert.match(e.problems[0]!, /belongs to group 0 \(root\)/);
+    return true;
+  });
 });
 
 test("dockerSocketGid on droplets: a gid Debian may already use is refused, naming the allowed range", () => {
