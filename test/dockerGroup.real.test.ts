@@ -27,7 +27,7 @@ after(() => rmSync(work, { recursive: true, force: true }));
 // The step as rendered before this fix: on Debian 12 gid 999 is systemd-journal.
 const OLD_STEP = ["sh", "-c", "getent group docker >/dev/null || groupadd --system --gid 999 docker"];
 
-type UserData = { bootcmd: (string | string[])[]; runcmd: string[] };
+type UserData = { bootcmd: (string | string[])[]; runcmd: string[]; write_files?: { path: string; content: string }[] };
 
 const devUserData: UserData = (() => {
   const plan = planToDisk("dev");
@@ -208,7 +208,7 @@ test("shellcheck finds a fault (the check can fail)", { skip: skipShellcheck }, 
 });
 
 for (const stack of STACKS) {
-  test(`${stack}: every node's bootcmd and runcmd, as cloud-init assembles them, pass shellcheck`, { skip: skipShellcheck }, () => {
+  test(`${stack}: every node's bootcmd, runcmd (as cloud-init assembles them) and shell scripts pass shellcheck`, { skip: skipShellcheck }, () => {
     const plan = planToDisk(stack);
     const files = [...plan.files].filter(([p]) => p.endsWith("/user-data.yaml"));
     for (const [p, text] of files) {
@@ -218,7 +218,9 @@ for (const stack of STACKS) {
         ["runcmd", shellify(ud.runcmd)],
         // Scripts passed to `sh -c` are strings to the outer script: check them on their own.
         ...ud.bootcmd.filter((e): e is string[] => Array.isArray(e) && e[0] === "sh" && e[1] === "-c").map((e): [string, string] => ["bootcmd sh -c", `#!/bin/sh\n${e[2]}`]),
+        ...(ud.write_files ?? []).filter((f) => f.content.startsWith("#!/bin/sh")).map((f): [string, string] => [f.path, f.content]),
       ];
+      assert.ok(scripts.length >= 4, `${stack}/${p}: no shell scripts found`);
       for (const [what, script] of scripts) {
         const r = shellcheckScript(script);
         assert.equal(r.status, 0, `${stack}/${p} ${what}:\n${r.output}`);

@@ -258,7 +258,7 @@ uuid=$(blkid -p -s UUID -o value "$dev")
 pass=2
 [ "$fs" = ext4 ] || pass=0
 mkdir -p "$mp"
-if ! grep -Eq "^UUID=$uuid[[:space:]]" "$fstab"; then
+if ! grep -Eq "^UUID=\${uuid}[[:space:]]" "$fstab"; then
   printf 'UUID=%s %s %s defaults,nofail,noatime,nodev,nosuid,x-systemd.device-timeout=30s 0 %s\\n' "$uuid" "$mp" "$fs" "$pass" >>"$fstab"
 fi
 mountpoint -q "$mp" || mount -T "$fstab" "$mp"
