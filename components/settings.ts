@@ -47,6 +47,9 @@ export const DEFAULT_IMAGES = {
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
   coturn: "coturn/coturn:4.17.0",
   headscale: "headscale/headscale:0.29.2",
+  // docker-library/official-images library/node (24.19.0-alpine3.24, from nodejs/docker-node fd1bf45,
+  // 24/alpine3.24/Dockerfile: user node is uid/gid 1000, node at /usr/local/bin/node).
+  federationGate: "node:24.19.0-alpine3.24",
 };
 export type ImageName = keyof typeof DEFAULT_IMAGES;
 
@@ -285,6 +288,19 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
   if (s.delegation === "none" && serverName !== matrixFqdn) {
     problems.push(`${PROJECT}:delegation: "none" needs serverName to be the Matrix host ${matrixFqdn}; use well-known or srv to delegate ${serverName}`);
+  }
+  if (s.delegation === "srv") {
+    // Remote servers demand a certificate for the server name from the SRV target (Matrix
+    // server-server API, "Resolving server names"); the server name's own address is elsewhere, so
+    // only DNS-01 can obtain it, and the SRV record and that challenge live in the domain's zone.
+    if (!isUnder(serverName, s.domain)) {
+      problems.push(`${PROJECT}:serverName: "${serverName}" is not under the domain "${s.domain}"; delegation "srv" publishes _matrix-fed._tcp.${serverName} in that zone, so it must be`);
+    }
+    if (s.acmeDnsToken === "") {
+      problems.push(
+        `${PROJECT}:delegation: "srv" needs ${PROJECT}:acmeDnsToken (a Cloudflare DNS token for ACME DNS-01): federating servers demand a certificate for ${serverName} from ${matrixFqdn}; set it with \`pulumi config set --secret acmeDnsToken ...\`, or use delegation "well-known"`,
+      );
+    }
   }
   if (s.turnMinPort >= s.turnMaxPort) {
     problems.push(`${PROJECT}:turnMinPort: ${s.turnMinPort} must be below turnMaxPort (${s.turnMaxPort})`);

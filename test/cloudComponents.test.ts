@@ -87,7 +87,7 @@ test("Dns: headscale and SRV records, one A record per name even when TURN share
   const records = run.resources.filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord" && r.parent === byName("dns").urn).map((r) => r.inputs as Inputs);
   const a = records.filter((r) => r.type === "A").map((r) => `${r.name}=${r.content}`).sort();
   assert.deepEqual(a, ["matrix.example.net=192.0.2.10", "vpn.example.net=192.0.2.10"]);
-  assert.deepEqual(records.filter((r) => r.type === "SRV").map((r) => r.name), ["_matrix-fed._tcp.example.net"]);
+  assert.deepEqual(records.filter((r) => r.type === "SRV").map((r) => r.name), ["_matrix-fed._tcp.example.net", "_matrix._tcp.example.net"]);
   assert.deepEqual(records.filter((r) => r.type === "CAA").map((r) => r.data.tag).sort(), ["issue", "issuewild"]);
   assert.equal(byName("dns").type, "hardened-matrix:cloud:Dns");
 });

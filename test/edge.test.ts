@@ -48,11 +48,11 @@ test("socket proxy: read-only socket, only the sections Traefik's swarm provider
   const service = byName("socket-proxy-service").inputs as Inputs;
   assert.equal(service.endpointSpec, undefined, "the proxy must never be published");
   assert.deepEqual(service.taskSpec.placement.constraints, ["node.role==manager"]);
-  const net = byName("socket-proxy-net").inputs as Inputs;
-  assert.equal(net.internal, true);
-  assert.deepEqual(service.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), [net.name]);
+  const net = byName("socket-proxy-net");
+  assert.equal((net.inputs as Inputs).internal, true);
+  assert.deepEqual(service.taskSpec.networksAdvanceds.map((n: Inputs) => n.id), [net.id]);
   // Only Traefik shares that network.
-  const onNetwork = plan.resources.filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.name === net.name));
+  const onNetwork = plan.resources.filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.id === net.id));
   assert.deepEqual(onNetwork.map((r) => (r.inputs as Inputs).name).sort(), ["socket-proxy", "traefik"]);
 });
 

@@ -214,3 +214,17 @@ test("dockerSocketGid on droplets: a gid Debian may already use is refused, nami
   assert.equal(problemsFor("dev", { "hardened-matrix:dockerSocketGid": 1000 }).length, 1);
   assert.equal(problemsFor("dev", { "hardened-matrix:dockerSocketGid": 65534 }).length, 1);
 });
+
+test("SRV delegation needs the DNS-01 token (a certificate for the server name) and a server name in the zone", () => {
+  const prod = settingsFor("prod");
+  assert.equal(prod.delegation, "srv");
+  assert.ok(prod.secrets.acmeDnsToken, "the prod stack sets acmeDnsToken");
+  const problems = problemsFor("prod", { "hardened-matrix:acmeDnsToken": "" });
+  assert.deepEqual(problems, [
+    'hardened-matrix:delegation: "srv" needs hardened-matrix:acmeDnsToken (a Cloudflare DNS token for ACME DNS-01): federating servers demand a certificate for example.org from matrix.example.org; set it with `pulumi config set --secret acmeDnsToken ...`, or use delegation "well-known"',
+  ]);
+  const outside = problemsFor("prod", { "hardened-matrix:serverName": "example.net" });
+  assert.deepEqual(outside, ['hardened-matrix:serverName: "example.net" is not under the domain "example.org"; delegation "srv" publishes _matrix-fed._tcp.example.net in that zone, so it must be']);
+  // The local target has no ACME at all, so it cannot delegate by SRV.
+  assert.ok(problemsFor("local", { "hardened-matrix:delegation": "srv" }).some((p) => p.startsWith('hardened-matrix:delegation: "srv" needs hardened-matrix:acmeDnsToken')));
+});
