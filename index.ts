@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { CloudPlatform } from "./components/platform/cloud";
 import { LocalSwarm } from "./components/platform/local";
@@ -47,8 +48,17 @@ function cloudPlatform(settings: Settings): CloudPlatform {
   });
 }
 
+/** The group of the local engine's socket, if there is one here: a fact about this machine, not config. */
+function localDockerSocketGid(): number | undefined {
+  try {
+    return statSync("/var/run/docker.sock").gid;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<Record<string, unknown>> {
-  const settings = loadSettings();
+  const settings = loadSettings({ localDockerSocketGid: localDockerSocketGid() });
   const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
   const platform: Platform = cloud ?? localPlatform(settings);
   try {

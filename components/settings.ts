@@ -53,6 +53,26 @@ export const DEFAULT_IMAGES = {
 };
 export type ImageName = keyof typeof DEFAULT_IMAGES;
 
+/**
+ * The gid cloud-init gives the `docker` group on droplets, before docker.io is installed (the
+ * package creates the group only if missing, and docker.socket sets SocketGroup=docker), so the
+ * socket proxy knows it in advance. Debian Policy 9.2.2 (policy/ch-opersys.rst) classes: 0-99 and
+ * 60000-64999 are allocated by Debian (registry: base-passwd's README); 100-999 (system) and
+ * 1000-59999 (users) are handed out dynamically by adduser (/etc/adduser.conf FIRST_/LAST_*) and
+ * groupadd (/etc/login.defs SYS_GID_MIN..SYS_GID_MAX 100-999, GID_MIN..GID_MAX 1000-60000), and
+ * 65536+ likewise (subordinate ids from SUB_GID_MIN 100000). Only 65000-65533 ("Reserved") is
+ * neither allocated nor handed out, so a fixed gid there collides with nothing on a fresh image;
+ * 999, the old default, is systemd-journal on Debian 12.
+ */
+export const DOCKER_SOCKET_GID = 65200;
+export const DOCKER_SOCKET_GID_RANGE = [65000, 65533] as const;
+
+/** Facts about the machine running the program (not config), passed in by index.ts. */
+export interface HostFacts {
+  /** Group of /var/run/docker.sock here, when it exists: the local target's default dockerSocketGid. */
+  localDockerSocketGid?: number;
+}
+
 const pinnedImage = z
   .string()
   .refine((ref) => /^[a-z0-9][a-z0-9._\/:-]*(@sha256:[a-f0-9]{64})?$/.test(ref) && (/@sha256:/.test(ref) || /:[A-Za-z0-9._-]+$/.test(ref.split("/").pop() ?? "")), {
@@ -104,7 +124,8 @@ export const settingsSchema = z.strictObject({
   federationPort: port,
   adminPort: port,
   dashboard: z.boolean(),
-  dockerSocketGid: z.number().int().min(1).max(65535),
+  // Not declared in Pulumi.yaml: its default depends on the target (see DOCKER_SOCKET_GID).
+  dockerSocketGid: z.number().int().min(1).max(65535).optional(),
   acmeEmail: optionalString((v) => z.email().safeParse(v).success, "is not an email address"),
   acmeCa: z.enum(["letsencrypt", "letsencrypt-staging", "none"]),
   acmeDnsToken: z.string(),
@@ -135,15 +156,24 @@ type RawSettings = z.infer<typeof settingsSchema>;
 /** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
 export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem"] as const;
 
-/** Defaults of the object-valued keys (the rest are in Pulumi.yaml). */
+/**
+ * Defaults of the keys Pulumi.yaml does not declare (the rest are there): object-valued keys, and
+ * the optional secrets (a declared secret needs a value or a default, and the CLI refuses a
+ * secret's default: pulumi/pulumi#21865).
+ */
 export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
   nodes: [],
   images: {},
+  acmeDnsToken: "",
+  turnTlsCertPem: "",
+  turnTlsKeyPem: "",
 };
 
 type SecretKey = (typeof SECRET_KEYS)[number];
 
-export interface Settings extends Omit<RawSettings, "images" | "serverName" | SecretKey> {
+export interface Settings extends Omit<RawSettings, "images" | "serverName" | "dockerSocketGid" | SecretKey> {
+  /** Group owning /var/run/docker.sock where the socket proxy runs. */
+  dockerSocketGid: number;
   stack: string;
   /** Secret settings leave this module only as secret outputs, and only when set. */
   secrets: Partial<Record<SecretKey, pulumi.Output<string>>>;
@@ -221,7 +251,7 @@ function keyName(path: PropertyKey[]): string {
  * Validates config values (already JSON-decoded) and derives the typed settings.
  * Reports every problem at once, each naming its key; throws SettingsError.
  */
-export function parseSettings(stack: string, raw: Record<string, unknown>, secretKeys: ReadonlySet<string> = new Set()): Settings {
+export function parseSettings(stack: string, raw: Record<string, unknown>, secretKeys: ReadonlySet<string> = new Set(), facts: HostFacts = {}): Settings {
   const problems: string[] = [];
   const withDefaults: Record<string, unknown> = { ...OBJECT_DEFAULTS, ...raw };
   const parsed = settingsSchema.safeParse(withDefaults);
@@ -306,6 +336,9 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
     if (s.vpn !== "none") problems.push(`${PROJECT}:vpn: target "local" has no VPN; allowed: none`);
     if (s.acmeCa !== "none") problems.push(`${PROJECT}:acmeCa: target "local" uses Traefik's self-signed certificate; allowed: none`);
+    if (s.dockerSocketGid === undefined && facts.localDockerSocketGid === 0) {
+      problems.push(`${PROJECT}:dockerSocketGid: /var/run/docker.sock here belongs to group 0 (root), and the socket proxy never runs in the root group; give the socket a group of its own (Docker's "docker" group) or set dockerSocketGid (1-65535)`);
+    }
   } else {
     if (s.region === "") problems.push(`${PROJECT}:region: is required for target "digitalocean"; allowed: ${DO_REGIONS.join(", ")}`);
     if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);
@@ -313,6 +346,10 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
     if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
     if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
+    const [gidMin, gidMax] = DOCKER_SOCKET_GID_RANGE;
+    if (s.dockerSocketGid !== undefined && (s.dockerSocketGid < gidMin || s.dockerSocketGid > gidMax)) {
+      problems.push(`${PROJECT}:dockerSocketGid: ${s.dockerSocketGid} may already be taken on a fresh Debian droplet; allowed: ${gidMin}-${gidMax} (Debian Policy's reserved class, which nothing allocates; default ${DOCKER_SOCKET_GID})`);
+    }
     if (s.cloudflareZoneId === "") problems.push(`${PROJECT}:cloudflareZoneId: is required for target "digitalocean" (the Cloudflare zone of ${s.domain}; its overview page shows the id)`);
     if (s.vpn === "headscale") {
       problems.push(`${PROJECT}:vpn: "headscale" on DigitalOcean needs the Headscale component, which this version does not have yet; allowed: tailscale`);
@@ -332,6 +369,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   for (const key of SECRET_KEYS) if (secretValues[key] !== "") secrets[key] = pulumi.secret(secretValues[key]);
   return {
     ...plain,
+    // local: the group of the local socket; droplets: the gid cloud-init gives the docker group.
+    dockerSocketGid: s.dockerSocketGid ?? (s.target === "local" ? (facts.localDockerSocketGid ?? DOCKER_SOCKET_GID) : DOCKER_SOCKET_GID),
     secrets,
     stack,
     serverName,
@@ -410,7 +449,7 @@ export function decodeConfigValue(value: string): unknown {
  * Reads this project's keys from the Pulumi runtime config (all of them, so an unknown key is
  * reported) and validates them. The only place that reads config.
  */
-export function settingsFromConfig(stack: string, all: Record<string, string>, isSecret: (key: string) => boolean): Settings {
+export function settingsFromConfig(stack: string, all: Record<string, string>, isSecret: (key: string) => boolean, facts: HostFacts = {}): Settings {
   const raw: Record<string, unknown> = {};
   const secretKeys = new Set<string>();
   for (const [fullKey, value] of Object.entries(all)) {
@@ -420,7 +459,7 @@ export function settingsFromConfig(stack: string, all: Record<string, string>, i
     raw[key] = (SECRET_KEYS as readonly string[]).includes(key) ? value : decodeConfigValue(value);
     if (isSecret(fullKey)) secretKeys.add(fullKey);
   }
-  return parseSettings(stack, raw, secretKeys);
+  return parseSettings(stack, raw, secretKeys, facts);
 }
 
 function isSecretConfig(key: string): boolean {
@@ -430,6 +469,6 @@ function isSecretConfig(key: string): boolean {
 }
 
 /** Reads and validates the stack config. Called once, by index.ts, before any resource exists. */
-export function loadSettings(): Settings {
-  return settingsFromConfig(pulumi.getStack(), pulumi.runtime.allConfig(), isSecretConfig);
+export function loadSettings(facts: HostFacts = {}): Settings {
+  return settingsFromConfig(pulumi.getStack(), pulumi.runtime.allConfig(), isSecretConfig, facts);
 }
