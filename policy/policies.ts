@@ -183,7 +183,9 @@ export const policies: ResourceValidationPolicy[] = [
     `Only the ${SOCKET_PROXY_SERVICE} service mounts the Docker socket, and only read-only.`,
     service((svc, where, _args, report) => {
       for (const m of svc.taskSpec.containerSpec.mounts ?? []) {
-        if (!/docker\.sock/.test(`${m.source ?? ""} ${m.target}`)) continue;
+        // Only a bind mount's source is a host path; a volume's source (its name) may be unknown at preview.
+        const paths = m.type === "bind" ? `${m.source ?? ""} ${m.target}` : m.target;
+        if (!/docker\.sock/.test(paths)) continue;
         if (svc.name !== SOCKET_PROXY_SERVICE) report(`${where}: mounts the Docker socket; only ${SOCKET_PROXY_SERVICE} may`);
         if (m.readOnly !== true) report(`${where}: mounts the Docker socket writable; it must be read-only`);
       }

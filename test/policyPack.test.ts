@@ -111,3 +111,16 @@ test("a firewall opening SSH is reported through the real analyzer", async () =>
   assert.deepEqual(d.map((x) => x.policy), ["firewall-no-forbidden-port"]);
   assert.match(d[0]!.message, /digitalocean\.Firewall "fw": inbound tcp 22 from 0\.0\.0\.0\/0 opens forbidden port\(s\) 22/);
 });
+
+test("a value still unknown at preview turns that policy advisory for the resource (enforced at up, when it is known)", async () => {
+  const unknown = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"; // sdk/nodejs/runtime/rpc.ts unknownValue
+  const d = await analyze("docker:index/service:Service", "db-service", {
+    name: "db",
+    taskSpec: { containerSpec: { image: unknown, mounts: [{ type: "volume", source: unknown, target: "/data" }] } },
+  });
+  const image = d.find((x) => x.policy === "service-pinned-image");
+  assert.ok(image, JSON.stringify(d));
+  assert.match(image.message, /can't run policy 'service-pinned-image'.* during preview/);
+  assert.equal(image.level, pb.EnforcementLevel.ADVISORY);
+  assert.equal(d.find((x) => x.policy === "service-docker-socket"), undefined, "a volume's unknown name is not read");
+});
