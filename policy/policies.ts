@@ -32,7 +32,10 @@ export const EXCEPTION_LABEL_PREFIX = "hardened-matrix.exception.";
 export const SOCKET_PROXY_SERVICE = "socket-proxy";
 /** Environment variable names that look like a secret; secrets are files (`*_FILE`), never env. */
 export const SECRET_NAME = /(PASSWORD|PASSWD|SECRET|TOKEN|_KEY)$/i;
-/** Secret material recognisable by its shape, whatever the key says. */
+/**
+ * Secret material recognisable by its shape, whatever the key says: a PEM private key, a Tailscale
+ * (tskey-auth-...) or Headscale 0.28+ (hskey-auth-...) key, a bcrypt hash ($2a$/$2b$/$2y$, cost, 53 chars).
+ */
 export const SECRET_VALUE = /-----BEGIN [A-Z ]*PRIVATE KEY-----|\btskey-[a-z]+-|\bhskey-[a-z]+-|\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}/;
 /**
  * Never opened by a cloud firewall, from any source: SSH (admins come over the VPN), the Docker API,
@@ -131,7 +134,7 @@ export const policies: ResourceValidationPolicy[] = [
     "A service has a healthcheck command.",
     service((svc, where, _args, report) => {
       const tests = svc.taskSpec.containerSpec.healthcheck?.tests ?? [];
-      // Docker's grammar: ["NONE"] disables it; ["CMD", ...] or ["CMD-SHELL", cmd] runs a command.
+      // ["NONE"] disables it; ["CMD", args...] or ["CMD-SHELL", cmd] runs one (moby/moby api/types/container/config.go HealthConfig).
       if (tests.length < 2 || !["CMD", "CMD-SHELL"].includes(tests[0] ?? "")) report(`${where}: no healthcheck command, got ${JSON.stringify(tests)}`);
     }),
   ),
@@ -214,6 +217,7 @@ export const policies: ResourceValidationPolicy[] = [
     "No DigitalOcean firewall lets in SSH, the Docker API, Swarm, Postgres or an internal port, from any source: those are reached only over the VPN or wg0.",
     validateResourceOfType(digitalocean.Firewall, (fw, args, report) => {
       for (const rule of fw.inboundRules ?? []) {
+        // `action` ("allow" default, or "deny"): @pulumi/digitalocean 4.80.1 types/input.d.ts FirewallInboundRule.
         if (rule.protocol === "icmp" || rule.action === "deny") continue;
         const [lo, hi] = portBounds(rule.portRange);
         const hits = FORBIDDEN_PORTS.filter((p) => p >= lo && p <= hi);
