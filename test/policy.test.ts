@@ -39,7 +39,7 @@ const base: HardenedServiceArgs = {
   memoryLimitMb: 128,
   memoryReservationMb: 32,
   healthcheck: { test: ["app", "health"] },
-  networks: ["edge"],
+  networkIds: ["mock-edge-network-id"],
   secrets: [{ secretId: "s1", secretName: "app-db", fileName: "/run/secrets/db", fileMode: 0o400 }],
 };
 /** A service as the hardening helper builds it, then broken by `edit`. */
@@ -73,8 +73,8 @@ test("the pack and the program agree on the exception labels and the forbidden f
 test("a service built by the hardening helper passes every policy", async () => {
   assert.deepEqual(await checkResource(service()), []);
   // Named exceptions are allowed.
-  const excepted = service(() => {}, { user: "0:0", rootReason: "r", capAdd: [{ capability: "NET_BIND_SERVICE", reason: "binds 443" }], writableRootReason: "w", hostNetworkReason: "h" });
-  (excepted.props as Props).taskSpec.networksAdvanceds = [{ name: "host" }];
+  const excepted = service(() => {}, { user: "0:0", rootReason: "r", capAdd: [{ capability: "NET_BIND_SERVICE", reason: "binds 443" }], writableRootReason: "w", hostNetworkReason: "h", networkIds: [] });
+  assert.deepEqual((excepted.props as Props).taskSpec.networksAdvanceds, [{ name: "host" }]);
   assert.deepEqual(await checkResource(excepted), []);
 });
 
