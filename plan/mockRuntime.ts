@@ -28,6 +28,8 @@ export interface RecordedResource {
     ignoreChanges: string[];
     deleteBeforeReplace: boolean;
     replaceOnChanges: string[];
+    /** Outputs kept secret whatever the input (a policy sees this, not the inputs' secretness). */
+    additionalSecretOutputs: string[];
     /** Every resource the SDK tells the engine this one waits for: explicit dependsOn and the resources behind its input values. */
     dependsOn: string[];
   };
@@ -192,6 +194,7 @@ interface RegisterRequest {
   getIgnorechangesList(): string[];
   getDeletebeforereplace(): boolean;
   getReplaceonchangesList(): string[];
+  getAdditionalsecretoutputsList(): string[];
   getDependenciesList(): string[];
   getObject(): { toJavaScript(): unknown } | undefined;
 }
@@ -257,6 +260,7 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
             ignoreChanges: req.getIgnorechangesList(),
             deleteBeforeReplace: req.getDeletebeforereplace(),
             replaceOnChanges: req.getReplaceonchangesList(),
+            additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
             dependsOn: [...req.getDependenciesList()].sort(),
           },
         });
