@@ -175,7 +175,7 @@ reconcile() {
   case $(echo "$ids" | grep -c .) in
     1) ;;
     0) echo "no Ready swarm node is called $host" >&2; return 1 ;;
-    *) echo "several Ready swarm nodes are called $host: $(echo $ids)" >&2; return 1 ;;
+    *) echo "several Ready swarm nodes are called $host: $(echo "$ids" | tr '\\n' ' ')" >&2; return 1 ;;
   esac
   set --
   for label in $owned; do

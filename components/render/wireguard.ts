@@ -216,10 +216,10 @@ elif [ "$changed" = 1 ]; then
   wg-quick strip ${conf} >"$work/stripped"
   wg syncconf ${iface} "$work/stripped"
   # syncconf changes peers, not routes: one /32 route per peer, none for a removed peer.
-  allowed=$(wg show ${iface} allowed-ips | cut -f2 | tr ' ' '\\n' | grep -v '^(none)$' || true)
-  for a in $allowed; do ip route replace "$a" dev ${iface}; done
+  allowed=" $(wg show ${iface} allowed-ips | cut -f2 | tr '\\n' ' ')"
+  for a in $allowed; do [ "$a" = "(none)" ] || ip route replace "$a" dev ${iface}; done
   for r in $(ip -4 route show dev ${iface} | cut -d' ' -f1); do
-    case " $(echo $allowed) " in *" $r "*|*" $r/32 "*) ;; *) ip route del "$r" dev ${iface} ;; esac
+    case $allowed in *" $r "*|*" $r/32 "*) ;; *) ip route del "$r" dev ${iface} ;; esac
   done
 fi
 ip link show ${iface} >/dev/null
