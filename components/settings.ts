@@ -79,7 +79,8 @@ function optionalString(check: (v: string) => boolean, message: string) {
 const nodeSchema = z.strictObject({
   name: z.string().refine((v) => dnsLabel.test(v), { message: "is not a DNS label (a-z, 0-9, -)" }),
   size: z.enum(dropletSizeNames, { message: `is not a known droplet size; allowed: ${dropletSizeNames.join(", ")}` }),
-  roles: z.array(z.enum(NODE_ROLES)).min(1),
+  // No role: a plain swarm worker (capacity, no role label).
+  roles: z.array(z.enum(NODE_ROLES)),
   /** Bump to rotate this node's WireGuard key pair (the key's `keepers`). */
   meshKeyVersion: z.number().int().min(1).optional(),
 });
