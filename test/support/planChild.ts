@@ -9,7 +9,8 @@ import { planStack, reveal, type PlannedFile } from "../../plan/plan";
 
 export interface ChildPlan {
   error?: string;
-  resources: Array<{ type: string; name: string }>;
+  /** Inputs redacted, as in resources.json. */
+  resources: Array<{ type: string; name: string; inputs: unknown }>;
   outputs: Record<string, unknown>;
   files: PlannedFile[];
   /** Wall time of planStack in the child, in milliseconds. */
@@ -34,7 +35,7 @@ if (require.main === module) {
     const ms = Number(process.hrtime.bigint() - started) / 1e6;
     const out: ChildPlan = {
       ...(plan.error ? { error: String(plan.error) } : {}),
-      resources: plan.resources.map((r) => ({ type: r.type, name: r.name })),
+      resources: plan.resources.map((r) => ({ type: r.type, name: r.name, inputs: r.inputs })),
       outputs: reveal(plan.outputs) as Record<string, unknown>,
       files: plan.files,
       ms,
