@@ -174,7 +174,7 @@ test("swarm join: joins once over the mesh with the token from the script; a joi
 
 test("swarm labels: labels by node id, removes stale labels and dead predecessors; a re-run changes nothing", () => {
   const box = dockerBox({});
-  writeFileSync(`${box.dir}/nodes`, ["old1 n1 Down manager", "id1 n1 Ready manager", "id2 n2 Ready manager", "id3 n3 Ready worker", ""].join("\n"));
+  writeFileSync(`${box.dir}/nodes`, ["old1 n1 Down manager", "id1 n1 Ready manager", "id2 n2 Ready manager", "old3 n3 Disconnected worker", "id3 n3 Ready worker", ""].join("\n"));
   writeFileSync(`${box.dir}/labels/id3`, "hardened-matrix.role.db=true\n");
   const owned = ["manager", "edge", "db", "turn"].map((r) => `hardened-matrix.role.${r}`);
   const script = renderSwarmLabelScript({
@@ -187,7 +187,7 @@ test("swarm labels: labels by node id, removes stale labels and dead predecessor
   });
   const first = box.run(script);
   assert.equal(first.status, 0, first.stderr);
-  assert.equal(first.stdout, "labelled=3\nremoved=1\n");
+  assert.equal(first.stdout, "labelled=3\nremoved=2\n");
   assert.ok(first.calls.indexOf("docker node demote old1") >= 0 && first.calls.indexOf("docker node demote old1") < first.calls.indexOf("docker node rm old1"));
   assert.ok(first.calls.includes("docker node update --label-add hardened-matrix.role.manager=true --label-add hardened-matrix.role.edge=true id1"));
   assert.ok(first.calls.includes("docker node update --label-rm hardened-matrix.role.db id3"));
@@ -196,8 +196,10 @@ test("swarm labels: labels by node id, removes stale labels and dead predecessor
   assert.equal(again.status, 0, again.stderr);
   assert.equal(again.stdout, "labelled=0\nremoved=0\n");
   assert.ok(!again.calls.some((c) => /node (update|rm|demote)/.test(c)), again.calls.join("\n"));
-  writeFileSync(`${box.dir}/nodes`, "id1 n1 Ready manager\nid2 n2 Ready manager\n");
+  // The replacement is not Ready yet: its predecessor stays until it is.
+  writeFileSync(`${box.dir}/nodes`, "id1 n1 Ready manager\nid2 n2 Ready manager\nold9 n3 Down worker\n");
   const missing = box.run(script);
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /no Ready swarm node is called n3/);
+  assert.ok(!missing.calls.some((c) => /node (rm|demote)/.test(c)));
 });

@@ -134,10 +134,12 @@ export interface SwarmLabelInput {
 }
 
 /**
- * Run on a manager after every node has joined. For each hostname: a dead predecessor (same
- * hostname, status Down: the droplet was replaced) is demoted if it was a manager and removed;
- * then the one Ready node of that name gets exactly its owned labels (`key=true`), addressed by
- * node id. Changes nothing on a cluster already in that state. Prints `labelled=` and `removed=`
+ * Run on a manager after every node has joined. For each hostname: there must be exactly one
+ * Ready node of that name; any other node of that name (status Down, Disconnected or Unknown: a
+ * replaced droplet's predecessor) is demoted if it was a manager and removed (`docker node rm`
+ * refuses a Ready node without --force, which is never used). Then the Ready node gets exactly
+ * its owned labels (`key=true`), addressed by node id. `docker node ls` prints the status
+ * capitalised (docker/cli cli/command/formatter/node.go Status: PrettyPrint of the state). Changes nothing on a cluster already in that state. Prints `labelled=` and `removed=`
  * (counts).
  */
 export function renderSwarmLabelScript(l: SwarmLabelInput): string {
@@ -164,19 +166,20 @@ reconcile() {
   host=$1
   want=$2
   list=$(docker node ls --format '{{.ID}} {{.Hostname}} {{.Status}}')
-  for dead in $(echo "$list" | awk -v h="$host" '$2 == h && $3 == "Down" { print $1 }'); do
-    if [ "$(docker node inspect --format '{{.Spec.Role}}' "$dead")" = manager ]; then
-      docker node demote "$dead" >/dev/null
-    fi
-    docker node rm "$dead" >/dev/null
-    removed=$((removed + 1))
-  done
   ids=$(echo "$list" | awk -v h="$host" '$2 == h && $3 == "Ready" { print $1 }')
   case $(echo "$ids" | grep -c .) in
     1) ;;
     0) echo "no Ready swarm node is called $host" >&2; return 1 ;;
     *) echo "several Ready swarm nodes are called $host: $(echo "$ids" | tr '\\n' ' ')" >&2; return 1 ;;
   esac
+  # With its replacement Ready, any other node of that name (Down, Disconnected, Unknown) is dead.
+  for dead in $(echo "$list" | awk -v h="$host" '$2 == h && $3 != "Ready" { print $1 }'); do
+    if [ "$(docker node inspect --format '{{.Spec.Role}}' "$dead")" = manager ]; then
+      docker node demote "$dead" >/dev/null
+    fi
+    docker node rm "$dead" >/dev/null
+    removed=$((removed + 1))
+  done
   set --
   for label in $owned; do
     have=$(docker node inspect --format "{{ index .Spec.Labels \\"$label\\" }}" "$ids")

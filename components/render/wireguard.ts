@@ -19,7 +19,7 @@ const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex
 
 /**
  * A WireGuard private key from 32 random bytes: clamped as Curve25519 requires, exactly as
- * `wg genkey` prints it (wireguard-tools src/curve25519.h curve25519_clamp_secret).
+ * `wg genkey` prints it (wireguard-tools src/genkey.c calls curve25519_clamp_secret, src/curve25519.h).
  */
 export function wireguardPrivateKey(random: Buffer): string {
   if (random.length !== 32) throw new Error(`a WireGuard private key needs 32 bytes, got ${random.length}`);
@@ -133,9 +133,9 @@ function validate(c: WireguardConfigInput): void {
 
 /**
  * /etc/wireguard/wg0.conf for wg-quick (wireguard-tools src/man/wg-quick.8, src/wg-quick/linux.bash).
- * wg-quick rather than systemd-networkd: the droplet's own interfaces are configured by
- * cloud-init/ifupdown, and starting networkd would let it manage (and, with its default
- * ManageForeignRoutes=yes, flush) routes it did not create. wg-quick touches only wg0: the
+ * wg-quick rather than systemd-networkd: the droplet's own interfaces are configured by whatever
+ * the image uses, and starting networkd there would let it manage (with its default
+ * ManageForeignRoutes=yes, remove) routes it did not create. wg-quick touches only wg0: the
  * Address is a /32 (no prefix route), no DNS= (resolv.conf untouched), no Table= (the default:
  * one route per peer's AllowedIPs, here a /32 each; `add_route` in linux.bash), no 0.0.0.0/0 (so no
  * policy routing or fwmark rules), no SaveConfig (the file stays what the program wrote).
