@@ -133,7 +133,8 @@ esac
 `;
 
 function dockerBox(info: Record<string, string>) {
-  const box = sandbox({ docker: DOCKER_SHIM });
+  // python3 is only used to probe the other managers' swarm port: "$S/listening.<ip>" means one answers.
+  const box = sandbox({ docker: DOCKER_SHIM, python3: 'test -f "$S/listening.$3"\n' });
   mkdirSync(`${box.dir}/labels`);
   for (const [k, v] of Object.entries(info)) writeFileSync(`${box.dir}/info.${k}`, `${v}\n`);
   return box;
@@ -141,7 +142,7 @@ function dockerBox(info: Record<string, string>) {
 
 test("swarm init: only when inactive, on the mesh address; prints node id and both tokens; a re-run does not init", () => {
   const box = dockerBox({ LocalNodeState: "inactive", ControlAvailable: "false", NodeAddr: "10.77.0.1", NodeID: "id1" });
-  const script = renderSwarmInitScript({ meshAddress: "10.77.0.1", addressPool: "10.20.0.0/16" });
+  const script = renderSwarmInitScript({ meshAddress: "10.77.0.1", addressPool: "10.20.0.0/16", otherManagers: ["10.77.0.2", "10.77.0.3"] });
   const first = box.run(script);
   assert.equal(first.status, 0, first.stderr);
   assert.ok(first.calls.includes("docker swarm init --advertise-addr 10.77.0.1 --listen-addr 10.77.0.1:2377 --data-path-addr 10.77.0.1 --default-addr-pool 10.20.0.0/16"));
@@ -156,6 +157,16 @@ test("swarm init: only when inactive, on the mesh address; prints node id and bo
   assert.match(wrong.stderr, /advertises 10\.111\.0\.5, not the mesh address 10\.77\.0\.1/);
   writeFileSync(`${box.dir}/info.LocalNodeState`, "pending\n");
   assert.equal(box.run(script).status, 1);
+});
+
+test("swarm init: a replaced first manager never starts a second swarm while another manager runs one", () => {
+  const box = dockerBox({ LocalNodeState: "inactive", ControlAvailable: "false", NodeAddr: "10.77.0.1", NodeID: "new1" });
+  writeFileSync(`${box.dir}/listening.10.77.0.3`, "");
+  const r = box.run(renderSwarmInitScript({ meshAddress: "10.77.0.1", addressPool: "10.20.0.0/16", otherManagers: ["10.77.0.2", "10.77.0.3"] }));
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /a swarm already answers on 10\.77\.0\.3:2377/);
+  assert.ok(!r.calls.some((c) => c.startsWith("docker swarm init")));
+  assert.equal(r.stdout, "");
 });
 
 test("swarm join: joins once over the mesh with the token from the script; a joined node is not re-joined", () => {
