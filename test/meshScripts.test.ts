@@ -53,7 +53,9 @@ esac\n`,
 };
 
 function wgRun(box: ReturnType<typeof sandbox>, text: string) {
-  return box.run(renderWireguardApplyScript(text).split("/etc/wireguard").join(`${box.dir}/etc`));
+  const script = renderWireguardApplyScript(text).split("/etc/wireguard").join(`${box.dir}/etc`).split("/etc/systemd/system").join(`${box.dir}/systemd`);
+  assert.doesNotMatch(script, /(^|[\s'"=(])\/etc\//m, "the test must not touch this machine's /etc");
+  return box.run(script);
 }
 
 test("wg0 apply: first run installs 0600 and starts; a re-run changes nothing", () => {
@@ -62,14 +64,17 @@ test("wg0 apply: first run installs 0600 and starts; a re-run changes nothing", 
   const first = wgRun(box, text);
   assert.equal(first.status, 0, first.stderr);
   assert.match(first.stdout, /^changed=1$/m);
-  assert.deepEqual(first.calls.filter((c) => c.startsWith("systemctl")), ["systemctl enable wg-quick@wg0.service", "systemctl is-active --quiet wg-quick@wg0.service", "systemctl start wg-quick@wg0.service"]);
+  assert.deepEqual(first.calls.filter((c) => c.startsWith("systemctl")), ["systemctl daemon-reload", "systemctl enable wg-quick@wg0.service", "systemctl is-active --quiet wg-quick@wg0.service", "systemctl start wg-quick@wg0.service"]);
   assert.equal(readFileSync(`${box.dir}/etc/wg0.conf`, "utf8"), text);
   assert.equal(statSync(`${box.dir}/etc/wg0.conf`).mode & 0o777, 0o600);
   assert.equal(statSync(`${box.dir}/etc`).mode & 0o777, 0o700);
+  // Docker starts after wg0 at boot (its swarm listens on the mesh address).
+  assert.equal(readFileSync(`${box.dir}/systemd/docker.service.d/20-hardened-matrix-wg0.conf`, "utf8"), "[Unit]\nWants=wg-quick@wg0.service\nAfter=wg-quick@wg0.service\n");
+  assert.ok(first.calls.includes("systemctl daemon-reload"));
   const again = wgRun(box, text);
   assert.equal(again.status, 0, again.stderr);
   assert.match(again.stdout, /^changed=0$/m);
-  assert.ok(!again.calls.some((c) => /start|restart|syncconf|route (replace|del)/.test(c)), again.calls.join("\n"));
+  assert.ok(!again.calls.some((c) => /start|restart|syncconf|route (replace|del)|daemon-reload/.test(c)), again.calls.join("\n"));
   assert.equal(WG_CONF_PATH, "/etc/wireguard/wg0.conf");
 });
 

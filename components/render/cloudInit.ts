@@ -13,7 +13,7 @@ export interface CloudInitInput {
   /** The auth key is a secret, so the whole user data is: keep it a secret output. */
   tailscale: { authKey: string; hostname: string; tags: string[]; ssh: boolean };
   volumes: CloudInitVolume[];
-  /** Opens the WireGuard UDP port in a host firewall, if the image runs one (the mesh files come later). */
+  /** Opens the WireGuard UDP port in a host firewall, if the image runs one (wg0.conf arrives later, over the VPN). */
   wireguard?: { port: number };
   /** Optional non-root admin with passwordless sudo and a locked password (a Tailscale SSH target). */
   adminUser?: string;

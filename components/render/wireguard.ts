@@ -207,6 +207,16 @@ if ! cmp -s "$work/${iface}.conf" ${conf}; then
   mv -f "$work/${iface}.conf" ${conf}
   changed=1
 fi
+# dockerd restores the swarm at boot on the mesh address: start it after wg0 has that address
+# (inferred: the listener on <mesh address>:2377 cannot bind an address the host does not have yet).
+dropin=/etc/systemd/system/docker.service.d/20-hardened-matrix-wg0.conf
+printf '[Unit]\nWants=wg-quick@${iface}.service\nAfter=wg-quick@${iface}.service\n' >"$work/dropin"
+if ! cmp -s "$work/dropin" "$dropin"; then
+  mkdir -p "$(dirname "$dropin")"
+  chmod 0644 "$work/dropin"
+  mv -f "$work/dropin" "$dropin"
+  systemctl daemon-reload
+fi
 systemctl enable wg-quick@${iface}.service >/dev/null 2>&1
 if ! systemctl is-active --quiet wg-quick@${iface}.service; then
   systemctl start wg-quick@${iface}.service
