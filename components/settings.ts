@@ -365,6 +365,13 @@ function vpcProblems(vpcRange: string, swarmAddressPool: string): string[] {
   return problems;
 }
 
+/**
+ * Where each engine takes its local bridges (docker0, docker_gwbridge) from by default:
+ * 172.17.0.0/16 up to 172.31.0.0/16, and 192.168.0.0/16 in /20s (moby
+ * libnetwork/ipamutils/utils.go localScopeDefaultNetworks).
+ */
+const DOCKER_LOCAL_POOLS = ["172.17.0.0/16", "172.18.0.0/15", "172.20.0.0/14", "172.24.0.0/13", "192.168.0.0/16"];
+
 /** Tailscale's and Headscale's CGNAT range: node VPN addresses come from here. */
 export const TAILNET_IPV4_RANGE = "100.64.0.0/10";
 
@@ -388,6 +395,10 @@ function meshProblems(meshCidr: string, vpcRange: string, swarmAddressPool: stri
   }
   if (cidrsOverlap(swarmAddressPool, TAILNET_IPV4_RANGE)) {
     problems.push(`${PROJECT}:swarmAddressPool: "${swarmAddressPool}" overlaps the tailnet range "${TAILNET_IPV4_RANGE}"; overlay addresses would shadow VPN addresses`);
+  }
+  for (const [k, range] of [["meshCidr", meshCidr], ["swarmAddressPool", swarmAddressPool]] as const) {
+    const hit = DOCKER_LOCAL_POOLS.find((p) => cidrsOverlap(range, p));
+    if (hit) problems.push(`${PROJECT}:${k}: "${range}" overlaps Docker's local bridge pool "${hit}" (docker0, docker_gwbridge); allowed: a range in 10.0.0.0/8 clear of the others`);
   }
   if (problems.length === 0) {
     for (const [a, b, address] of meshAddressCollisions(nodes.map((n) => n.name), meshCidr)) {
