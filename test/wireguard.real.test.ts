@@ -4,6 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, test } from "node:test";
+import { chmodSync, mkdirSync } from "node:fs";
+import { renderWireguardApplyScript, renderWireguardConfig } from "../components/render/wireguard";
 import { planStack } from "../plan/plan";
 import { meshArtifacts, type MeshNodeArtifacts } from "./support/meshPlan";
 import { findTool, skipReason } from "./support/realTool";
@@ -57,7 +59,7 @@ before(async () => {
 after(() => {
   if (skip) return;
   // Deleting the namespace removes its interfaces; wireguard-go exits when its tun goes away.
-  for (let i = 0; i < mesh.length; i++) spawnSync(tools.ip!, ["netns", "exec", NS, tools.ip!, "link", "del", ifname(i)], { stdio: "ignore" });
+  for (let i = 0; i <= mesh.length; i++) spawnSync(tools.ip!, ["netns", "exec", NS, tools.ip!, "link", "del", ifname(i)], { stdio: "ignore" });
   spawnSync(tools.ip!, ["netns", "del", NS], { stdio: "ignore" });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -97,5 +99,66 @@ test("wg-quick brings every planned wg0.conf up with exactly the planned peers, 
       inNs(tools.wgQuick!, ["down", file]);
     }
     assert.equal(inNs(tools.ip!, ["-4", "route", "show", "table", "all"]), before.routes, `${node.name}: down restores the routes`);
+  }
+});
+
+test("the wg0 apply script, with real wg, wg-quick and ip: installs, keeps, syncs peers and routes in place, restarts on a new address", { skip }, () => {
+  const name = ifname(mesh.length);
+  const node = mesh[0]!;
+  const shims = path.join(dir, "bin");
+  mkdirSync(shims, { recursive: true });
+  // systemd stand-in: wg-quick@<if>.service is `wg-quick up|down` on the file the script installed.
+  writeFileSync(
+    path.join(shims, "systemctl"),
+    `#!/bin/sh
+case $1 in enable|daemon-reload) exit 0 ;; is-active) unit=$3 ;; *) unit=$2 ;; esac
+i=\${unit#wg-quick@}; i=\${i%.service}; f=${dir}/etc-wg/$i.conf
+case $1 in
+  is-active) ip link show "$i" >/dev/null 2>&1 ;;
+  start) wg-quick up "$f" ;;
+  restart) wg-quick down "$f" && wg-quick up "$f" ;;
+  *) exit 1 ;;
+esac
+`,
+  );
+  chmodSync(path.join(shims, "systemctl"), 0o755);
+  const apply = (conf: string) => {
+    const script = renderWireguardApplyScript(conf, name).split("/etc/wireguard").join(`${dir}/etc-wg`).split("/etc/systemd/system").join(`${dir}/systemd`);
+    const r = spawnSync(tools.ip!, ["netns", "exec", NS, "sh", "-s"], { input: script, encoding: "utf8", timeout: 30_000, env: { ...env, PATH: `${shims}:/usr/sbin:/usr/bin:/sbin:/bin` } });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stdout;
+  };
+  const ifindex = () => inNs(tools.ip!, ["-o", "link", "show", name]).split(":")[0];
+  const routes = () => inNs(tools.ip!, ["-4", "route", "show", "dev", name]).trim().split("\n").map((l) => l.split(" ")[0]).sort();
+  const peerKeys = () => inNs(tools.wg!, ["show", name, "peers"]).trim().split("\n").sort();
+  const privateKey = /^PrivateKey = (.+)$/m.exec(node.wgConf)![1]!;
+  const others = mesh.slice(1);
+  try {
+    assert.match(apply(node.wgConf), /^changed=1$/m);
+    const first = ifindex();
+    assert.deepEqual(routes(), others.map((o) => o.meshAddress).sort());
+    assert.deepEqual(peerKeys(), others.map((o) => o.publicKey).sort());
+
+    assert.match(apply(node.wgConf), /^changed=0$/m);
+    assert.equal(ifindex(), first, "an unchanged file leaves the interface alone");
+
+    // hm-prod-2 leaves, a new node arrives: synced in place, routes follow.
+    const newKey = execFileSync(tools.wg!, ["genkey"], { encoding: "utf8" }).trim();
+    const newPeer = { name: "hm-prod-9", publicKey: execFileSync(tools.wg!, ["pubkey"], { input: newKey, encoding: "utf8" }).trim(), presharedKey: execFileSync(tools.wg!, ["genpsk"], { encoding: "utf8" }).trim(), meshAddress: "10.77.9.9", endpoint: "10.111.0.99" };
+    const kept = others[1]!;
+    const keptPsk = /PresharedKey = (.+)/.exec(node.wgConf.split("[Peer]").find((p) => p.includes(kept.publicKey))!)![1]!;
+    const peers = [{ name: kept.name, publicKey: kept.publicKey, presharedKey: keptPsk, meshAddress: kept.meshAddress, endpoint: kept.vpcAddress }, newPeer];
+    const moved = (address: string) => renderWireguardConfig({ name: node.name, privateKey, meshAddress: address, listenPort: 51820, peers });
+    assert.match(apply(moved(node.meshAddress)), /^changed=1$/m);
+    assert.equal(ifindex(), first, "a peer change does not restart the interface");
+    assert.deepEqual(peerKeys(), [kept.publicKey, newPeer.publicKey].sort());
+    assert.deepEqual(routes(), [kept.meshAddress, "10.77.9.9"].sort());
+
+    assert.match(apply(moved("10.77.1.1")), /^changed=1$/m);
+    assert.notEqual(ifindex(), first, "a new own address restarts wg-quick");
+    assert.match(inNs(tools.ip!, ["-4", "-o", "address", "show", "dev", name]), /inet 10\.77\.1\.1\/32 /);
+    assert.deepEqual(routes(), [kept.meshAddress, "10.77.9.9"].sort());
+  } finally {
+    spawnSync(tools.ip!, ["netns", "exec", NS, tools.wgQuick!, "down", `${dir}/etc-wg/${name}.conf`], { env, stdio: "ignore" });
   }
 });

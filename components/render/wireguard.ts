@@ -181,10 +181,11 @@ export function configFromApplyScript(script: string): string | undefined {
  * synced in place (`wg syncconf`, no tunnel drop) and the peers' /32 routes reconciled; if the
  * interface's own address, port or MTU changed, wg-quick@wg0 is restarted. Prints `changed=0|1`.
  */
-export function renderWireguardApplyScript(config: string): string {
+export function renderWireguardApplyScript(config: string, iface: string = WG_INTERFACE): string {
   if (config.includes(`\n${WG_CONF_HEREDOC}\n`) || !config.endsWith("\n")) throw new Error("the WireGuard file cannot be embedded as is");
-  const conf = WG_CONF_PATH;
-  const iface = WG_INTERFACE;
+  // Another name only for tests on a shared machine (wireguard-go's sockets are per name).
+  if (!/^[a-z][a-z0-9]{0,14}$/.test(iface)) throw new Error(`interface name "${iface}" is not 1-15 lower-case letters and digits`);
+  const conf = `/etc/wireguard/${iface}.conf`;
   return `#!/bin/sh
 # Installs ${conf} and brings ${iface} up (hardened-matrix WireGuardMesh).
 # hm-prints: changed
