@@ -71,7 +71,7 @@ export class SwarmCluster extends pulumi.ComponentResource {
       );
       const join = remoteScript(
         `${name}-${node.name}-join`,
-        // The token is not a trigger: a rotated token must not re-join a joined node.
+        // A new token (inside the script) re-runs the join, which leaves an already joined node alone.
         { address: node.adminAddress, script, triggers: [node.machineId, node.meshAddress, first.meshAddress] },
         { ...child, dependsOn: [node.meshReady, previousManager] },
       );
