@@ -108,7 +108,7 @@ test("prod: admins and key; the docker provider goes to the first manager over t
   const policy = JSON.parse(plan.files.find((f) => f.path === "cloud-tailnet-acl/policy.json")!.content);
   assert.deepEqual(policy.groups["group:hm-admins"], ["alice@example.org", "bob@example.org"]);
   const nodes = plan.outputs.nodes as Inputs;
-  assert.equal((named(plan, "cloud-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
+  assert.equal((named(plan, "cloud-swarm-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
   assert.equal(new Set(NODES.map((n) => nodes[n].tailnetIpv4)).size, 3, "every node has its own tailnet address");
   // 12 + 24 + 12 droplets + 31 GiB * 0.10.
   assert.equal(plan.outputs.estimatedMonthlyCostUsd, 51.1);
@@ -124,5 +124,5 @@ test("prod: each node's tailnet address is the device that joined after its drop
     const wait = (named(plan, `cloud-${n}-bootstrapped`).inputs as Inputs).create as string;
     assert.ok(wait.includes(`root@${current} `) && !wait.includes(stale!), `${n}: bootstrap wait goes to ${wait}`);
   }
-  assert.equal((named(plan, "cloud-docker").inputs as Inputs).host, `ssh://root@${(mockTailnetDevice("hm-prod-1", "current", "tag:hm-prod").addresses as string[])[0]}`);
+  assert.equal((named(plan, "cloud-swarm-docker").inputs as Inputs).host, `ssh://root@${(mockTailnetDevice("hm-prod-1", "current", "tag:hm-prod").addresses as string[])[0]}`);
 });
