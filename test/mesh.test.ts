@@ -11,7 +11,9 @@ import { before, test } from "node:test";
 import { pairPresharedKey, wireguardPrivateKey, wireguardPublicKey } from "../components/render/wireguard";
 import { cidrsOverlap } from "../components/settings";
 import { planStack, stableJson, type Plan } from "../plan/plan";
-import { FIREWALL, forbiddenInbound, named, ofType, raw, type Inputs } from "./support/cloud";
+import { FIREWALL, named, ofType, raw, type Inputs } from "./support/cloud";
+import { checkPlan } from "../plan/policyRunner";
+import { FORBIDDEN_INBOUND_PORTS } from "../components/render/firewall";
 import { planToDisk } from "./support/plan";
 import { findTool, skipReason } from "./support/realTool";
 import { meshArtifacts, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
@@ -155,8 +157,11 @@ test("overlays fit inside wg0: every overlay network has MTU 1420", () => {
   }
 });
 
-test("firewalls: no swarm port open anywhere; WireGuard only from the deployment's own droplets", () => {
-  assert.deepEqual(forbiddenInbound(plan).filter((f) => /: (2377|7946|4789)\//.test(f)), []);
+test("firewalls: no swarm port open anywhere; WireGuard only from the deployment's own droplets", async () => {
+  // The policy pack's firewall rule covers the swarm ports (policy/policies.ts).
+  const violations = await checkPlan(plan);
+  assert.deepEqual(violations.filter((v) => v.policy === "firewall-no-forbidden-port"), []);
+  assert.ok([2377, 7946, 4789].every((p) => FORBIDDEN_INBOUND_PORTS.includes(p)), "the pack forbids the swarm ports");
   const wgRules = ofType(plan, FIREWALL).flatMap((fw) => ((fw.inputs as Inputs).inboundRules as Inputs[]).filter((r) => String(r.portRange) === "51820" || portCovers(String(r.portRange), 51820)));
   assert.ok(wgRules.length >= 1);
   for (const r of wgRules) {
