@@ -32,6 +32,8 @@ export interface RecordedResource {
     additionalSecretOutputs: string[];
     /** Every resource the SDK tells the engine this one waits for: explicit dependsOn and the resources behind its input values. */
     dependsOn: string[];
+    /** Earlier identities (alias URNs or specs): a renamed resource that keeps its state. */
+    aliases: string[];
   };
 }
 
@@ -213,6 +215,8 @@ interface RegisterRequest {
   getReplaceonchangesList(): string[];
   getAdditionalsecretoutputsList(): string[];
   getDependenciesList(): string[];
+  getAliasurnsList(): string[];
+  getAliasesList(): Array<{ toObject(): unknown }>;
   getObject(): { toJavaScript(): unknown } | undefined;
 }
 
@@ -279,6 +283,7 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
             replaceOnChanges: req.getReplaceonchangesList(),
             additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
             dependsOn: [...req.getDependenciesList()].sort(),
+            aliases: [...req.getAliasurnsList(), ...req.getAliasesList().map((a) => JSON.stringify(a.toObject()))],
           },
         });
         order.push(urn);

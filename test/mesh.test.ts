@@ -145,6 +145,9 @@ test("the docker provider reaches the first manager over the VPN, after the clus
   assert.equal(host, `ssh://root@${mesh[0]!.tailnetAddress}`);
   assert.ok(cidrsOverlap(`${mesh[0]!.tailnetAddress}/32`, "100.64.0.0/10"), "a tailnet address");
   assert.ok(provider.options.dependsOn.includes(named(plan, "cloud-swarm-labels").urn));
+  // Deployed stacks knew it as cloud-docker under the platform: without the alias every docker resource would be replaced.
+  assert.deepEqual(provider.options.aliases.map((a) => JSON.parse(a).spec.name), ["cloud-docker"]);
+  assert.ok(provider.options.aliases[0]!.includes(named(plan, "cloud").urn));
   for (const r of plan.resources.filter((x) => x.type.startsWith("docker:index/"))) assert.ok(r.provider.startsWith(`${provider.urn}::`), r.name);
 });
 
