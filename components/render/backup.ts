@@ -314,8 +314,8 @@ export function renderRestoreScript(p: RestoreScriptParams): string {
   const host = word("host", p.host);
   return `#!/bin/sh
 # Restores Dendrite's database and media store from the restic repository in RESTIC_REPOSITORY.
-# Usage: restore.sh [--wipe] [--db-snapshot ID] [--media-snapshot ID]   (default: the latest of each)
-# The database comes from libpq's PGHOST, PGPORT, PGDATABASE, PGUSER and PGPASSFILE.
+# Usage: restore.sh [--wipe] [--media DIR] [--db-snapshot ID] [--media-snapshot ID]   (default: the latest of each)
+# The database comes from libpq's PGHOST, PGPORT, PGDATABASE, PGUSER and PGPASSFILE (or PGOPTIONS=-c role=...).
 set -eu
 
 prog=restore
@@ -331,6 +331,7 @@ die() { log "$*"; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --wipe) wipe=yes ;;
+    --media) media=$2; shift ;;
     --db-snapshot) db_snapshot=$2; shift ;;
     --media-snapshot) media_snapshot=$2; shift ;;
     *) die "unknown argument $1" ;;
@@ -354,6 +355,7 @@ if [ "$objects" != 0 ]; then
   log "database: dropping everything the restoring role owns"
   psql_q -c 'DROP OWNED BY CURRENT_USER' || die "could not empty the database"
 fi
+[ -d "$media" ] || die "the media directory $media does not exist"
 if [ -n "$(ls -A "$media")" ]; then
   [ "$wipe" = yes ] || die "the media directory $media is not empty; restore into an empty one or pass --wipe"
   log "media: emptying $media"
@@ -365,7 +367,8 @@ restic dump --host "$host" --tag ${TAG_DATABASE} "$db_snapshot" /${DUMP_FILE} >"
 # pg_dump ends every complete plain dump with this line: a truncated dump is refused.
 tail -n 5 "$scratch/${DUMP_FILE}" | grep -q '^-- PostgreSQL database dump complete' || die "the dump in snapshot $db_snapshot is incomplete"
 log "database: restoring ($(wc -c <"$scratch/${DUMP_FILE}") bytes of SQL) in one transaction"
-psql_q --single-transaction -f "$scratch/${DUMP_FILE}" >/dev/null || die "psql failed; nothing was committed"
+# From stdin, so psql may also run in another container (docker exec -i).
+psql_q --single-transaction -f - <"$scratch/${DUMP_FILE}" >/dev/null || die "psql failed; nothing was committed"
 rm -f "$scratch/${DUMP_FILE}"
 
 log "media: restoring snapshot $media_snapshot into $media"
