@@ -295,14 +295,14 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
       INSERT INTO userapi_accounts SELECT 'user' || i, 'example.org', 1700000000000 + i, '$2a$10$' || md5(i::text), NULL, i % 17 = 0, 1
         FROM generate_series(1, 500) i;
       INSERT INTO roomserver_events (room_nid, event_type_nid, event_state_key_nid, depth, event_id, auth_event_nids)
-        SELECT i % 40, i % 9, i % 5, i, '$' || md5(i::text) || ':example.org', ARRAY[greatest(i - 1, 1), greatest(i - 2, 1)] FROM generate_series(1, 8000) i;
+        SELECT i % 40, i % 9, i % 5, i, '$' || md5(i::text) || ':example.org', ARRAY[greatest(i - 1, 1), greatest(i - 2, 1)] FROM generate_series(1, 12000) i;
       INSERT INTO roomserver_event_json SELECT event_nid, json_build_object('type', 'm.room.message', 'content',
         json_build_object('body', 'héllo wörld ✓ ' || (SELECT string_agg(md5(event_nid || '-' || k), ' ') FROM generate_series(1, 40) k), 'msgtype', 'm.text'))::text
         FROM roomserver_events;
       INSERT INTO syncapi_output_room_events (event_id, room_id, headered_event_json, type, sender, contains_url, add_state_ids, session_id, transaction_id)
         SELECT '$' || md5(i::text) || ':example.org', '!room' || (i % 40) || ':example.org',
           jsonb_build_object('event', jsonb_build_object('n', i, 'body', '${MARKER} ' || md5((i * 3)::text))), 'm.room.message',
-          '@user' || (i % 500 + 1) || ':example.org', i % 11 = 0, ARRAY['$a' || i, '$b' || i], NULLIF(i % 3, 0), 'txn' || i FROM generate_series(1, 8000) i;
+          '@user' || (i % 500 + 1) || ':example.org', i % 11 = 0, ARRAY['$a' || i, '$b' || i], NULLIF(i % 3, 0), 'txn' || i FROM generate_series(1, 12000) i;
       INSERT INTO mediaapi_media_repository SELECT 'media' || i, 'example.org', 'image/png', i * 1000, 1700000000000 + i, 'pic' || i || '.png',
         md5(i::text), '@user' || (i % 500 + 1) || ':example.org' FROM generate_series(1, 300) i;
       INSERT INTO keyserver_device_keys SELECT '@user' || i || ':example.org', 'DEV' || i, 1700000000 + i, decode(md5(i::text) || '00ff', 'hex'),
@@ -345,7 +345,7 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
   test("a second run adds only what changed, and retention keeps one snapshot per day", async () => {
     const before = originalMedia.size;
     writeMedia(1, "second", 3);
-    await dendriteSql("UPDATE roomserver_event_json SET event_json = event_json || ' ' WHERE event_nid = 4000; INSERT INTO userapi_accounts VALUES ('late', 'example.org', 1, NULL, NULL, FALSE, 1)");
+    await dendriteSql("UPDATE roomserver_event_json SET event_json = event_json || ' ' WHERE event_nid = 6000; INSERT INTO userapi_accounts VALUES ('late', 'example.org', 1, NULL, NULL, FALSE, 1)");
     originalDb = await databaseFingerprint();
     originalMedia = fileDigests(paths.media);
     assert.equal(originalMedia.size, before + 1);
@@ -410,7 +410,7 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
     assert.deepEqual(fileDigests(paths.media), originalMedia);
     assert.equal(await dendriteSql("SELECT tableowner FROM pg_tables WHERE tablename = 'roomserver_events'"), "dendrite");
     // The restored sequence continues where the original stopped.
-    assert.equal(await dendriteSql("SELECT nextval('roomserver_event_nid_seq')"), "8001");
+    assert.equal(await dendriteSql("SELECT nextval('roomserver_event_nid_seq')"), "12001");
     measured.push(`restore ${r.ms} ms`);
   });
 
