@@ -62,7 +62,9 @@ export interface BackupArgs {
  * The spool: a tmpfs-backed local volume, created by Swarm on the node on first use and shared by
  * the two containers there. Docker's local driver mounts `type`/`device`/`o` as given (moby
  * volume/local/local_unix.go) and mounts a volume once for all its users (volume/local/local.go,
- * `active.count`). It holds a FIFO and a few status files; nothing is written to disk.
+ * `active.count`). It holds a FIFO and a few status files; nothing is written to disk. Checked here
+ * with Debian's docker.io 20.10.24: two Swarm services with this mount on one node passed data through
+ * a FIFO in it, the volume was owned 10002:10002 mode 700, and a container of another uid was refused.
  */
 export function spoolMount(user: string): docker.types.input.ServiceTaskSpecContainerSpecMount {
   const [uid, gid] = user.split(":");
