@@ -110,8 +110,11 @@ test("dev: both containers are hardened, placed on the db node, and only read De
   // pg_dump comes from the very image the server runs: same major version.
   assert.equal(service(dev, "backup-dump")!.taskSpec.containerSpec.image, postgres.taskSpec.containerSpec.image);
   // The dump side talks only to Postgres; the restic side has no way to the database.
-  assert.deepEqual(service(dev, "backup-dump")!.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), ["db"]);
-  assert.deepEqual(service(dev, "backup")!.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), ["backup"]);
+  const networkId = (name: string): string => ofType(dev, "docker:index/network:Network").find((n) => (n.inputs as Inputs).name === name)!.id!;
+  const attached = (name: string): string[] => service(dev, name)!.taskSpec.networksAdvanceds.map((n: Inputs) => n.id);
+  assert.deepEqual(attached("backup-dump"), [networkId("db")]);
+  assert.deepEqual(attached("backup"), [networkId("backup")]);
+  assert.equal((ofType(dev, "docker:index/network:Network").find((n) => (n.inputs as Inputs).name === "backup")!.inputs as Inputs).internal, false, "restic reaches the S3 endpoint");
   assert.match(plannedFile(dev, "backup-script/hm-backup"), /--keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune/);
   assert.match(plannedFile(dev, "backup-script/hm-backup"), /^interval=21600$/m);
 });
