@@ -11,6 +11,8 @@ import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
 import { FederationGate } from "./components/services/federationGate";
 import { Postgres, POSTGRES_USER } from "./components/services/postgres";
 import { CERT_RESOLVER } from "./components/render/traefik";
+import { Backup } from "./components/services/backup";
+import { BackupBucket } from "./components/platform/backupBucket";
 
 // Tailscale and Headscale hand out addresses from CGNAT space (and this ULA prefix for IPv6).
 const VPN_SOURCE_RANGES = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"];
@@ -47,6 +49,7 @@ function cloudPlatform(settings: Settings): CloudPlatform {
       : undefined,
     servesWellKnown: settings.servesWellKnown,
     delegation: settings.delegation,
+    spacesBackups: settings.backupPlan?.repository.kind === "spaces",
   });
 }
 
@@ -140,6 +143,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
     : undefined;
   const httpsSuffix = settings.httpsPort === 443 ? "" : `:${settings.httpsPort}`;
   const publicBaseUrl = `https://${settings.matrixFqdn}${httpsSuffix}`;
+  const dendriteStorage = platform.storage("dendrite", "db", DENDRITE_USER);
   const dendrite = new Dendrite(
     "dendrite",
     {
@@ -164,7 +168,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       },
       turn: coturn && { uris: coturn.uris, sharedSecret: coturn.sharedSecret, userLifetime: settings.turnUserLifetime },
       denyNetworks: privateRanges,
-      storage: platform.storage("dendrite", "db", DENDRITE_USER),
+      storage: dendriteStorage,
       edgeNetworkId: traefik.edgeNetworkId,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
       federationCertDomain: settings.delegation === "srv" ? settings.serverName : undefined,
@@ -173,6 +177,8 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
     },
     onSwarm,
   );
+
+  const backup = settings.backupPlan && backups(settings, settings.backupPlan, postgres, dendriteStorage, onSwarm);
 
   return {
     target: settings.target,
@@ -184,6 +190,48 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
     ...(coturn ? { turnUris: coturn.uris } : {}),
     ...platform.outputs,
     ...(traefik.dashboardPassword ? { traefikDashboardPassword: traefik.dashboardPassword } : {}),
+    ...(backup ?? {}),
+  };
+}
+
+/** Backups of the database and media: the repository (a Spaces bucket made here, or from settings) and the services. */
+function backups(
+  settings: Settings,
+  plan: NonNullable<Settings["backupPlan"]>,
+  postgres: Postgres,
+  dendriteStorage: ReturnType<Platform["storage"]>,
+  onSwarm: pulumi.ComponentResourceOptions,
+): Record<string, unknown> {
+  const repo = plan.repository;
+  const bucket = repo.kind === "spaces" ? new BackupBucket("backup-bucket", { stack: settings.stack, region: repo.region }) : undefined;
+  const s3 =
+    repo.kind === "spaces" && bucket
+      ? { url: bucket.repository, credentials: { accessKeyId: bucket.accessKeyId, secretAccessKey: bucket.secretAccessKey } }
+      : repo.kind === "s3"
+        ? { url: repo.url, credentials: { accessKeyId: settings.secrets.backupS3AccessKeyId!, secretAccessKey: settings.secrets.backupS3SecretAccessKey! } }
+        : undefined;
+  const repository = repo.kind === "path" ? { hostPath: repo.path } : s3!;
+  const backup = new Backup(
+    "backup",
+    {
+      resticImage: settings.images.restic,
+      postgresImage: settings.images.postgres,
+      snapshotHost: `hm-${settings.stack}`,
+      repository,
+      database: { host: postgres.host, port: postgres.port, name: postgres.database, user: postgres.user, password: postgres.password, networkId: postgres.networkId },
+      dendriteStorage,
+      user: DENDRITE_USER,
+      intervalHours: plan.intervalHours,
+      retention: plan.retention,
+      constraints: [roleConstraint("db")],
+    },
+    onSwarm,
+  );
+  return {
+    backupRepository: backup.repository,
+    // Without it no backup can be read: keep a copy outside Pulumi state (README, "Backups").
+    backupRepositoryPassword: backup.repositoryPassword,
+    ...(s3 ? { backupS3AccessKeyId: pulumi.secret(s3.credentials.accessKeyId), backupS3SecretAccessKey: pulumi.secret(s3.credentials.secretAccessKey) } : {}),
   };
 }
 

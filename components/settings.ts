@@ -35,6 +35,9 @@ export const DROPLET_SIZES = {
 export type DropletSize = keyof typeof DROPLET_SIZES;
 const dropletSizeNames = Object.keys(DROPLET_SIZES) as [DropletSize, ...DropletSize[]];
 
+// Regions with Spaces Standard Storage (docs.digitalocean.com/products/spaces/details/availability, generated 2026-03-23).
+export const SPACES_REGIONS = ["nyc3", "ams3", "sfo2", "sfo3", "sgp1", "lon1", "fra1", "tor1", "blr1", "syd1", "atl1"] as const;
+
 export const NODE_ROLES = ["manager", "edge", "db", "turn"] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
 
@@ -45,6 +48,8 @@ export const DEFAULT_IMAGES = {
   socketProxy: "lscr.io/linuxserver/socket-proxy:3.4.3-r0-ls91",
   traefik: "traefik:v3.7.13",
   postgres: "postgres:17.9-alpine",
+  // restic/restic docker/Dockerfile.release at v0.19.1: Alpine, /usr/bin/restic, no USER.
+  restic: "restic/restic:0.19.1",
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
   coturn: "coturn/coturn:4.17.0",
   headscale: "headscale/headscale:0.29.2",
@@ -93,6 +98,10 @@ const cidr4 = z.string().refine((v) => {
   const [ip, len, ...rest] = v.split("/");
   return rest.length === 0 && ipv4.safeParse(ip).success && /^\d+$/.test(len ?? "") && Number(len) <= 32;
 }, { message: "is not an IPv4 CIDR range (a.b.c.d/n)" });
+
+/** A restic repository: an S3 URL (restic docs, "Amazon S3": s3:https://host[:port]/bucket[/prefix]) or an absolute path. */
+const S3_REPOSITORY = /^s3:https:\/\/[a-z0-9.-]+(:\d{1,5})?\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/[A-Za-z0-9._-]+)*$/;
+const LOCAL_REPOSITORY = /^\/(?:[A-Za-z0-9_.-]+\/)*[A-Za-z0-9_.-]+$/;
 
 /** A string that may be empty (unset); when set it must pass `check`. */
 function optionalString(check: (v: string) => boolean, message: string) {
@@ -152,6 +161,15 @@ export const settingsSchema = z.strictObject({
   meshPskVersion: z.number().int().min(1),
   cloudflareZoneId: optionalString((v) => /^[a-f0-9]{32}$/.test(v), "is not a Cloudflare zone id (32 lower-case hex characters, on the zone's overview page)"),
   sshKeys: z.array(z.string().min(1)),
+  backup: z.enum(["auto", "on", "off"]),
+  backupRepository: optionalString((v) => S3_REPOSITORY.test(v) || (LOCAL_REPOSITORY.test(v) && !v.split("/").includes("..")), "is not a restic repository; allowed: s3:https://HOST/BUCKET[/PREFIX] or an absolute path"),
+  backupS3AccessKeyId: z.string(),
+  backupS3SecretAccessKey: z.string(),
+  backupSpacesRegion: optionalString((v) => (SPACES_REGIONS as readonly string[]).includes(v), `is not a region with Spaces; allowed: ${SPACES_REGIONS.join(", ")}`),
+  backupIntervalHours: z.number().int().min(1).max(24),
+  backupKeepDaily: z.number().int().min(1).max(366),
+  backupKeepWeekly: z.number().int().min(0).max(260),
+  backupKeepMonthly: z.number().int().min(0).max(600),
   nodes: z.array(nodeSchema),
   images: z.strictObject(
     Object.fromEntries(Object.keys(DEFAULT_IMAGES).map((k) => [k, pinnedImage.optional()])) as Record<ImageName, z.ZodOptional<typeof pinnedImage>>,
@@ -160,7 +178,7 @@ export const settingsSchema = z.strictObject({
 type RawSettings = z.infer<typeof settingsSchema>;
 
 /** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
-export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem"] as const;
+export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem", "backupS3AccessKeyId", "backupS3SecretAccessKey"] as const;
 
 /**
  * Defaults of the keys Pulumi.yaml does not declare (the rest are there): object-valued keys, and
@@ -173,9 +191,21 @@ export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
   acmeDnsToken: "",
   turnTlsCertPem: "",
   turnTlsKeyPem: "",
+  backupS3AccessKeyId: "",
+  backupS3SecretAccessKey: "",
 };
 
 type SecretKey = (typeof SECRET_KEYS)[number];
+
+/** Where backups go: a Spaces bucket the program creates, any S3 endpoint, or a path on the (local) node. */
+export type BackupRepository = { kind: "spaces"; region: string } | { kind: "s3"; url: string } | { kind: "path"; path: string };
+
+/** Resolved backup settings; absent when backups are off. */
+export interface BackupSettings {
+  repository: BackupRepository;
+  intervalHours: number;
+  retention: { daily: number; weekly: number; monthly: number };
+}
 
 export interface Settings extends Omit<RawSettings, "images" | "serverName" | "dockerSocketGid" | SecretKey> {
   /** Group owning /var/run/docker.sock where the socket proxy runs. */
@@ -190,6 +220,8 @@ export interface Settings extends Omit<RawSettings, "images" | "serverName" | "d
   turnFqdn: string;
   /** Whether Traefik must serve /.well-known/matrix/* for the server name. */
   servesWellKnown: boolean;
+  /** Backups, when on (the S3 keys of an "s3" repository are in `secrets`). */
+  backupPlan?: BackupSettings;
 }
 
 export class SettingsError extends Error {
@@ -365,13 +397,15 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));
   }
 
+  const backup = backupPlan(s, problems);
+
   if (problems.length > 0) throw new SettingsError(problems);
 
   const images = { ...DEFAULT_IMAGES };
   for (const [name, ref] of Object.entries(s.images)) if (ref) images[name as ImageName] = ref;
 
-  const { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, ...plain } = s;
-  const secretValues: Record<SecretKey, string> = { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem };
+  const { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, backupS3AccessKeyId, backupS3SecretAccessKey, ...plain } = s;
+  const secretValues: Record<SecretKey, string> = { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, backupS3AccessKeyId, backupS3SecretAccessKey };
   const secrets: Settings["secrets"] = {};
   for (const key of SECRET_KEYS) if (secretValues[key] !== "") secrets[key] = pulumi.secret(secretValues[key]);
   return {
@@ -385,6 +419,51 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     matrixFqdn,
     turnFqdn,
     servesWellKnown: s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
+    ...(backup ? { backupPlan: backup } : {}),
+  };
+}
+
+/**
+ * Backups are on by default where there is somewhere off the node to put them: on DigitalOcean (a
+ * Spaces bucket in the stack's region), and on the local target only once backupRepository names a
+ * repository (the local target is a try-out with no off-site store; a copy on the same disk is no backup).
+ */
+function backupPlan(s: RawSettings, problems: string[]): BackupSettings | undefined {
+  const key = (k: string) => `${PROJECT}:${k}`;
+  const isS3 = s.backupRepository.startsWith("s3:");
+  const isPath = s.backupRepository.startsWith("/");
+  const hasKeys = s.backupS3AccessKeyId !== "" || s.backupS3SecretAccessKey !== "";
+  if (isS3 && (s.backupS3AccessKeyId === "" || s.backupS3SecretAccessKey === "")) {
+    problems.push(`${key(s.backupS3AccessKeyId === "" ? "backupS3AccessKeyId" : "backupS3SecretAccessKey")}: is missing; an s3: backupRepository needs both backupS3AccessKeyId and backupS3SecretAccessKey (set with --secret)`);
+  }
+  if (!isS3 && hasKeys) {
+    problems.push(`${key(s.backupS3AccessKeyId !== "" ? "backupS3AccessKeyId" : "backupS3SecretAccessKey")}: is set but backupRepository is not an s3: URL; the program's own Spaces bucket gets its own key`);
+  }
+  if (s.backupSpacesRegion !== "" && (s.target !== "digitalocean" || s.backupRepository !== "")) {
+    problems.push(`${key("backupSpacesRegion")}: only applies to the Spaces bucket of target "digitalocean" with an empty backupRepository`);
+  }
+  if (s.target === "digitalocean" && isPath) {
+    problems.push(`${key("backupRepository")}: "${s.backupRepository}" is a path on the node, which is not off-site; allowed on digitalocean: empty (a Spaces bucket) or s3:https://HOST/BUCKET`);
+  }
+  const on = s.backup === "on" || (s.backup === "auto" && (s.target === "digitalocean" || s.backupRepository !== ""));
+  if (!on) return undefined;
+  let repository: BackupRepository;
+  if (isS3) repository = { kind: "s3", url: s.backupRepository };
+  else if (isPath) repository = { kind: "path", path: s.backupRepository };
+  else if (s.target === "digitalocean") {
+    const region = s.backupSpacesRegion || s.region;
+    if (s.region !== "" && !(SPACES_REGIONS as readonly string[]).includes(region)) {
+      problems.push(`${key("backupSpacesRegion")}: region "${region}" has no Spaces; set backupSpacesRegion to one of ${SPACES_REGIONS.join(", ")}, or backupRepository`);
+    }
+    repository = { kind: "spaces", region };
+  } else {
+    problems.push(`${key("backupRepository")}: is required when backup is "on" for target "local" (an absolute path on this machine or s3:https://HOST/BUCKET)`);
+    return undefined;
+  }
+  return {
+    repository,
+    intervalHours: s.backupIntervalHours,
+    retention: { daily: s.backupKeepDaily, weekly: s.backupKeepWeekly, monthly: s.backupKeepMonthly },
   };
 }
 

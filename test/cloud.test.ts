@@ -213,9 +213,10 @@ test("dev: stack outputs: addresses, Matrix URL and a monthly cost from the pric
   assert.match(node.publicIpv4, /^203\.0\.113\./);
   assert.match(node.privateIpv4, /^10\.110\.0\./);
   assert.equal(plan.outputs.matrixUrl, "https://matrix.example.org");
-  // s-1vcpu-2gb (12) + 31 GiB of volumes at 0.10; the reserved IP is free while assigned.
-  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 15.1);
+  // s-1vcpu-2gb (12) + 31 GiB of volumes at 0.10 + the Spaces subscription of the backups (5); the reserved IP is free while assigned.
+  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 20.1);
   assert.equal(estimateMonthlyCost(["s-1vcpu-2gb", "s-2vcpu-4gb"], [10, 1], 1, tablePrice), 37.1);
+  assert.equal(estimateMonthlyCost(["s-1vcpu-2gb", "s-2vcpu-4gb"], [10, 1], 1, tablePrice, true), 42.1);
   assert.throws(() => tablePrice("s-99vcpu"), /no price known/);
 });
 

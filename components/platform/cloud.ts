@@ -33,12 +33,15 @@ export const STORAGE_PLACEMENT: Record<StoragePurpose, { role: NodeRole; sizeGib
 // block storage USD 0.10 per GiB-month; a reserved IPv4 is free while assigned to a droplet.
 export const VOLUME_PRICE_PER_GIB = 0.1;
 export const RESERVED_IP_ASSIGNED_PRICE = 0;
+// Spaces: USD 5 per month per account (not per bucket), 250 GiB stored and 1 TiB out included; USD 0.02
+// per further GiB (DigitalOcean's answer in digitalocean.com/community/questions/prices-explanation-5-per-space-or-5-for-spaces, checked 2026-11-23).
+export const SPACES_SUBSCRIPTION_PRICE = 5;
 
-/** Monthly cost in USD, rounded to cents: droplets at `priceOf` plus volumes plus reserved IPs. */
-export function estimateMonthlyCost(sizes: string[], volumeGib: number[], reservedIps: number, priceOf: (size: string) => number): number {
+/** Monthly cost in USD, rounded to cents: droplets at `priceOf` plus volumes plus reserved IPs, plus Spaces if used. */
+export function estimateMonthlyCost(sizes: string[], volumeGib: number[], reservedIps: number, priceOf: (size: string) => number, spaces = false): number {
   const droplets = sizes.reduce((sum, s) => sum + priceOf(s), 0);
   const volumes = volumeGib.reduce((sum, g) => sum + g * VOLUME_PRICE_PER_GIB, 0);
-  return Math.round((droplets + volumes + reservedIps * RESERVED_IP_ASSIGNED_PRICE) * 100) / 100;
+  return Math.round((droplets + volumes + reservedIps * RESERVED_IP_ASSIGNED_PRICE + (spaces ? SPACES_SUBSCRIPTION_PRICE : 0)) * 100) / 100;
 }
 
 export function tablePrice(size: string): number {
@@ -79,6 +82,8 @@ export interface CloudPlatformArgs {
   /** Traefik serves /.well-known/matrix on the server name: it must point at the edge. */
   servesWellKnown: boolean;
   delegation: "well-known" | "srv" | "none";
+  /** The stack keeps its backups in a Spaces bucket (counted in the cost estimate). */
+  spacesBackups?: boolean;
 }
 
 function nodeWith(nodes: NodeSettings[], role: NodeRole): NodeSettings {
@@ -275,7 +280,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         ]),
       ),
       edgeIpv4,
-      estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price)),
+      estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price, args.spacesBackups ?? false)),
     };
     this.registerOutputs({ edgeIpv4 });
   }
