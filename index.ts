@@ -28,6 +28,8 @@ function cloudPlatform(settings: Settings): CloudPlatform {
     region: settings.region,
     vpcRange: settings.vpcRange,
     swarmAddressPool: settings.swarmAddressPool,
+    meshCidr: settings.meshCidr,
+    meshPskVersion: settings.meshPskVersion,
     nodes: settings.nodes,
     sshKeys: settings.sshKeys,
     admins: settings.admins,

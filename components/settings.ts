@@ -1,5 +1,6 @@
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
+import { meshAddressCollisions } from "./render/wireguard";
 
 /**
  * The stack config schema: the only description of what a site can set. `index.ts` is the only
@@ -78,7 +79,10 @@ function optionalString(check: (v: string) => boolean, message: string) {
 const nodeSchema = z.strictObject({
   name: z.string().refine((v) => dnsLabel.test(v), { message: "is not a DNS label (a-z, 0-9, -)" }),
   size: z.enum(dropletSizeNames, { message: `is not a known droplet size; allowed: ${dropletSizeNames.join(", ")}` }),
-  roles: z.array(z.enum(NODE_ROLES)).min(1),
+  // No role: a plain swarm worker (capacity, no role label).
+  roles: z.array(z.enum(NODE_ROLES)),
+  /** Bump to rotate this node's WireGuard key pair (the key's `keepers`). */
+  meshKeyVersion: z.number().int().min(1).optional(),
 });
 export type NodeSettings = z.infer<typeof nodeSchema>;
 
@@ -120,6 +124,8 @@ export const settingsSchema = z.strictObject({
   admins: z.array(z.email({ message: "is not an email address" })),
   region: optionalString((v) => (DO_REGIONS as readonly string[]).includes(v), `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}`),
   vpcRange: cidr4,
+  meshCidr: cidr4,
+  meshPskVersion: z.number().int().min(1),
   cloudflareZoneId: optionalString((v) => /^[a-f0-9]{32}$/.test(v), "is not a Cloudflare zone id (32 lower-case hex characters, on the zone's overview page)"),
   sshKeys: z.array(z.string().min(1)),
   nodes: z.array(nodeSchema),
@@ -302,6 +308,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
       problems.push(`${PROJECT}:vpn: "headscale" on DigitalOcean needs the Headscale component, which this version does not have yet; allowed: tailscale`);
     }
     problems.push(...vpcProblems(s.vpcRange, s.swarmAddressPool));
+    problems.push(...meshProblems(s.meshCidr, s.vpcRange, s.swarmAddressPool, s.nodes));
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));
   }
 
@@ -356,6 +363,46 @@ function vpcProblems(vpcRange: string, swarmAddressPool: string): string[] {
     problems.push(`${key}: "${vpcRange}" overlaps swarmAddressPool "${swarmAddressPool}"; overlay addresses would shadow node addresses`);
   }
   return problems;
+}
+
+/** Tailscale's and Headscale's CGNAT range: node VPN addresses come from here. */
+export const TAILNET_IPV4_RANGE = "100.64.0.0/10";
+
+/**
+ * The mesh range: private, clear of every other range of the stack, and big enough that the
+ * node names hash to distinct addresses. The swarm pool must be clear of the tailnet too.
+ */
+function meshProblems(meshCidr: string, vpcRange: string, swarmAddressPool: string, nodes: NodeSettings[]): string[] {
+  const key = `${PROJECT}:meshCidr`;
+  const problems: string[] = [];
+  const len = Number(meshCidr.split("/")[1]);
+  if (len < 16 || len > 28) problems.push(`${key}: "${meshCidr}" must be between a /16 and a /28 (a /16 keeps hashed node addresses apart)`);
+  if (!inPrivateRange(meshCidr)) problems.push(`${key}: "${meshCidr}" is not inside a private range (${RFC1918.join(", ")})`);
+  const others: Array<[string, string]> = [
+    ["vpcRange", vpcRange],
+    ["swarmAddressPool", swarmAddressPool],
+    ["the tailnet range", TAILNET_IPV4_RANGE],
+  ];
+  for (const [what, range] of others) {
+    if (cidrsOverlap(meshCidr, range)) problems.push(`${key}: "${meshCidr}" overlaps ${what} "${range}"; allowed: a private range clear of it`);
+  }
+  if (cidrsOverlap(swarmAddressPool, TAILNET_IPV4_RANGE)) {
+    problems.push(`${PROJECT}:swarmAddressPool: "${swarmAddressPool}" overlaps the tailnet range "${TAILNET_IPV4_RANGE}"; overlay addresses would shadow VPN addresses`);
+  }
+  if (problems.length === 0) {
+    for (const [a, b, address] of meshAddressCollisions(nodes.map((n) => n.name), meshCidr)) {
+      problems.push(`${key}: nodes "${a}" and "${b}" both hash to ${address} in "${meshCidr}"; rename one of them or choose a larger meshCidr`);
+    }
+  }
+  return problems;
+}
+
+function inPrivateRange(cidr: string): boolean {
+  const [v0, v1] = cidrBounds(cidr);
+  return RFC1918.some((r) => {
+    const [r0, r1] = cidrBounds(r);
+    return v0 >= r0 && v1 <= r1;
+  });
 }
 
 function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {

@@ -86,6 +86,23 @@ export function mockIpv4(seed: string, prefix = "203.0.113"): string {
 
 type State = Record<string, unknown>;
 
+/**
+ * What a script that declares `# hm-prints: key...` would print: one `key=value` line per key,
+ * deterministic. A key ending in "-token" gets a value shaped like a swarm join token.
+ */
+function mockPrinted(seed: string, inputs: State): string {
+  const plain = (v: unknown): unknown => (v !== null && typeof v === "object" && (v as State)[SIG_KEY] === SECRET_SIG ? (v as State).value : v);
+  const script = [plain(inputs.stdin), plain(inputs.create)].find((v): v is string => typeof v === "string" && /^# hm-prints: /m.test(v));
+  if (!script) return "";
+  const keys = /^# hm-prints: (.+)$/m.exec(script)![1]!.trim().split(/\s+/);
+  return keys
+    .map((k) => {
+      const hex = digest(seed, k).toString("hex");
+      return `${k}=${k.endsWith("-token") ? `SWMTKN-1-mock${hex.slice(0, 40)}-${hex.slice(40, 64)}` : `mock${hex.slice(0, 25)}`}\n`;
+    })
+    .join("");
+}
+
 /** Computed outputs per resource type: what the provider would add to the inputs. */
 function computedOutputs(type: string, name: string, inputs: State): State {
   const seed = `${type}::${name}`;
@@ -106,7 +123,7 @@ function computedOutputs(type: string, name: string, inputs: State): State {
     }
     case "command:local:Command":
     case "command:remote:Command":
-      return { stdout: "", stderr: "" };
+      return { stdout: mockPrinted(seed, inputs), stderr: "" };
     case "digitalocean:index/droplet:Droplet":
       return {
         ipv4Address: mockIpv4(seed),

@@ -104,6 +104,11 @@ function extractFiles(resources: RecordedResource[], raw: Map<string, unknown>):
       case "command:local:Command":
       case "command:remote:Command":
         add(r, "create.sh", inputs.create);
+        // A script sent on stdin, and every file it embeds as a heredoc named HM_FILE_<file name>.
+        add(r, "stdin.sh", inputs.stdin);
+        if (typeof inputs.stdin === "string") {
+          for (const m of inputs.stdin.matchAll(/<<'HM_FILE_([A-Za-z0-9._-]+)'\n([\s\S]*?\n)HM_FILE_\1\n/g)) add(r, m[1]!, m[2]);
+        }
         break;
     }
   }

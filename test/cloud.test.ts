@@ -8,6 +8,7 @@ import { parseSettings } from "../components/settings";
 import { planStack, type Plan } from "../plan/plan";
 import { readStackConfig } from "../plan/stackConfig";
 import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, forbiddenInbound, named, ofType, raw, RECORD, runcmd, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
+import { plannedFile } from "./support/planned";
 
 // The real program, dev stack (one droplet carrying every role), under mocks.
 let plan: Plan;
@@ -51,13 +52,15 @@ test("dev: the node joins the tailnet with the deployment's key and tag, and the
   assert.ok(script.trimEnd().endsWith(BOOTSTRAP_MARKER), "the bootstrap marker is the last step");
 });
 
-test("dev: a single node is its own swarm on its VPC address, labelled with all its roles, before the marker", () => {
+test("dev: the single node forms its swarm like any other, over its mesh address; cloud-init forms none", () => {
   const script = runcmd(userData(plan, "hm-dev-1").doc);
-  assert.match(script, /private=\$\(python3 -c .*http:\/\/169\.254\.169\.254\/metadata\/v1\/interfaces\/private\/0\/ipv4\/address/);
-  assert.match(script, /docker swarm init --advertise-addr "\$private" --listen-addr "\$private:2377" --data-path-addr "\$private" --default-addr-pool 10\.20\.0\.0\/16/);
-  for (const role of ["manager", "edge", "db", "turn"]) assert.match(script, new RegExp(`--label-add hardened-matrix\\.role\\.${role}=true`));
-  assert.ok(script.indexOf("docker swarm init") > script.indexOf("tailscale up"));
-  assert.ok(script.indexOf("docker swarm init") < script.indexOf(BOOTSTRAP_MARKER));
+  assert.doesNotMatch(script, /docker swarm|docker node/);
+  const mesh = (plan.outputs.nodes as Inputs)["hm-dev-1"].meshIpv4;
+  const init = plannedFile(plan, "cloud-swarm-hm-dev-1-init/stdin.sh");
+  assert.ok(init.includes(`docker swarm init --advertise-addr ${mesh} --listen-addr ${mesh}:2377 --data-path-addr ${mesh} --default-addr-pool 10.20.0.0/16`));
+  const labels = plannedFile(plan, "cloud-swarm-labels/stdin.sh");
+  assert.ok(labels.includes("reconcile hm-dev-1 'hardened-matrix.role.manager hardened-matrix.role.edge hardened-matrix.role.db hardened-matrix.role.turn'"));
+  assert.equal(plan.resources.filter((r) => r.name.endsWith("-join")).length, 0);
 });
 
 test("dev: volumes for postgres, dendrite and acme: ext4, labelled, protected, retained, attached to the node", () => {
@@ -190,7 +193,7 @@ test("dev: one pre-authorized, tagged, reusable, non-ephemeral key that expires 
 });
 
 test("dev: services reach the swarm through SSH to the manager's tailnet address, never a published Docker API", () => {
-  const provider = named(plan, "cloud-docker");
+  const provider = named(plan, "cloud-swarm-docker");
   const tailnetIp = (plan.outputs.nodes as Inputs)["hm-dev-1"].tailnetIpv4;
   assert.match(tailnetIp, /^100\./);
   assert.equal((provider.inputs as Inputs).host, `ssh://root@${tailnetIp}`);
@@ -235,11 +238,17 @@ test("cloud settings: the zone id is required, the VPC must not overlap the Swar
 });
 
 test("dev: the docker provider waits until every node has finished its bootstrap", () => {
-  const provider = named(plan, "cloud-docker");
+  const provider = named(plan, "cloud-swarm-docker");
   const waits = plan.resources.filter((r) => r.type === "command:local:Command" && r.name.endsWith("-bootstrapped"));
   assert.equal(waits.length, 1);
+  // Transitively: provider <- labels <- init <- wg0 <- bootstrap marker.
+  const deps = new Set<string>();
+  const walk = (urn: string) => {
+    for (const d of plan.resources.find((r) => r.urn === urn)?.options.dependsOn ?? []) if (!deps.has(d)) (deps.add(d), walk(d));
+  };
+  walk(provider.urn);
   for (const w of waits) {
-    assert.ok(provider.options.dependsOn.includes(w.urn));
+    assert.ok(deps.has(w.urn));
     assert.match((w.inputs as Inputs).create, /^ssh .* root@100\.\d+\.\d+\.\d+ 'timeout 900 sh -c "until test -f \/var\/lib\/hardened-matrix\/bootstrap-complete; do sleep 5; done"'$/);
   }
 });

@@ -17,6 +17,8 @@ const platformArgs: CloudPlatformArgs = {
   region: "ams3",
   vpcRange: "10.120.0.0/24",
   swarmAddressPool: "10.20.0.0/16",
+  meshCidr: "10.77.0.0/16",
+  meshPskVersion: 1,
   nodes: [
     { name: "n1", size: "s-1vcpu-2gb", roles: ["manager", "edge", "turn"] },
     { name: "n2", size: "s-2vcpu-4gb", roles: ["db"] },

@@ -104,7 +104,7 @@ test("prod: admins and key; the docker provider goes to the first manager over t
   const policy = JSON.parse(plan.files.find((f) => f.path === "cloud-tailnet-acl/policy.json")!.content);
   assert.deepEqual(policy.groups["group:hm-admins"], ["alice@example.org", "bob@example.org"]);
   const nodes = plan.outputs.nodes as Inputs;
-  assert.equal((named(plan, "cloud-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
+  assert.equal((named(plan, "cloud-swarm-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
   assert.equal(new Set(NODES.map((n) => nodes[n].tailnetIpv4)).size, 3, "every node has its own tailnet address");
   // 12 + 24 + 12 droplets + 31 GiB * 0.10.
   assert.equal(plan.outputs.estimatedMonthlyCostUsd, 51.1);

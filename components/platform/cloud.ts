@@ -3,7 +3,6 @@ import * as digitalocean from "@pulumi/digitalocean";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { Dns } from "./dns";
-import { ROLE_LABEL_PREFIX } from "./platform";
 import { Nodes, type VolumeSpec } from "./nodes";
 import type { Platform, StoragePurpose } from "./platform";
 import { BOOTSTRAP_MARKER, renderCloudInit } from "../render/cloudInit";
@@ -11,6 +10,12 @@ import { firewallPlans } from "../render/firewall";
 import { renderTailnetPolicy } from "../render/tailscaleAcl";
 import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "../settings";
 import { Tailnet } from "./tailnet";
+import { WireGuardMesh } from "./mesh";
+import { DOCKER_SSH_OPTS } from "./remote";
+import { SwarmCluster } from "./swarm";
+import { meshAddress } from "../render/wireguard";
+
+export { DOCKER_SSH_OPTS } from "./remote";
 
 /**
  * Where each kind of state lives and how big its volume starts (GiB; a volume can grow, never
@@ -42,11 +47,8 @@ export function tablePrice(size: string): number {
   return known.priceMonthly;
 }
 
-/** The mesh's UDP port, open only between the deployment's droplets (the mesh itself comes later). */
+/** The mesh's UDP port, open only between the deployment's droplets (components/render/firewall.ts). */
 export const WIREGUARD_PORT = 51820;
-
-/** The ssh options of the docker provider: a new host key is learnt once, then must not change. */
-export const DOCKER_SSH_OPTS = ["-o", "StrictHostKeyChecking=accept-new", "-o", "ConnectTimeout=30", "-o", "ServerAliveInterval=15", "-o", "BatchMode=yes"];
 
 /** Waits (at most 15 minutes) until a node's cloud-init has written its bootstrap marker. */
 export function bootstrapWaitCommand(address: pulumi.Input<string>): pulumi.Output<string> {
@@ -58,6 +60,10 @@ export interface CloudPlatformArgs {
   region: string;
   vpcRange: string;
   swarmAddressPool: string;
+  /** The WireGuard mesh range; node addresses are hashed from their names into it. */
+  meshCidr: string;
+  /** Bumping it rotates every pair's preshared key. */
+  meshPskVersion: number;
   nodes: NodeSettings[];
   sshKeys: string[];
   admins: string[];
@@ -97,6 +103,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
   readonly nodes: Nodes;
   readonly tailnet: Tailnet;
   readonly dns: Dns;
+  readonly mesh: WireGuardMesh;
+  readonly swarm: SwarmCluster;
   private readonly args: CloudPlatformArgs;
   private readonly owners = new Map<StoragePurpose, string>();
   private readonly volumes: Array<VolumeSpec & { purpose: StoragePurpose; role: NodeRole }>;
@@ -110,7 +118,6 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     const prefix = `hm-${args.stack}`;
     const clusterTag = `hardened-matrix-${args.stack}`;
     const nodeTag = `tag:${prefix}`;
-    const single = args.nodes.length === 1;
 
     this.tailnet = new Tailnet(
       `${name}-tailnet`,
@@ -138,7 +145,6 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     });
 
     const owners = new Promise<Partial<Record<StoragePurpose, string>>>((resolve) => (this.sealOwners = resolve));
-    const firstManager = nodeWith(args.nodes, "manager");
     const userData: Record<string, pulumi.Output<string>> = {};
     for (const node of args.nodes) {
       userData[node.name] = pulumi.all([owners, this.tailnet.authKey]).apply(([ownerOf, authKey]) => {
@@ -149,9 +155,6 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true },
           volumes: here.map((v) => ({ name: v.name, mountPoint: `/mnt/${v.name}`, fsType: "ext4" as const })),
           directories: here.filter((v) => ownerOf[v.purpose]).map((v) => ({ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! })),
-          // Several nodes form their swarm over the WireGuard mesh (a later component); one node alone
-          // is its own swarm, advertised on its VPC address.
-          swarm: single && node.name === firstManager.name ? { addressPool: args.swarmAddressPool, labels: node.roles.map((r) => `${ROLE_LABEL_PREFIX}${r}=true`) } : undefined,
         });
       });
     }
@@ -194,16 +197,46 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           child,
         ),
     );
-    // The deployer is on the tailnet; the Docker API is reached over SSH to the first manager, never published.
-    this.provider = new docker.Provider(
-      `${name}-docker`,
-      { host: pulumi.interpolate`ssh://root@${tailnetIpv4[firstManager.name]!}`, sshOpts: DOCKER_SSH_OPTS },
-      { ...child, dependsOn: bootstrapped },
+    // The mesh files travel over the tailnet once a node has bootstrapped; the swarm forms over the mesh.
+    const meshIpv4 = Object.fromEntries(args.nodes.map((n) => [n.name, meshAddress(n.name, args.meshCidr)]));
+    this.mesh = new WireGuardMesh(
+      `${name}-mesh`,
+      {
+        listenPort: WIREGUARD_PORT,
+        pskVersion: args.meshPskVersion,
+        nodes: args.nodes.map((n, i) => ({
+          name: n.name,
+          meshAddress: meshIpv4[n.name]!,
+          endpoint: this.nodes.privateIpv4[n.name]!,
+          adminAddress: tailnetIpv4[n.name]!,
+          machineId: this.nodes.dropletIds[n.name]!,
+          keyVersion: n.meshKeyVersion ?? 1,
+          ready: bootstrapped[i]!,
+        })),
+      },
+      child,
     );
+    this.swarm = new SwarmCluster(
+      `${name}-swarm`,
+      {
+        addressPool: args.swarmAddressPool,
+        nodes: args.nodes.map((n) => ({
+          name: n.name,
+          roles: n.roles,
+          meshAddress: meshIpv4[n.name]!,
+          adminAddress: tailnetIpv4[n.name]!,
+          machineId: this.nodes.dropletIds[n.name]!,
+          meshReady: this.mesh.applied[n.name]!,
+        })),
+      },
+      child,
+    );
+    // The deployer is on the tailnet; the Docker API is reached over SSH to the first manager, never published.
+    this.provider = this.swarm.provider;
 
     const turnNode = args.turn ? nodeWith(args.nodes, "turn") : undefined;
     this.turnExternalIp = turnNode ? this.nodes.publicIpv4[turnNode.name]! : pulumi.output("");
-    this.privateRanges = [args.vpcRange, args.swarmAddressPool];
+    this.privateRanges = [args.vpcRange, args.swarmAddressPool, args.meshCidr];
 
     const edgeIpv4 = this.nodes.reservedIps[edge.name]!;
     this.dns = new Dns(
@@ -235,7 +268,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       nodes: Object.fromEntries(
         args.nodes.map((n) => [
           n.name,
-          { roles: n.roles, size: n.size, publicIpv4: this.nodes.publicIpv4[n.name]!, privateIpv4: this.nodes.privateIpv4[n.name]!, tailnetIpv4: tailnetIpv4[n.name]! },
+          { roles: n.roles, size: n.size, publicIpv4: this.nodes.publicIpv4[n.name]!, privateIpv4: this.nodes.privateIpv4[n.name]!, tailnetIpv4: tailnetIpv4[n.name]!, meshIpv4: meshIpv4[n.name]!, wireguardPublicKey: this.mesh.publicKeys[n.name]! },
         ]),
       ),
       edgeIpv4,

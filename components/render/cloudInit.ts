@@ -24,8 +24,6 @@ export interface CloudInitInput {
   dockerGid?: number;
   /** Directories to create on the volumes once mounted, each handed to a service's "uid:gid". */
   directories?: Array<{ path: string; owner: string }>;
-  /** Only for a one-node stack: the node becomes its own swarm on its VPC address, with these node labels. */
-  swarm?: { addressPool: string; labels: string[] };
 }
 
 /** Written by the last bootstrap step only: its presence means every step before it succeeded. */
@@ -135,10 +133,6 @@ function validate(c: CloudInitInput): void {
       problems.push(`directory "${d.path}" must be a normalized path under one of the volumes' mount points`);
     }
     if (!/^\d{1,5}:\d{1,5}$/.test(d.owner)) problems.push(`directory "${d.path}": owner "${d.owner}" is not uid:gid`);
-  }
-  if (c.swarm) {
-    if (!/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c.swarm.addressPool)) problems.push(`swarm.addressPool "${c.swarm.addressPool}" is not an IPv4 CIDR`);
-    for (const l of c.swarm.labels) if (!/^[A-Za-z0-9._-]+=[A-Za-z0-9._-]+$/.test(l)) problems.push(`swarm label "${l}" is not key=value`);
   }
   if (problems.length > 0) throw new Error(`invalid cloud-init input:\n  - ${problems.join("\n  - ")}`);
 }
@@ -375,15 +369,7 @@ export function renderCloudInit(c: CloudInitInput): string {
   } else {
     runcmd.push("sshd -t", "systemctl try-restart ssh.service");
   }
-  if (c.swarm) {
-    // One node alone is its own swarm, advertised on its VPC address (never the public one).
-    runcmd.push(
-      // python3 rather than curl: cloud-init guarantees the former on every image.
-      `private=$(python3 -c 'import urllib.request; print(urllib.request.urlopen("http://${METADATA_ADDRESS}/metadata/v1/interfaces/private/0/ipv4/address", timeout=30).read().decode())')`,
-      `if [ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = inactive ]; then docker swarm init --advertise-addr "$private" --listen-addr "$private:2377" --data-path-addr "$private" --default-addr-pool ${c.swarm.addressPool}; fi`,
-      `docker node update ${c.swarm.labels.map((l) => `--label-add ${l}`).join(" ")} "$(docker info --format '{{.Swarm.NodeID}}')"`,
-    );
-  }
+  // The swarm is formed afterwards, over the WireGuard mesh, by the program (components/platform/swarm.ts).
   runcmd.push(`mkdir -p ${shellQuote(posix.dirname(BOOTSTRAP_MARKER))}`, `date -u +%Y-%m-%dT%H:%M:%SZ > ${shellQuote(BOOTSTRAP_MARKER)}`);
 
   const config: Record<string, unknown> = {

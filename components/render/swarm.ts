@@ -1,0 +1,209 @@
+/**
+ * Swarm formation as plain POSIX shell scripts, run on a node as root with `sh -s` (the script on
+ * stdin) and the `docker` CLI against the local engine, so a test can run the very same text with
+ * DOCKER_HOST pointing at a test engine. Every script is idempotent and prints `key=value` lines;
+ * a `# hm-prints:` line names them. Knows nothing of Pulumi.
+ *
+ * Docker CLI facts (docker/cli cli/command/swarm/init.go, join.go, join_token.go; cli/command/node/update.go):
+ * `swarm init|join` take --advertise-addr, --listen-addr, --data-path-addr (--default-addr-pool:
+ * init only); `swarm join-token -q worker|manager` prints only the token; `node update
+ * --label-add k=v --label-rm k`; `docker info --format '{{.Swarm.LocalNodeState}}'` is one of
+ * inactive, pending, active, error, locked (moby api/types/swarm LocalNodeState).
+ */
+
+/** Docker's swarm control port (2377/tcp); gossip 7946 and VXLAN 4789 follow the data-path address. */
+export const SWARM_PORT = 2377;
+/** The heredoc delimiter a join token is embedded under. */
+export const TOKEN_HEREDOC = "HM_SWARM_TOKEN";
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
+const CIDR4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(\d|[12]\d|3[0-2])$/;
+const HOSTNAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+const LABEL = /^[A-Za-z0-9._-]+$/;
+const TOKEN = /^SWMTKN-[A-Za-z0-9-]+$|^mock-[A-Za-z0-9-]+$/;
+
+function check(problems: string[]): void {
+  if (problems.length > 0) throw new Error(`invalid swarm script input:\n  - ${problems.join("\n  - ")}`);
+}
+
+/** Fails unless the engine's swarm state is one of the expected ones; prints nothing. */
+const STATE = `state=$(docker info --format '{{.Swarm.LocalNodeState}}')`;
+
+export interface SwarmInitInput {
+  /** The node's mesh (wg0) address: the only address swarm control and data traffic use. */
+  meshAddress: string;
+  /** Overlay subnets come from here; settable only at init. */
+  addressPool: string;
+}
+
+/**
+ * Forms the swarm on the first manager (only if the engine is in none), and prints its node id
+ * and both join tokens: `node-id=`, `worker-token=`, `manager-token=`. The tokens are secrets.
+ */
+export function renderSwarmInitScript(i: SwarmInitInput): string {
+  const problems: string[] = [];
+  if (!IPV4.test(i.meshAddress)) problems.push(`meshAddress "${i.meshAddress}" is not IPv4`);
+  if (!CIDR4.test(i.addressPool)) problems.push(`addressPool "${i.addressPool}" is not an IPv4 CIDR`);
+  check(problems);
+  const a = i.meshAddress;
+  return `#!/bin/sh
+# Forms the swarm on this node, once, on its mesh address only (hardened-matrix SwarmCluster).
+# hm-prints: node-id worker-token manager-token
+set -eu
+${STATE}
+case $state in
+  inactive)
+    docker swarm init --advertise-addr ${a} --listen-addr ${a}:${SWARM_PORT} --data-path-addr ${a} --default-addr-pool ${i.addressPool} >/dev/null
+    ;;
+  active) ;;
+  *)
+    echo "swarm state is '$state'; expected inactive or active" >&2
+    exit 1
+    ;;
+esac
+if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]; then
+  echo "this node is in a swarm but is not a manager" >&2
+  exit 1
+fi
+addr=$(docker info --format '{{.Swarm.NodeAddr}}')
+if [ "$addr" != ${a} ]; then
+  echo "the swarm advertises $addr, not the mesh address ${a}: leave it (docker swarm leave --force) and re-run" >&2
+  exit 1
+fi
+echo "node-id=$(docker info --format '{{.Swarm.NodeID}}')"
+echo "worker-token=$(docker swarm join-token -q worker)"
+echo "manager-token=$(docker swarm join-token -q manager)"
+`;
+}
+
+export interface SwarmJoinInput {
+  meshAddress: string;
+  /** The first manager's mesh address. */
+  managerAddress: string;
+  /** The worker or manager token (a secret: the script holds it, so the script is one). */
+  token: string;
+}
+
+/**
+ * Joins this node to the swarm over the mesh, unless it is already in one (a joined node is not
+ * re-joined). Prints `node-id=`. The token is inside the script, which reaches the node on
+ * stdin; on the node it is an argument of `docker swarm join` for the moment the join takes,
+ * the only way the CLI takes it (docker/cli cli/command/swarm/join.go: flag --token).
+ */
+export function renderSwarmJoinScript(j: SwarmJoinInput): string {
+  const problems: string[] = [];
+  if (!IPV4.test(j.meshAddress)) problems.push(`meshAddress "${j.meshAddress}" is not IPv4`);
+  if (!IPV4.test(j.managerAddress)) problems.push(`managerAddress "${j.managerAddress}" is not IPv4`);
+  if (j.meshAddress === j.managerAddress) problems.push("a node cannot join itself");
+  if (!TOKEN.test(j.token)) problems.push("token is not a swarm join token");
+  check(problems);
+  const a = j.meshAddress;
+  return `#!/bin/sh
+# Joins this node to the swarm over the mesh, once (hardened-matrix SwarmCluster).
+# hm-prints: node-id
+set -eu
+token=$(cat <<'${TOKEN_HEREDOC}'
+${j.token}
+${TOKEN_HEREDOC}
+)
+${STATE}
+case $state in
+  inactive)
+    docker swarm join --advertise-addr ${a} --listen-addr ${a}:${SWARM_PORT} --data-path-addr ${a} --token "$token" ${j.managerAddress}:${SWARM_PORT} >/dev/null
+    ;;
+  active) ;;
+  *)
+    echo "swarm state is '$state'; expected inactive or active" >&2
+    exit 1
+    ;;
+esac
+addr=$(docker info --format '{{.Swarm.NodeAddr}}')
+if [ "$addr" != ${a} ]; then
+  echo "this node's swarm advertises $addr, not the mesh address ${a}" >&2
+  exit 1
+fi
+echo "node-id=$(docker info --format '{{.Swarm.NodeID}}')"
+`;
+}
+
+export interface SwarmLabelInput {
+  /** Every node of the cluster by hostname, with the labels it must carry. */
+  nodes: Array<{ hostname: string; labels: string[] }>;
+  /** Label keys this program owns: any of them a node should not carry is removed. */
+  ownedLabels: string[];
+}
+
+/**
+ * Run on a manager after every node has joined. For each hostname: a dead predecessor (same
+ * hostname, status Down: the droplet was replaced) is demoted if it was a manager and removed;
+ * then the one Ready node of that name gets exactly its owned labels (`key=true`), addressed by
+ * node id. Changes nothing on a cluster already in that state. Prints `labelled=` and `removed=`
+ * (counts).
+ */
+export function renderSwarmLabelScript(l: SwarmLabelInput): string {
+  const problems: string[] = [];
+  const seen = new Set<string>();
+  for (const n of l.nodes) {
+    if (!HOSTNAME.test(n.hostname)) problems.push(`hostname "${n.hostname}" is not a DNS label`);
+    if (seen.has(n.hostname)) problems.push(`hostname "${n.hostname}" is listed twice`);
+    seen.add(n.hostname);
+    for (const label of n.labels) if (!l.ownedLabels.includes(label)) problems.push(`label "${label}" of ${n.hostname} is not an owned label`);
+  }
+  for (const label of l.ownedLabels) if (!LABEL.test(label)) problems.push(`label "${label}" has characters other than [A-Za-z0-9._-]`);
+  if (l.nodes.length === 0) problems.push("no nodes to label");
+  check(problems);
+  const calls = l.nodes.map((n) => `reconcile ${n.hostname} '${n.labels.join(" ")}'`).join("\n");
+  return `#!/bin/sh
+# Labels every node by role and removes replaced nodes' dead predecessors (hardened-matrix SwarmCluster).
+# hm-prints: labelled removed
+set -eu
+owned='${l.ownedLabels.join(" ")}'
+labelled=0
+removed=0
+reconcile() {
+  host=$1
+  want=$2
+  list=$(docker node ls --format '{{.ID}} {{.Hostname}} {{.Status}}')
+  for dead in $(echo "$list" | awk -v h="$host" '$2 == h && $3 == "Down" { print $1 }'); do
+    if [ "$(docker node inspect --format '{{.Spec.Role}}' "$dead")" = manager ]; then
+      docker node demote "$dead" >/dev/null
+    fi
+    docker node rm "$dead" >/dev/null
+    removed=$((removed + 1))
+  done
+  ids=$(echo "$list" | awk -v h="$host" '$2 == h && $3 == "Ready" { print $1 }')
+  case $(echo "$ids" | grep -c .) in
+    1) ;;
+    0) echo "no Ready swarm node is called $host" >&2; return 1 ;;
+    *) echo "several Ready swarm nodes are called $host: $(echo "$ids" | tr '\\n' ' ')" >&2; return 1 ;;
+  esac
+  set --
+  for label in $owned; do
+    have=$(docker node inspect --format "{{ index .Spec.Labels \\"$label\\" }}" "$ids")
+    case " $want " in
+      *" $label "*) [ "$have" = true ] || set -- "$@" --label-add "$label=true" ;;
+      *) [ -z "$have" ] || [ "$have" = "<no value>" ] || set -- "$@" --label-rm "$label" ;;
+    esac
+  done
+  if [ "$#" -gt 0 ]; then
+    docker node update "$@" "$ids" >/dev/null
+    labelled=$((labelled + 1))
+  fi
+}
+${calls}
+echo "labelled=$labelled"
+echo "removed=$removed"
+`;
+}
+
+/** Parses the `key=value` lines a script printed; throws naming the missing keys. */
+export function parsePrinted(stdout: string, keys: string[], what: string): Record<string, string> {
+  const found: Record<string, string> = {};
+  for (const line of stdout.split("\n")) {
+    const m = /^([a-z-]+)=(.*)$/.exec(line.trim());
+    if (m) found[m[1]!] = m[2]!;
+  }
+  const missing = keys.filter((k) => !found[k]);
+  if (missing.length > 0) throw new Error(`${what} printed no ${missing.join(", ")}`);
+  return found;
+}

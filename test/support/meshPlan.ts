@@ -1,0 +1,116 @@
+/**
+ * The private network of a planned cloud stack, node by node: what each node receives and runs.
+ * For tests that bring the mesh and the swarm up for real (network namespaces, wireguard-go, one
+ * dockerd per node) from exactly what the program would deliver.
+ *
+ * How the scripts are meant to be run (this is how the program runs them, over ssh to the node):
+ * - Every script is POSIX sh, run as root as `sh -s` with the script on stdin (no arguments, no
+ *   environment needed). The swarm scripts use only the `docker` CLI against the local engine:
+ *   run them with DOCKER_HOST=unix:///path/of/that/node's/engine.sock to stand in for the node.
+ * - Each script prints `key=value` lines on stdout (its `# hm-prints:` line names the keys);
+ *   parse them with `printed(stdout)`. Diagnostics go to stderr; a non-zero exit is a failure.
+ * - Order:
+ *   1. `wgConf` on every node (wg-quick format; `scripts.wgApply` installs it with wg-quick and
+ *      systemd on a droplet; a test may instead feed `wg-quick strip`-ed text to `wg setconf`).
+ *      Interface address: `meshAddress`/32, one route per peer's AllowedIPs /32, MTU 1420; peers'
+ *      endpoints are their `vpcAddress`:51820.
+ *   2. `scripts.init` on the first node of the list (the first manager). Prints `node-id`,
+ *      `worker-token`, `manager-token`.
+ *   3. `scripts.join` on every other node, in list order (managers come first and must join one
+ *      at a time; workers may join in parallel). The token inside a planned join script is the
+ *      plan's mock (`joinToken`): replace it with `withJoinToken(script, real)`, the manager token
+ *      for nodes whose `roles` include "manager", else the worker token. Prints `node-id`.
+ *   4. `scripts.label` on the first manager once every node has joined. Prints `labelled` and
+ *      `removed` (counts). Swarm nodes are found by hostname: each engine's hostname must be the
+ *      node's `name`.
+ *   Every step is idempotent: running it again on a formed cluster changes nothing (label prints
+ *   labelled=0 removed=0; init and join print the same node id).
+ */
+import assert from "node:assert/strict";
+import { reveal, type Plan, type PlannedFile } from "../../plan/plan";
+import { configFromApplyScript } from "../../components/render/wireguard";
+import { TOKEN_HEREDOC, parsePrinted } from "../../components/render/swarm";
+
+export interface MeshNodeArtifacts {
+  name: string;
+  roles: string[];
+  vpcAddress: string;
+  meshAddress: string;
+  tailnetAddress: string;
+  /** The node's WireGuard public key (base64). */
+  publicKey: string;
+  /** The wg-quick file exactly as delivered to /etc/wireguard/wg0.conf. */
+  wgConf: string;
+  scripts: {
+    /** Installs wgConf and brings wg0 up (wg-quick, systemd). */
+    wgApply: string;
+    /** First manager only. */
+    init?: string;
+    /** Every node but the first manager. */
+    join?: string;
+    /** First manager only: labels every node, removes dead predecessors. */
+    label?: string;
+  };
+  /** The token embedded in `scripts.join`, as planned (a mock offline). */
+  joinToken?: string;
+}
+
+type PlanLike = Pick<Plan, "outputs"> & { files: PlannedFile[] | Map<string, string> };
+
+function fileText(plan: PlanLike, suffix: string): string | undefined {
+  if (plan.files instanceof Map) {
+    for (const [path, content] of plan.files) if (path.endsWith(suffix)) return content;
+    return undefined;
+  }
+  return plan.files.find((f) => f.path.endsWith(suffix))?.content;
+}
+
+/** The embedded join token of a join script. */
+export function joinTokenOf(script: string): string {
+  const m = new RegExp(`<<'${TOKEN_HEREDOC}'\\n(.*)\\n${TOKEN_HEREDOC}\\n`).exec(script);
+  assert.ok(m, "not a join script");
+  return m[1]!;
+}
+
+/** The same join script with `token` in place of the planned one. */
+export function withJoinToken(script: string, token: string): string {
+  return script.split(joinTokenOf(script)).join(token);
+}
+
+/** `key=value` lines a script printed. */
+export function printed(stdout: string, keys: string[] = []): Record<string, string> {
+  return parsePrinted(stdout, keys, "script");
+}
+
+/**
+ * Per node, in swarm order: the first manager, then the other managers, then the workers.
+ * Accepts a plan from planStack (test/support/plan) or one read from disk (planToDisk).
+ */
+export function meshArtifacts(plan: PlanLike): MeshNodeArtifacts[] {
+  const outputs = reveal(plan.outputs) as { nodes?: Record<string, Record<string, unknown>> };
+  assert.ok(outputs.nodes, "the plan has no nodes output (not a cloud stack?)");
+  const all = Object.entries(outputs.nodes).map(([name, o]) => {
+    const wgApply = fileText(plan, `-${name}-wg0/stdin.sh`);
+    assert.ok(wgApply, `no wg0 apply script for ${name}`);
+    const wgConf = configFromApplyScript(wgApply);
+    assert.ok(wgConf, `no wg0.conf inside the apply script of ${name}`);
+    const init = fileText(plan, `-${name}-init/stdin.sh`);
+    const join = fileText(plan, `-${name}-join/stdin.sh`);
+    const node: MeshNodeArtifacts = {
+      name,
+      roles: o.roles as string[],
+      vpcAddress: String(o.privateIpv4),
+      meshAddress: String(o.meshIpv4),
+      tailnetAddress: String(o.tailnetIpv4),
+      publicKey: String(o.wireguardPublicKey),
+      wgConf,
+      scripts: { wgApply, ...(init ? { init, label: fileText(plan, "-labels/stdin.sh") } : {}), ...(join ? { join } : {}) },
+      ...(join ? { joinToken: joinTokenOf(join) } : {}),
+    };
+    return node;
+  });
+  const first = all.filter((n) => n.scripts.init);
+  assert.equal(first.length, 1, "exactly one node initialises the swarm");
+  const rest = all.filter((n) => !n.scripts.init);
+  return [...first, ...rest.filter((n) => n.roles.includes("manager")), ...rest.filter((n) => !n.roles.includes("manager"))];
+}
