@@ -616,16 +616,20 @@ export class NetnsCluster {
     this.ipIn(this.switchNs, ["link", "add", "br0", "type", "bridge"], "bridge");
     mustSync(ip, ["netns", "exec", this.switchNs, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"], "ipv6 off (switch)");
     this.ipIn(this.switchNs, ["link", "set", "br0", "up"], "bridge up");
-    for (const n of this.nodes) {
-      mustSync(ip, ["netns", "add", n.netns], `${n.name} namespace`);
-      mustSync(ip, ["netns", "exec", n.netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"], "ipv6 off");
-      const port = `p${this.id}${n.index}`;
-      this.ipIn(this.switchNs, ["link", "add", port, "type", "veth", "peer", "name", this.vpcInterface, "netns", n.netns], `${n.name} veth`);
-      this.ipIn(this.switchNs, ["link", "set", port, "master", "br0", "up"], `${n.name} port`);
-      this.ipIn(n.netns, ["addr", "add", n.vpcAddress, "dev", this.vpcInterface], `${n.name} address`);
-      this.ipIn(n.netns, ["link", "set", this.vpcInterface, "up"], `${n.name} up`);
-      this.ipIn(n.netns, ["link", "set", "lo", "up"], `${n.name} lo`);
-    }
+    for (const n of this.nodes) this.wireNode(n);
+  }
+
+  /** The node's network namespace, its veth on the switch and its VPC address. */
+  private wireNode(n: ClusterNode): void {
+    const { ip } = this.tools;
+    mustSync(ip, ["netns", "add", n.netns], `${n.name} namespace`);
+    mustSync(ip, ["netns", "exec", n.netns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"], "ipv6 off");
+    const port = `p${this.id}${n.index}`;
+    this.ipIn(this.switchNs, ["link", "add", port, "type", "veth", "peer", "name", this.vpcInterface, "netns", n.netns], `${n.name} veth`);
+    this.ipIn(this.switchNs, ["link", "set", port, "master", "br0", "up"], `${n.name} port`);
+    this.ipIn(n.netns, ["addr", "add", n.vpcAddress, "dev", this.vpcInterface], `${n.name} address`);
+    this.ipIn(n.netns, ["link", "set", this.vpcInterface, "up"], `${n.name} up`);
+    this.ipIn(n.netns, ["link", "set", "lo", "up"], `${n.name} lo`);
   }
 
   /**
@@ -668,6 +672,26 @@ export class NetnsCluster {
     n.holderPid = child.pid!;
     n.netLink = readlinkSync(`/proc/${n.holderPid}/ns/net`);
     n.mntLink = readlinkSync(`/proc/${n.holderPid}/ns/mnt`);
+  }
+
+  /**
+   * Replaces a node by a fresh one of the same name and VPC address, as a rebuilt droplet: everything of
+   * the old one (engine, WireGuard, containers, namespaces, files) is stopped and removed first. Use it for
+   * a node whose failed `swarm join` keeps retrying in the background.
+   */
+  async replaceNode(name: string): Promise<ClusterNode> {
+    const old = this.node(name);
+    const errors: string[] = [];
+    old.stop(errors);
+    const r = spawnSync(this.tools.ip, ["netns", "del", old.netns], { encoding: "utf8" });
+    if (r.status !== 0) errors.push(`netns del ${old.netns}: ${r.stderr.trim()}`);
+    rmSync(old.dir, { recursive: true, force: true, maxRetries: 3 });
+    if (errors.length > 0) throw new Error(`replacing ${name}:\n${errors.join("\n")}`);
+    const fresh = new ClusterNode(this, old.name, old.index, old.vpcAddress, old.netns);
+    this.nodes[this.nodes.indexOf(old)] = fresh;
+    this.wireNode(fresh);
+    await this.startHolder(fresh);
+    return fresh;
   }
 
   async startEngines(names: string[] = this.nodes.map((n) => n.name)): Promise<void> {
