@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { clusterSkipReason, NetnsCluster, type Capture, type CapturedPacket, type ClusterNode } from "./support/netnsCluster";
 import { meshArtifacts, printed, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
@@ -39,6 +40,34 @@ function withOneWrongPskByte(conf: string, peerPublicKey: string): string {
   const changed = conf.split("\n").filter((l, n) => out.join("").split("\n")[n] !== l);
   assert.equal(changed.length, 1, "exactly one line differs");
   return out.join("");
+}
+
+/** The wg0 apply script with `conf` embedded instead of the planned file. */
+function withConf(applyScript: string, planned: string, conf: string): string {
+  assert.ok(applyScript.includes(planned), "the apply script embeds the planned file");
+  return applyScript.split(planned).join(conf);
+}
+
+const hash = (secret: string): string => `sha256:${createHash("sha256").update(secret).digest("hex").slice(0, 12)}`;
+
+/** What wg0 is on a node, without the parts that move on their own (handshake times, byte counts). */
+async function wgState(node: ClusterNode): Promise<string> {
+  const dump = await node.exec(["wg", "show", "wg0", "dump"], { timeoutMs: 10_000 });
+  assert.equal(dump.code, 0, dump.stderr);
+  const peers = dump.stdout.trim().split("\n").map((l) => l.split("\t"));
+  const link = await node.exec(["ip", "-o", "link", "show", "dev", "wg0"], { timeoutMs: 10_000 });
+  const routes = await node.exec(["ip", "-4", "route", "show", "dev", "wg0"], { timeoutMs: 10_000 });
+  const addr = await node.exec(["ip", "-o", "-4", "addr", "show", "dev", "wg0"], { timeoutMs: 10_000 });
+  return [
+    // interface: private key, public key, port, fwmark; peers: public key, psk, endpoint, allowed ips, keepalive
+    // (secrets by a short hash: a failure message must not show them)
+    // (peers sorted: wireguard-go lists them in Go map order, which varies from call to call)
+    [hash(peers[0]![0]!), ...peers[0]!.slice(1, 4)].join(" "),
+    ...peers.slice(1).map((f) => [f[0], hash(f[1]!), f[2], f[3], f[7]].join(" ")).sort(),
+    link.stdout.replace(/\s+link\/.*$/s, "").trim(), // ifindex, flags, mtu: a restart would change the index
+    routes.stdout.trim(),
+    addr.stdout.replace(/valid_lft.*$/s, "").trim(),
+  ].join("\n");
 }
 
 /** `docker network create` arguments for a planned docker.Network: every planned input used, none ignored. */
@@ -128,7 +157,10 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
 
   test("a node whose wg0.conf copy has one byte of one pair's PSK changed cannot reach that peer, nor join through it", async () => {
     const wrong = withOneWrongPskByte(last.wgConf, first.publicKey);
-    for (const n of nodes) await cluster.node(n.name).wireguardUp(n === last ? wrong : n.wgConf);
+    for (const n of nodes) {
+      const script = n === last ? withConf(n.scripts.wgApply, n.wgConf, wrong) : n.scripts.wgApply;
+      assert.deepEqual(await mustRun(cluster.node(n.name), script, ["changed"], "wg0 apply"), { changed: "1" });
+    }
     await cluster.startEngines();
     const mgr = cluster.node(first.name);
     const init = await mustRun(mgr, first.scripts.init!, ["node-id", "worker-token", "manager-token"], "init");
@@ -162,7 +194,7 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
   test("the node rebuilt with its rendered wg0.conf joins; the label script labels every node by role", async () => {
     // The failed join keeps retrying in the background: the node is replaced, as a droplet would be.
     const fresh = await cluster.replaceNode(last.name);
-    await fresh.wireguardUp(last.wgConf);
+    assert.deepEqual(await mustRun(fresh, last.scripts.wgApply, ["changed"], "wg0 apply"), { changed: "1" });
     await fresh.startEngine();
     const j = await mustRun(fresh, withJoinToken(last.scripts.join!, tokenFor(last)), ["node-id"], "join");
     nodeIds.set(last.name, j["node-id"]!);
@@ -226,6 +258,10 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
 
   test("running every script a second time changes nothing", async () => {
     const mgr = cluster.node(first.name);
+    const wgBefore = await Promise.all(nodes.map((n) => wgState(cluster.node(n.name))));
+    for (const n of nodes) assert.deepEqual(await mustRun(cluster.node(n.name), n.scripts.wgApply, ["changed"], "wg0 apply again"), { changed: "0" });
+    const wgAfter = await Promise.all(nodes.map((n) => wgState(cluster.node(n.name))));
+    nodes.forEach((n, i) => assert.equal(wgAfter[i], wgBefore[i], `${n.name}: wg0 untouched`));
     const before = await swarmState(mgr);
     const init = await mustRun(mgr, first.scripts.init!, ["node-id", "worker-token", "manager-token"], "init again");
     assert.deepEqual(init, { "node-id": nodeIds.get(first.name), "worker-token": tokens.worker, "manager-token": tokens.manager });
@@ -235,6 +271,21 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     }
     assert.deepEqual(await mustRun(mgr, first.scripts.label!, ["labelled", "removed"], "label again"), { labelled: "0", removed: "0" });
     assert.equal(await swarmState(mgr), before);
+  });
+
+  test("a changed peer key is applied in place (wg syncconf, no restart) and changed back", async () => {
+    const node = cluster.node(first.name);
+    const original = await wgState(node);
+    const changedConf = withOneWrongPskByte(first.wgConf, last.publicKey);
+    assert.deepEqual(await mustRun(node, withConf(first.scripts.wgApply, first.wgConf, changedConf), ["changed"], "wg0 apply (one PSK changed)"), { changed: "1" });
+    const during = await wgState(node);
+    assert.notEqual(during, original, "the new PSK is in the running interface");
+    const index = (s: string): string => s.split("\n").find((l) => /^\d+: wg0/.test(l))!;
+    assert.equal(index(during), index(original), "same interface: not restarted");
+    assert.deepEqual(await mustRun(node, first.scripts.wgApply, ["changed"], "wg0 apply (back)"), { changed: "1" });
+    assert.equal(await wgState(node), original);
+    const r = await node.exec(["busybox", "ping", "-c", "1", "-W", "3", last.meshAddress], { timeoutMs: 10_000 });
+    assert.equal(r.code, 0, `the pair works again: ${r.stdout}`);
   });
 
   test("the bridge saw only WireGuard between the nodes' VPC addresses", async () => {

@@ -273,8 +273,10 @@ export class ClusterNode {
   /** The environment scripts and commands on this node get: Debian's paths first, this node's engine. */
   env(extra: Record<string, string> = {}): Record<string, string> {
     return {
-      PATH: "/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin",
+      PATH: `${this.cluster.standInDir}:/usr/sbin:/usr/bin:/sbin:/bin:/usr/local/sbin:/usr/local/bin`,
       HOME: this.dir,
+      WG_QUICK_USERSPACE_IMPLEMENTATION: this.cluster.wireguardGoWrapper,
+      WG_HMC_LOG: path.join(this.dir, "wireguard-go.log"),
       DOCKER_HOST: this.dockerHost,
       DOCKER_CONFIG: path.join(this.dir, "docker-cli"),
       LANG: "C.UTF-8",
@@ -319,7 +321,6 @@ export class ClusterNode {
     const conf = path.join(wgDir, `${iface}.conf`); // wg-quick names the interface after the file
     writeFileSync(conf, confText, { mode: 0o600 });
     const r = await this.exec([this.cluster.tools.wgQuick, "up", conf], {
-      env: { WG_QUICK_USERSPACE_IMPLEMENTATION: this.cluster.wireguardGoWrapper, WG_HMC_LOG: path.join(wgDir, `${iface}.log`) },
       timeoutMs: 30_000,
     });
     if (r.code !== 0) throw new Error(`${this.name}: wg-quick up ${iface} exited ${r.code ?? r.signal}:\n${r.stderr}`);
@@ -554,6 +555,8 @@ export class NetnsCluster {
   readonly lifetimeSeconds: number;
   readonly vpcInterface: string;
   readonly wireguardGoWrapper: string;
+  /** Holds `systemctl`, a stand-in for systemd's wg-quick@ units (see setUp). First on every node's PATH. */
+  readonly standInDir: string;
   private tornDown = false;
   private readonly onExit = (): void => this.teardown();
 
@@ -569,6 +572,7 @@ export class NetnsCluster {
       this.nodes.push(new ClusterNode(this, n.name, i, n.vpcAddress, `${this.prefix}-${i}`));
     });
     this.wireguardGoWrapper = path.join(this.dir, "wireguard-go");
+    this.standInDir = path.join(this.dir, "bin");
   }
 
   /** Creates the switch, the namespaces and the node holders (no engine, no WireGuard yet). */
@@ -612,6 +616,39 @@ export class NetnsCluster {
       ].join("\n"),
     );
     chmodSync(this.wireguardGoWrapper, 0o755);
+    // No systemd in a namespace: `systemctl` for wg-quick@<if>.service only, doing what the packaged unit
+    // does (wireguard-tools src/systemd/wg-quick@.service: Type=oneshot, RemainAfterExit=yes, ExecStart=
+    // wg-quick up %i, ExecStop=wg-quick down %i, ExecReload=wg syncconf %i <(wg-quick strip %i),
+    // Environment=WG_ENDPOINT_RESOLUTION_RETRIES=infinity). Anything else fails loudly.
+    mkdirSync(this.standInDir, { recursive: true });
+    writeFileSync(
+      path.join(this.standInDir, "systemctl"),
+      `#!/bin/bash
+set -eu
+export WG_ENDPOINT_RESOLUTION_RETRIES=infinity
+quiet=0
+args=()
+for a in "$@"; do case $a in --quiet|-q) quiet=1 ;; --*) echo "systemctl stand-in: no option $a" >&2; exit 2 ;; *) args+=("$a") ;; esac; done
+[ \${#args[@]} -eq 2 ] || { echo "systemctl stand-in: expected VERB UNIT, got: $*" >&2; exit 2; }
+verb=\${args[0]}
+unit=\${args[1]%.service}
+case $unit in wg-quick@?*) i=\${unit#wg-quick@} ;; *) echo "systemctl stand-in: only wg-quick@ units, not $unit" >&2; exit 2 ;; esac
+state=/run/hmc-units/$unit
+mkdir -p /run/hmc-units
+case $verb in
+  enable) touch "$state.enabled" ;;
+  disable) rm -f "$state.enabled" ;;
+  is-enabled) [ -e "$state.enabled" ] || { [ $quiet = 1 ] || echo disabled; exit 1; }; [ $quiet = 1 ] || echo enabled ;;
+  is-active) [ -e "$state.active" ] || { [ $quiet = 1 ] || echo inactive; exit 3; }; [ $quiet = 1 ] || echo active ;;
+  start) [ -e "$state.active" ] || { wg-quick up "$i"; touch "$state.active"; } ;;
+  stop) if [ -e "$state.active" ]; then rm -f "$state.active"; wg-quick down "$i"; fi ;;
+  restart) if [ -e "$state.active" ]; then rm -f "$state.active"; wg-quick down "$i"; fi; wg-quick up "$i"; touch "$state.active" ;;
+  reload) [ -e "$state.active" ] || { echo "$unit is not active" >&2; exit 1; }; wg syncconf "$i" <(wg-quick strip "$i") ;;
+  *) echo "systemctl stand-in: no verb $verb" >&2; exit 2 ;;
+esac
+`,
+      { mode: 0o755 },
+    );
     mustSync(ip, ["netns", "add", this.switchNs], "switch namespace");
     this.ipIn(this.switchNs, ["link", "add", "br0", "type", "bridge"], "bridge");
     mustSync(ip, ["netns", "exec", this.switchNs, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"], "ipv6 off (switch)");
@@ -650,6 +687,8 @@ export class NetnsCluster {
       `mount --move ${aside} /sys/fs/cgroup`,
       "mount -t tmpfs -o mode=0755,size=64m tmpfs /run",
       "mkdir -p /run/lock /run/wireguard",
+      // The node's own /etc/wireguard (wireguard-tools ships the directory), as on its own machine.
+      "mount -t tmpfs -o mode=0700,size=1m tmpfs /etc/wireguard",
       `touch ${ready}`,
       `exec ${this.tools.timeout} --signal=KILL ${this.lifetimeSeconds + 30} sleep ${this.lifetimeSeconds + 20}`,
     ].join("\n");
