@@ -177,6 +177,8 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     assert.notEqual(ping.code, 0, "no packet crosses the pair with the wrong PSK");
     assert.equal((await bad.handshakes("wg0")).get(first.publicKey), 0, `${last.name} has no session with ${first.name}`);
     assert.equal((await mgr.handshakes("wg0")).get(last.publicKey), 0, `${first.name} has no session with ${last.name}`);
+    const back = await mgr.exec(["busybox", "ping", "-c", "2", "-W", "2", last.meshAddress], { timeoutMs: 10_000 });
+    assert.notEqual(back.code, 0, "nor the other way");
 
     const join = await runAsProgram(bad, withJoinToken(last.scripts.join!, tokenFor(last)));
     console.log(`# join over the wrong PSK: exit ${join.code}; stderr: ${join.stderr.trim()}`);

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
-import { clusterSkipReason, NetnsCluster, parsePcap, type Capture, type CapturedPacket } from "./support/netnsCluster";
+import { clusterSkipReason, hasInterpreter, NetnsCluster, parsePcap, type Capture, type CapturedPacket } from "./support/netnsCluster";
 
 // The harness judged by the real programs: three Debian dockerd engines, each in its own network namespace,
 // joined into one swarm by hand over a wireguard-go mesh brought up by the real wg-quick from configs written
@@ -216,6 +217,11 @@ describe("netns cluster harness: a 3-node swarm over wireguard-go", { skip, time
     // The capture did see the cluster: handshakes, raft, gossip and 300 kB of payload all went by it.
     assert.ok(wgPackets.length > 300, `only ${wgPackets.length} WireGuard packets captured`);
     assert.ok(wgPackets.some((p) => p.length > 1400), "full-size WireGuard packets carried the payload");
+  });
+
+  test("the static-busybox check tells a static binary from a dynamic one", () => {
+    assert.equal(hasInterpreter(readFileSync(execFileSync("sh", ["-c", "command -v busybox"], { encoding: "utf8" }).trim())), false);
+    assert.equal(hasInterpreter(readFileSync("/bin/sh")), true);
   });
 
   test("parsePcap reads what tcpdump writes", () => {

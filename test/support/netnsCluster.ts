@@ -87,6 +87,20 @@ export type Tools = Record<ToolKey, string>;
 /** Debian packages the harness needs (for .ci/run). */
 export const CLUSTER_PACKAGES = [...new Set(Object.values(needed).map(([, pkg]) => pkg))];
 
+/** True when an ELF64 executable names a program interpreter (PT_INTERP): it is not static. */
+export function hasInterpreter(elf: Buffer): boolean {
+  if (elf.readUInt32BE(0) !== 0x7f454c46 || elf[4] !== 2) return true; // not ELF64: cannot be our static busybox
+  const le = elf[5] === 1;
+  const phoff = Number(le ? elf.readBigUInt64LE(0x20) : elf.readBigUInt64BE(0x20));
+  const phentsize = le ? elf.readUInt16LE(0x36) : elf.readUInt16BE(0x36);
+  const phnum = le ? elf.readUInt16LE(0x38) : elf.readUInt16BE(0x38);
+  for (let i = 0; i < phnum; i++) {
+    const o = phoff + i * phentsize;
+    if ((le ? elf.readUInt32LE(o) : elf.readUInt32BE(o)) === 3) return true;
+  }
+  return false;
+}
+
 let toolCache: Partial<Record<ToolKey, string | undefined>> | undefined;
 function lookTools(): Partial<Record<ToolKey, string | undefined>> {
   toolCache ??= Object.fromEntries((Object.keys(needed) as ToolKey[]).map((k) => [k, findTool(needed[k][0], needed[k][1])]));
@@ -106,8 +120,7 @@ export function clusterSkipReason(): string | undefined {
   const missing = (Object.keys(needed) as ToolKey[]).find((k) => t[k] === undefined);
   if (missing) return skipReason(needed[missing][0], needed[missing][1]);
   const bb = t.busybox!;
-  const ldd = spawnSync("sh", ["-c", `file -L ${bb} 2>/dev/null || true`], { encoding: "utf8" }).stdout;
-  if (ldd.includes("dynamically linked")) {
+  if (hasInterpreter(readFileSync(bb))) {
     const msg = `${bb} is dynamically linked: install busybox-static for the test image`;
     if (process.env.CI) throw new Error(msg);
     return msg;
@@ -559,6 +572,14 @@ export class NetnsCluster {
   readonly standInDir: string;
   private tornDown = false;
   private readonly onExit = (): void => this.teardown();
+  // A test runner that stops this process with a signal skips "exit": tear down, then die of that signal.
+  private readonly onSignal = (signal: NodeJS.Signals): void => {
+    try {
+      this.teardown();
+    } finally {
+      process.kill(process.pid, signal);
+    }
+  };
 
   private constructor(opts: ClusterOptions) {
     this.tools = tools();
@@ -579,6 +600,7 @@ export class NetnsCluster {
   static async create(opts: ClusterOptions): Promise<NetnsCluster> {
     const c = new NetnsCluster(opts);
     process.on("exit", c.onExit);
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.once(sig, c.onSignal);
     try {
       c.setUp();
       await Promise.all(c.nodes.map((n) => c.startHolder(n)));
@@ -823,6 +845,7 @@ esac
     if (this.tornDown) return;
     this.tornDown = true;
     process.removeListener("exit", this.onExit);
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.removeListener(sig, this.onSignal);
     const errors: string[] = [];
     try {
       // tcpdump and anything else left in the switch namespace
