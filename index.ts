@@ -1,3 +1,4 @@
+import { statSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import { CloudPlatform } from "./components/platform/cloud";
 import { LocalSwarm } from "./components/platform/local";
@@ -7,6 +8,7 @@ import { SocketProxy } from "./components/services/socketProxy";
 import { Traefik, TRAEFIK_USER } from "./components/services/traefik";
 import { Coturn } from "./components/services/coturn";
 import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
+import { FederationGate } from "./components/services/federationGate";
 import { Postgres, POSTGRES_USER } from "./components/services/postgres";
 import { CERT_RESOLVER } from "./components/render/traefik";
 
@@ -48,8 +50,17 @@ function cloudPlatform(settings: Settings): CloudPlatform {
   });
 }
 
+/** The group of the local engine's socket, if there is one here: a fact about this machine, not config. */
+function localDockerSocketGid(): number | undefined {
+  try {
+    return statSync("/var/run/docker.sock").gid;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<Record<string, unknown>> {
-  const settings = loadSettings();
+  const settings = loadSettings({ localDockerSocketGid: localDockerSocketGid() });
   const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
   const platform: Platform = cloud ?? localPlatform(settings);
   try {
@@ -64,13 +75,20 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
   const onSwarm: pulumi.ComponentResourceOptions = { providers: [platform.provider] };
 
   const socketProxy = new SocketProxy("socket-proxy", { image: settings.images.socketProxy, dockerSocketGid: settings.dockerSocketGid }, onSwarm);
+  // Only with an allowlist: Traefik asks the gate about every inbound federation request.
+  const federationGate =
+    settings.federationMode === "allowlist"
+      ? new FederationGate("federation-gate", { image: settings.images.federationGate, allowlist: settings.federationAllowlist, constraints: [roleConstraint("edge")] }, onSwarm)
+      : undefined;
   const traefik = new Traefik(
     "traefik",
     {
       image: settings.images.traefik,
       socketProxyEndpoint: socketProxy.endpoint,
-      socketProxyNetwork: socketProxy.networkName,
+      socketProxyNetworkId: socketProxy.networkId,
+      extraNetworkIds: federationGate ? [federationGate.networkId] : [],
       ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
+      maxUploadMb: settings.maxUploadMb,
       acme:
         settings.acmeCa === "none"
           ? undefined
@@ -131,7 +149,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       federationPort: settings.federationPort,
       wellKnownHost: settings.servesWellKnown ? settings.serverName : undefined,
       publicBaseUrl,
-      federation: { mode: settings.federationMode, allowlist: settings.federationAllowlist },
+      federation: { mode: settings.federationMode, gateAddress: federationGate?.address },
       presence: settings.presence,
       maxUploadMb: settings.maxUploadMb,
       rateLimit: { threshold: settings.rateLimitThreshold, cooloffMs: settings.rateLimitCooloffMs },
@@ -142,13 +160,14 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
         user: postgres.user,
         password: postgres.password,
         maxConnections: Math.max(10, postgres.maxConnections - 10),
-        networkName: postgres.networkName,
+        networkId: postgres.networkId,
       },
       turn: coturn && { uris: coturn.uris, sharedSecret: coturn.sharedSecret, userLifetime: settings.turnUserLifetime },
       denyNetworks: privateRanges,
       storage: platform.storage("dendrite", "db", DENDRITE_USER),
-      edgeNetworkName: traefik.edgeNetworkName,
+      edgeNetworkId: traefik.edgeNetworkId,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
+      federationCertDomain: settings.delegation === "srv" ? settings.serverName : undefined,
       memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
       constraints: [roleConstraint("db")],
     },

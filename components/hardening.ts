@@ -13,6 +13,8 @@ type Spec = docker.types.input.ServiceTaskSpecContainerSpec;
 
 export const EXCEPTION_LABEL_PREFIX = "hardened-matrix.exception.";
 export const LOG_OPTIONS = { "max-size": "10m", "max-file": "3" } as const;
+/** World-writable and sticky: the one mode a non-root service can use on a root-owned tmpfs (see TmpfsMount.mode). */
+export const DEFAULT_TMPFS_MODE = 0o1777;
 
 export interface CapabilityException {
   capability: string;
@@ -22,7 +24,13 @@ export interface CapabilityException {
 export interface TmpfsMount {
   target: string;
   sizeMb: number;
-  /** Octal mode; 0o1777 for /tmp, 0o700 default. */
+  /**
+   * Octal mode, default 0o1777. Swarm mounts a tmpfs owned by root and its options have no uid
+   * (moby api/types/mount TmpfsOptions: SizeBytes, Mode), so a non-root service can write only
+   * into a world-writable one; the sticky bit keeps one user from removing another's files.
+   * Measured on Debian's dockerd 20.10: `--read-only --user 65534:65534` with tmpfs-mode=700 gets
+   * "Permission denied", with 1777 it writes.
+   */
   mode?: number;
 }
 
@@ -56,7 +64,14 @@ export interface HardenedServiceArgs {
   memoryReservationMb: number;
   cpus?: number;
   healthcheck: Healthcheck;
-  networks: Input<string>[];
+  /**
+   * Ids (`docker.Network.id`) of the networks to attach, never names: Swarm stores the id
+   * (moby/moby daemon/cluster/services.go populateNetworkID) and the provider reads it back as
+   * `id` (kreuzwerker/terraform-provider-docker internal/provider/resource_docker_service_structures.go
+   * flattenTaskNetworksAdvanced), so a name differs from state on every plan, and the field is
+   * ForceNew (resource_docker_service.go networks_advanced): the service would be replaced each time.
+   */
+  networkIds: Input<string>[];
   /** Network aliases on every network (e.g. "postgres"). */
   aliases?: string[];
   constraints?: string[];
@@ -67,7 +82,13 @@ export interface HardenedServiceArgs {
   stopGracePeriodSeconds?: number;
   labels?: Record<string, Input<string>>;
   sysctls?: Record<string, string>;
-  /** Set only with a reason: the service joins the host's network namespace. */
+  /**
+   * Set only with a reason: the service joins the host's network namespace (and no other network).
+   * "host" is attached by name: Swarm stores a swarm-scoped id for it that no lookup by name returns
+   * (measured on Debian's dockerd 20.10: `docker network inspect host` gives the local network's id,
+   * the service spec another). So the attachment is left out of diffs (`ignoreChanges`): it is
+   * always "host", and comparing it would replace the service on every `pulumi up`.
+   */
   hostNetworkReason?: string;
 }
 
@@ -85,6 +106,7 @@ function assertValid(a: HardenedServiceArgs): void {
   }
   if (typeof a.image === "string" && /:latest$|^[^:@]+$/.test(a.image)) throw new Error(`${where}: image "${a.image}" is not pinned`);
   if (a.memoryReservationMb > a.memoryLimitMb) throw new Error(`${where}: memory reservation above the limit`);
+  if (a.hostNetworkReason !== undefined && a.networkIds.length > 0) throw new Error(`${where}: a host-network service joins no other network`);
   if (a.env) {
     for (const key of Object.keys(a.env)) {
       if (/(PASSWORD|PASSWD|SECRET|TOKEN|_KEY)$/i.test(key)) throw new Error(`${where}: env ${key} looks like a secret; deliver it as a Swarm secret file`);
@@ -108,7 +130,7 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
   const tmpfs: docker.types.input.ServiceTaskSpecContainerSpecMount[] = (a.tmpfs ?? []).map((t) => ({
     type: "tmpfs",
     target: t.target,
-    tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024, mode: t.mode ?? 0o700 },
+    tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024, mode: t.mode ?? DEFAULT_TMPFS_MODE },
   }));
   const labels = { ...(a.labels ?? {}), ...exceptionLabels(a) };
   const health = a.healthcheck;
@@ -148,7 +170,7 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
       // Swarm has no exponential backoff: a delay plus a bounded window keeps a crash loop slow.
       restartPolicy: { condition: "any", delay: "10s", maxAttempts: 0, window: "2m" },
       logDriver: { name: "json-file", options: { ...LOG_OPTIONS } },
-      networksAdvanceds: a.networks.map((name) => ({ name, aliases: a.aliases })),
+      networksAdvanceds: a.hostNetworkReason !== undefined ? [{ name: "host" }] : a.networkIds.map((id) => ({ id, aliases: a.aliases })),
       placement: { constraints: a.constraints, maxReplicas: a.replicas === undefined || a.replicas === 1 ? 1 : undefined },
     },
     updateConfig: { parallelism: 1, delay: "10s", failureAction: "rollback", monitor: "30s", maxFailureRatio: "0", order },
@@ -157,7 +179,11 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
   };
 }
 
+/** The host network's attachment, which never changes and never compares equal to the provider's state. */
+export const HOST_NETWORK_IGNORED = "taskSpec.networksAdvanceds";
+
 /** Creates the hardened docker.Service. */
 export function hardenedService(name: string, a: HardenedServiceArgs, opts: pulumi.CustomResourceOptions): docker.Service {
-  return new docker.Service(name, hardenedServiceArgs(a), opts);
+  const ignoreChanges = a.hostNetworkReason !== undefined ? [...(opts.ignoreChanges ?? []), HOST_NETWORK_IGNORED] : opts.ignoreChanges;
+  return new docker.Service(name, hardenedServiceArgs(a), { ...opts, ignoreChanges });
 }

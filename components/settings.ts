@@ -48,8 +48,31 @@ export const DEFAULT_IMAGES = {
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
   coturn: "coturn/coturn:4.17.0",
   headscale: "headscale/headscale:0.29.2",
+  // docker-library/official-images library/node (24.19.0-alpine3.24, from nodejs/docker-node fd1bf45,
+  // 24/alpine3.24/Dockerfile: user node is uid/gid 1000, node at /usr/local/bin/node).
+  federationGate: "node:24.19.0-alpine3.24",
 };
 export type ImageName = keyof typeof DEFAULT_IMAGES;
+
+/**
+ * The gid cloud-init gives the `docker` group on droplets, before docker.io is installed (the
+ * package creates the group only if missing, and docker.socket sets SocketGroup=docker), so the
+ * socket proxy knows it in advance. Debian Policy 9.2.2 (policy/ch-opersys.rst) classes: 0-99 and
+ * 60000-64999 are allocated by Debian (registry: base-passwd's README); 100-999 (system) and
+ * 1000-59999 (users) are handed out dynamically by adduser (/etc/adduser.conf FIRST_/LAST_*) and
+ * groupadd (/etc/login.defs SYS_GID_MIN..SYS_GID_MAX 100-999, GID_MIN..GID_MAX 1000-60000), and
+ * 65536+ likewise (subordinate ids from SUB_GID_MIN 100000). Only 65000-65533 ("Reserved") is
+ * neither allocated nor handed out, so a fixed gid there collides with nothing on a fresh image;
+ * 999, the old default, is systemd-journal on Debian 12.
+ */
+export const DOCKER_SOCKET_GID = 65200;
+export const DOCKER_SOCKET_GID_RANGE = [65000, 65533] as const;
+
+/** Facts about the machine running the program (not config), passed in by index.ts. */
+export interface HostFacts {
+  /** Group of /var/run/docker.sock here, when it exists: the local target's default dockerSocketGid. */
+  localDockerSocketGid?: number;
+}
 
 const pinnedImage = z
   .string()
@@ -105,7 +128,8 @@ export const settingsSchema = z.strictObject({
   federationPort: port,
   adminPort: port,
   dashboard: z.boolean(),
-  dockerSocketGid: z.number().int().min(1).max(65535),
+  // Not declared in Pulumi.yaml: its default depends on the target (see DOCKER_SOCKET_GID).
+  dockerSocketGid: z.number().int().min(1).max(65535).optional(),
   acmeEmail: optionalString((v) => z.email().safeParse(v).success, "is not an email address"),
   acmeCa: z.enum(["letsencrypt", "letsencrypt-staging", "none"]),
   acmeDnsToken: z.string(),
@@ -138,15 +162,24 @@ type RawSettings = z.infer<typeof settingsSchema>;
 /** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
 export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem"] as const;
 
-/** Defaults of the object-valued keys (the rest are in Pulumi.yaml). */
+/**
+ * Defaults of the keys Pulumi.yaml does not declare (the rest are there): object-valued keys, and
+ * the optional secrets (a declared secret needs a value or a default, and the CLI refuses a
+ * secret's default: pulumi/pulumi#21865).
+ */
 export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
   nodes: [],
   images: {},
+  acmeDnsToken: "",
+  turnTlsCertPem: "",
+  turnTlsKeyPem: "",
 };
 
 type SecretKey = (typeof SECRET_KEYS)[number];
 
-export interface Settings extends Omit<RawSettings, "images" | "serverName" | SecretKey> {
+export interface Settings extends Omit<RawSettings, "images" | "serverName" | "dockerSocketGid" | SecretKey> {
+  /** Group owning /var/run/docker.sock where the socket proxy runs. */
+  dockerSocketGid: number;
   stack: string;
   /** Secret settings leave this module only as secret outputs, and only when set. */
   secrets: Partial<Record<SecretKey, pulumi.Output<string>>>;
@@ -224,7 +257,7 @@ function keyName(path: PropertyKey[]): string {
  * Validates config values (already JSON-decoded) and derives the typed settings.
  * Reports every problem at once, each naming its key; throws SettingsError.
  */
-export function parseSettings(stack: string, raw: Record<string, unknown>, secretKeys: ReadonlySet<string> = new Set()): Settings {
+export function parseSettings(stack: string, raw: Record<string, unknown>, secretKeys: ReadonlySet<string> = new Set(), facts: HostFacts = {}): Settings {
   const problems: string[] = [];
   const withDefaults: Record<string, unknown> = { ...OBJECT_DEFAULTS, ...raw };
   const parsed = settingsSchema.safeParse(withDefaults);
@@ -262,6 +295,19 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   if (s.delegation === "none" && serverName !== matrixFqdn) {
     problems.push(`${PROJECT}:delegation: "none" needs serverName to be the Matrix host ${matrixFqdn}; use well-known or srv to delegate ${serverName}`);
   }
+  if (s.delegation === "srv") {
+    // Remote servers demand a certificate for the server name from the SRV target (Matrix
+    // server-server API, "Resolving server names"); the server name's own address is elsewhere, so
+    // only DNS-01 can obtain it, and the SRV record and that challenge live in the domain's zone.
+    if (!isUnder(serverName, s.domain)) {
+      problems.push(`${PROJECT}:serverName: "${serverName}" is not under the domain "${s.domain}"; delegation "srv" publishes _matrix-fed._tcp.${serverName} in that zone, so it must be`);
+    }
+    if (s.acmeDnsToken === "") {
+      problems.push(
+        `${PROJECT}:delegation: "srv" needs ${PROJECT}:acmeDnsToken (a Cloudflare DNS token for ACME DNS-01): federating servers demand a certificate for ${serverName} from ${matrixFqdn}; set it with \`pulumi config set --secret acmeDnsToken ...\`, or use delegation "well-known"`,
+      );
+    }
+  }
   if (s.turnMinPort >= s.turnMaxPort) {
     problems.push(`${PROJECT}:turnMinPort: ${s.turnMinPort} must be below turnMaxPort (${s.turnMaxPort})`);
   } else if (s.turnMaxPort - s.turnMinPort > 10000) {
@@ -296,6 +342,9 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
     if (s.vpn !== "none") problems.push(`${PROJECT}:vpn: target "local" has no VPN; allowed: none`);
     if (s.acmeCa !== "none") problems.push(`${PROJECT}:acmeCa: target "local" uses Traefik's self-signed certificate; allowed: none`);
+    if (s.dockerSocketGid === undefined && facts.localDockerSocketGid === 0) {
+      problems.push(`${PROJECT}:dockerSocketGid: /var/run/docker.sock here belongs to group 0 (root), and the socket proxy never runs in the root group; give the socket a group of its own (Docker's "docker" group) or set dockerSocketGid (1-65535)`);
+    }
   } else {
     if (s.region === "") problems.push(`${PROJECT}:region: is required for target "digitalocean"; allowed: ${DO_REGIONS.join(", ")}`);
     if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);
@@ -303,6 +352,10 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
     if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
     if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
+    const [gidMin, gidMax] = DOCKER_SOCKET_GID_RANGE;
+    if (s.dockerSocketGid !== undefined && (s.dockerSocketGid < gidMin || s.dockerSocketGid > gidMax)) {
+      problems.push(`${PROJECT}:dockerSocketGid: ${s.dockerSocketGid} may already be taken on a fresh Debian droplet; allowed: ${gidMin}-${gidMax} (Debian Policy's reserved class, which nothing allocates; default ${DOCKER_SOCKET_GID})`);
+    }
     if (s.cloudflareZoneId === "") problems.push(`${PROJECT}:cloudflareZoneId: is required for target "digitalocean" (the Cloudflare zone of ${s.domain}; its overview page shows the id)`);
     if (s.vpn === "headscale") {
       problems.push(`${PROJECT}:vpn: "headscale" on DigitalOcean needs the Headscale component, which this version does not have yet; allowed: tailscale`);
@@ -323,6 +376,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   for (const key of SECRET_KEYS) if (secretValues[key] !== "") secrets[key] = pulumi.secret(secretValues[key]);
   return {
     ...plain,
+    // local: the group of the local socket; droplets: the gid cloud-init gives the docker group.
+    dockerSocketGid: s.dockerSocketGid ?? (s.target === "local" ? (facts.localDockerSocketGid ?? DOCKER_SOCKET_GID) : DOCKER_SOCKET_GID),
     secrets,
     stack,
     serverName,
@@ -365,6 +420,13 @@ function vpcProblems(vpcRange: string, swarmAddressPool: string): string[] {
   return problems;
 }
 
+/**
+ * Where each engine takes its local bridges (docker0, docker_gwbridge) from by default:
+ * 172.17.0.0/16 up to 172.31.0.0/16, and 192.168.0.0/16 in /20s (moby
+ * libnetwork/ipamutils/utils.go localScopeDefaultNetworks).
+ */
+const DOCKER_LOCAL_POOLS = ["172.17.0.0/16", "172.18.0.0/15", "172.20.0.0/14", "172.24.0.0/13", "192.168.0.0/16"];
+
 /** Tailscale's and Headscale's CGNAT range: node VPN addresses come from here. */
 export const TAILNET_IPV4_RANGE = "100.64.0.0/10";
 
@@ -388,6 +450,10 @@ function meshProblems(meshCidr: string, vpcRange: string, swarmAddressPool: stri
   }
   if (cidrsOverlap(swarmAddressPool, TAILNET_IPV4_RANGE)) {
     problems.push(`${PROJECT}:swarmAddressPool: "${swarmAddressPool}" overlaps the tailnet range "${TAILNET_IPV4_RANGE}"; overlay addresses would shadow VPN addresses`);
+  }
+  for (const [k, range] of [["meshCidr", meshCidr], ["swarmAddressPool", swarmAddressPool]] as const) {
+    const hit = DOCKER_LOCAL_POOLS.find((p) => cidrsOverlap(range, p));
+    if (hit) problems.push(`${PROJECT}:${k}: "${range}" overlaps Docker's local bridge pool "${hit}" (docker0, docker_gwbridge); allowed: a range in 10.0.0.0/8 clear of the others`);
   }
   if (problems.length === 0) {
     for (const [a, b, address] of meshAddressCollisions(nodes.map((n) => n.name), meshCidr)) {
@@ -441,7 +507,7 @@ export function decodeConfigValue(value: string): unknown {
  * Reads this project's keys from the Pulumi runtime config (all of them, so an unknown key is
  * reported) and validates them. The only place that reads config.
  */
-export function settingsFromConfig(stack: string, all: Record<string, string>, isSecret: (key: string) => boolean): Settings {
+export function settingsFromConfig(stack: string, all: Record<string, string>, isSecret: (key: string) => boolean, facts: HostFacts = {}): Settings {
   const raw: Record<string, unknown> = {};
   const secretKeys = new Set<string>();
   for (const [fullKey, value] of Object.entries(all)) {
@@ -451,7 +517,7 @@ export function settingsFromConfig(stack: string, all: Record<string, string>, i
     raw[key] = (SECRET_KEYS as readonly string[]).includes(key) ? value : decodeConfigValue(value);
     if (isSecret(fullKey)) secretKeys.add(fullKey);
   }
-  return parseSettings(stack, raw, secretKeys);
+  return parseSettings(stack, raw, secretKeys, facts);
 }
 
 function isSecretConfig(key: string): boolean {
@@ -461,6 +527,6 @@ function isSecretConfig(key: string): boolean {
 }
 
 /** Reads and validates the stack config. Called once, by index.ts, before any resource exists. */
-export function loadSettings(): Settings {
-  return settingsFromConfig(pulumi.getStack(), pulumi.runtime.allConfig(), isSecretConfig);
+export function loadSettings(facts: HostFacts = {}): Settings {
+  return settingsFromConfig(pulumi.getStack(), pulumi.runtime.allConfig(), isSecretConfig, facts);
 }

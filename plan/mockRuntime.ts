@@ -28,6 +28,7 @@ export interface RecordedResource {
     ignoreChanges: string[];
     deleteBeforeReplace: boolean;
     replaceOnChanges: string[];
+    /** Every resource the SDK tells the engine this one waits for: explicit dependsOn and the resources behind its input values. */
     dependsOn: string[];
   };
 }
@@ -131,6 +132,7 @@ function computedOutputs(type: string, name: string, inputs: State): State {
         ipv6Address: `2001:db8::${digest(seed).readUInt16BE(0).toString(16)}`,
         urn: `do:droplet:${digest(seed).readUInt32BE(0)}`,
         status: "active",
+        createdAt: MOCK_DROPLET_CREATED_AT,
       };
     case "digitalocean:index/reservedIp:ReservedIp":
       return { ipAddress: mockIpv4(seed), urn: `do:reservedip:${mockIpv4(seed)}` };
@@ -149,8 +151,29 @@ function computedOutputs(type: string, name: string, inputs: State): State {
   }
 }
 
+/** When every mock droplet was created. */
+export const MOCK_DROPLET_CREATED_AT = "2026-01-01T12:00:00Z";
+
+/**
+ * A mock tailnet device. Every mock droplet has two: `stale`, left behind by an earlier droplet of
+ * the same hostname (a replaced node), listed first; and `current`, joined after the droplet was created.
+ */
+export function mockTailnetDevice(hostname: string, incarnation: "stale" | "current", tag: string): State {
+  const b = digest(hostname, incarnation);
+  return {
+    id: `device-${incarnation}-${hostname}`,
+    nodeId: `n${b.toString("hex").slice(0, 12)}`,
+    hostname,
+    name: `${hostname}${incarnation === "current" ? "-1" : ""}.tailnet.ts.net`,
+    addresses: [`100.${64 + (b[0]! % 64)}.${b[1]}.${b[2]}`, `fd7a:115c:a1e0::${b.readUInt16BE(3).toString(16)}`],
+    tags: [tag],
+    created: incarnation === "current" ? "2026-01-01T12:01:30Z" : "2025-06-01T08:00:00Z",
+    authorized: true,
+  };
+}
+
 /** Results of provider functions (invokes), deterministic. */
-function invokeResult(token: string, inputs: State): State {
+function invokeResult(token: string, inputs: State, tailnetNodes: ReadonlyMap<string, string>): State {
   switch (token) {
     case "digitalocean:index/getSizes:getSizes":
       // The price table of the program stands in for DigitalOcean's live list.
@@ -158,10 +181,9 @@ function invokeResult(token: string, inputs: State): State {
         id: "sizes",
         sizes: Object.entries(DROPLET_SIZES).map(([slug, s]) => ({ slug, memory: s.memoryMb, priceMonthly: s.priceMonthly, priceHourly: s.priceMonthly / 672, available: true, regions: [] })),
       };
-    case "tailscale:index/getDevice:getDevice": {
-      const host = String(inputs.hostname ?? inputs.name ?? "node");
-      const b = digest(host);
-      return { ...inputs, id: `device-${host}`, name: `${host}.tailnet.ts.net`, addresses: [`100.${64 + (b[0]! % 64)}.${b[1]}.${b[2]}`, `fd7a:115c:a1e0::${b.readUInt16BE(3).toString(16)}`], tags: inputs.tags ?? [] };
+    case "tailscale:index/getDevices:getDevices": {
+      const devices = [...tailnetNodes].flatMap(([host, tag]) => [mockTailnetDevice(host, "stale", tag), mockTailnetDevice(host, "current", tag)]);
+      return { ...inputs, id: "devices", devices };
     }
     default:
       return inputs;
@@ -204,6 +226,8 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
   const records = new Map<string, RecordedResource>();
   const order: string[] = [];
   let stackOutputs: Record<string, unknown> = {};
+  // Droplets by name, with the tailnet tag their user data joins with: they become tailnet devices.
+  const tailnetNodes = new Map<string, string>();
 
   pulumi.runtime.setAllConfig(config.values, config.secretKeys);
   await pulumi.runtime.setMocks(
@@ -211,10 +235,16 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
       newResource(args: pulumi.runtime.MockResourceArgs): { id: string | undefined; state: State } {
         const inputs = args.inputs as State;
         const id = args.custom ? mockId(args.type, args.name) : undefined;
+        if (args.type === "digitalocean:index/droplet:Droplet") {
+          const userData = markSecrets(inputs.userData);
+          const text = String(isSecretLeaf(userData) ? userData.secret : (userData ?? ""));
+          const tag = /--advertise-tags[= ]+(tag:[A-Za-z0-9-]+)/.exec(text)?.[1] ?? "tag:none";
+          tailnetNodes.set(String(inputs.name ?? args.name), tag);
+        }
         return { id, state: { ...inputs, ...computedOutputs(args.type, args.name, inputs) } };
       },
       call(args: pulumi.runtime.MockCallArgs): State {
-        return invokeResult(args.token, args.inputs as State);
+        return invokeResult(args.token, args.inputs as State, tailnetNodes);
       },
     },
     "hardened-matrix",

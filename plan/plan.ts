@@ -1,7 +1,8 @@
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { isSecretLeaf, runUnderMocks, type RecordedResource } from "./mockRuntime";
-import { readStackConfig } from "./stackConfig";
+import { SettingsError } from "../components/settings";
+import { readStackConfig, type StackConfig } from "./stackConfig";
 
 /** One entry of resources.json (the contract reviewers and tests rely on): a recorded resource with secrets redacted. */
 export type PlannedResource = RecordedResource;
@@ -117,7 +118,14 @@ function extractFiles(resources: RecordedResource[], raw: Map<string, unknown>):
 
 /** Runs the real program for `stack` under mocks with that stack's config. */
 export async function planStack(stack: string, overrides: Record<string, unknown> = {}, configDir?: string): Promise<Plan> {
-  const config = readStackConfig(stack, configDir, overrides);
+  let config: StackConfig;
+  try {
+    config = readStackConfig(stack, configDir, overrides);
+  } catch (e) {
+    // What the Pulumi CLI would refuse before running the program: nothing is registered.
+    if (e instanceof SettingsError) return { stack, resources: [], rawInputs: new Map(), files: [], outputs: {}, error: e };
+    throw e;
+  }
   // The program is loaded only now, after the mocks: a module-level resource would otherwise escape them.
   const run = await runUnderMocks(stack, config, async () => {
     const program: () => Promise<Record<string, unknown>> = require("../index");

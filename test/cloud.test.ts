@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { estimateMonthlyCost, tablePrice } from "../components/platform/cloud";
-import { BOOTSTRAP_MARKER, DAEMON_JSON_PATH, METADATA_BLOCK_SCRIPT, SSHD_DROPIN_PATH, TAILSCALE_AUTHKEY_FILE } from "../components/render/cloudInit";
+import { BOOTSTRAP_MARKER, DAEMON_JSON_PATH, dockerGroupScript, dockerSocketCheck, METADATA_BLOCK_SCRIPT, SSHD_DROPIN_PATH, TAILSCALE_AUTHKEY_FILE } from "../components/render/cloudInit";
 import { firewallPlans } from "../components/render/firewall";
 import { renderTailnetPolicy } from "../components/render/tailscaleAcl";
-import { parseSettings } from "../components/settings";
+import { DOCKER_SOCKET_GID, parseSettings } from "../components/settings";
 import { planStack, type Plan } from "../plan/plan";
 import { readStackConfig } from "../plan/stackConfig";
 import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, forbiddenInbound, named, ofType, raw, RECORD, runcmd, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
@@ -96,7 +96,13 @@ test("dev: Traefik's ACME storage is a bind mount on the acme volume, created fo
 test("dev: the docker group has the configured gid before Docker is installed; daemon.json, metadata block, no OpenSSH", () => {
   const { doc } = userData(plan, "hm-dev-1");
   // bootcmd runs before the packages stage that installs docker.io.
-  assert.deepEqual(doc.bootcmd[0], ["sh", "-c", "getent group docker >/dev/null || groupadd --system --gid 999 docker"]);
+  assert.equal(doc.bootcmd[0], "set -eu", "a failing step fails the bootcmd module");
+  assert.deepEqual(doc.bootcmd.at(-1), ["sh", "-c", dockerGroupScript(DOCKER_SOCKET_GID)]);
+  // The proxy runs in that group, and the bootstrap checks the socket is in it before its marker.
+  assert.equal((named(plan, "socket-proxy-service").inputs as Inputs).taskSpec.containerSpec.user, `65534:${DOCKER_SOCKET_GID}`);
+  const run = doc.runcmd as string[];
+  const check = run.indexOf(dockerSocketCheck(DOCKER_SOCKET_GID));
+  assert.ok(check >= 0 && check < run.findIndex((l) => l.includes("bootstrap-complete")));
   assert.ok((doc.packages as string[]).includes("docker.io"));
   const daemon = JSON.parse(writeFile(doc, DAEMON_JSON_PATH));
   assert.equal(daemon["no-new-privileges"], true);

@@ -196,7 +196,7 @@ describe("cloud-init user data", () => {
       for (const p of ["docker.io", "wireguard-tools", "unattended-upgrades", "tailscale"]) assert.ok(doc.packages.includes(p), p);
       assert.equal(doc.apt.preserve_sources_list, true);
       assert.equal(doc.apt.sources["tailscale.list"].source, `deb [signed-by=${TAILSCALE_KEYRING}] https://pkgs.tailscale.com/stable/${path} ${codename} main`);
-      const fetch = doc.bootcmd[0] as string[];
+      const fetch = doc.bootcmd.find((e) => Array.isArray(e) && e[0] === "python3") as string[];
       assert.ok(Array.isArray(fetch), "list form: cloud-init quotes every argument");
       assert.deepEqual(fetch.slice(3), [`https://pkgs.tailscale.com/stable/${path}/${codename}.noarmor.gpg`, TAILSCALE_KEY_FINGERPRINT, TAILSCALE_KEYRING]);
       assert.equal(fetch[0], "python3");

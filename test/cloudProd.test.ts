@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
+import { mockTailnetDevice } from "../plan/mockRuntime";
 import { planStack, type Plan } from "../plan/plan";
 import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, forbiddenInbound, named, ofType, RECORD, runcmd, userData, VOLUME, type Inputs } from "./support/cloud";
 
@@ -67,7 +68,10 @@ test("prod: SRV delegation of the server name to the Matrix host's federation po
   const srv = records.filter((r) => r.type === "SRV");
   assert.deepEqual(
     srv.map((r) => [r.name, r.data]),
-    [["_matrix-fed._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }]],
+    [
+      ["_matrix-fed._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }],
+      ["_matrix._tcp.example.org", { priority: 10, weight: 5, port: 8448, target: "matrix.example.org" }],
+    ],
   );
   for (const r of records.filter((x) => x.type === "A")) assert.equal(r.proxied, false);
   assert.deepEqual(records.filter((r) => r.type === "CAA" && r.data.tag === "issue").map((r) => r.data.value), ["letsencrypt.org"]);
@@ -108,4 +112,17 @@ test("prod: admins and key; the docker provider goes to the first manager over t
   assert.equal(new Set(NODES.map((n) => nodes[n].tailnetIpv4)).size, 3, "every node has its own tailnet address");
   // 12 + 24 + 12 droplets + 31 GiB * 0.10.
   assert.equal(plan.outputs.estimatedMonthlyCostUsd, 51.1);
+});
+
+test("prod: each node's tailnet address is the device that joined after its droplet, not an older device of the same hostname", () => {
+  // The mock tailnet lists, first, a stale device per hostname (a replaced droplet's), then the current one.
+  const nodes = plan.outputs.nodes as Inputs;
+  for (const n of NODES) {
+    const [current, stale] = (["current", "stale"] as const).map((i) => (mockTailnetDevice(n, i, "tag:hm-prod").addresses as string[])[0]);
+    assert.notEqual(current, stale);
+    assert.equal(nodes[n].tailnetIpv4, current, `${n}: ${nodes[n].tailnetIpv4} is not the new device's address`);
+    const wait = (named(plan, `cloud-${n}-bootstrapped`).inputs as Inputs).create as string;
+    assert.ok(wait.includes(`root@${current} `) && !wait.includes(stale!), `${n}: bootstrap wait goes to ${wait}`);
+  }
+  assert.equal((named(plan, "cloud-swarm-docker").inputs as Inputs).host, `ssh://root@${(mockTailnetDevice("hm-prod-1", "current", "tag:hm-prod").addresses as string[])[0]}`);
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { allowedOriginRegex, dendriteRouterLabels, type DendriteRoutesInput } from "../components/render/dendriteRoutes";
+import { dendriteRouterLabels, type DendriteRoutesInput } from "../components/render/dendriteRoutes";
 
 const base: DendriteRoutesInput = {
   service: "dendrite",
@@ -8,7 +8,7 @@ const base: DendriteRoutesInput = {
   edgeNetwork: "edge",
   matrixHost: "matrix.example.org",
   wellKnownHost: "example.org",
-  federation: { mode: "open", allowlist: [] },
+  federation: { mode: "open" },
   certResolver: "le",
 };
 
@@ -44,32 +44,67 @@ test("the public room directory needs an access token Dendrite accepts", () => {
   assert.equal(rules(l)["dendrite-public-rooms"], "Host(`matrix.example.org`) && PathRegexp(`^/_matrix/client/[^/]+/publicRooms`)");
   assert.equal(l["traefik.http.routers.dendrite-public-rooms.middlewares"], "matrix-require-token");
   assert.equal(l["traefik.http.middlewares.matrix-require-token.forwardauth.address"], "http://dendrite:8008/_matrix/client/v3/account/whoami");
+  // The token travels in the Authorization header, which forwardAuth copies to whoami; query-string
+  // tokens are refused (deprecated in spec v1.11, removed in v1.20: see the README).
+  assert.equal(l["traefik.http.middlewares.matrix-require-token.forwardauth.authRequestHeaders"], undefined);
+  assert.equal(l["traefik.http.middlewares.matrix-require-token.forwardauth.trustForwardHeader"], "false");
   // Above the general client router, whose rule also matches these paths.
   assert.equal(l["traefik.http.routers.dendrite-public-rooms.priority"], "1000");
   assert.ok(new RegExp("^/_matrix/client/[^/]+/publicRooms").test("/_matrix/client/v3/publicRooms"));
 });
 
 test("closed federation routes nothing on the federation entrypoint", () => {
-  const l = dendriteRouterLabels({ ...base, federation: { mode: "closed", allowlist: [] } });
+  const l = dendriteRouterLabels({ ...base, federation: { mode: "closed" } });
   assert.ok(!Object.entries(l).some(([k, v]) => k.endsWith(".entrypoints") && v === "federation"));
 });
 
-test("allowlist: only requests signed by an allowed origin; server keys stay reachable", () => {
-  const l = dendriteRouterLabels({ ...base, federation: { mode: "allowlist", allowlist: ["matrix.org", "friends.example"] } });
-  assert.match(rules(l)["dendrite-federation"]!, /HeaderRegexp\(`Authorization`, `\^X-Matrix/);
+test("allowlist: every federation request goes through the gate; server keys stay reachable", () => {
+  const l = dendriteRouterLabels({ ...base, federation: { mode: "allowlist", gateAddress: "http://federation-gate:8090/verify" } });
+  assert.equal(rules(l)["dendrite-federation"], "PathPrefix(`/_matrix/federation/`) || PathPrefix(`/_matrix/key/`)");
+  assert.equal(l["traefik.http.routers.dendrite-federation.middlewares"], "matrix-federation-allowlist");
+  assert.equal(l["traefik.http.middlewares.matrix-federation-allowlist.forwardauth.address"], "http://federation-gate:8090/verify");
+  // Client-sent X-Forwarded-* never reach the gate as if Traefik had set them.
+  assert.equal(l["traefik.http.middlewares.matrix-federation-allowlist.forwardauth.trustForwardHeader"], "false");
+  // No header regex decides anything any more: HeaderRegexp passes when ANY value matches anywhere.
+  for (const rule of Object.values(rules(l))) assert.doesNotMatch(rule, /Header/);
   assert.equal(rules(l)["dendrite-server-keys"], "Path(`/_matrix/key/v2/server`) || PathPrefix(`/_matrix/key/v2/server/`)");
+  assert.equal(l["traefik.http.routers.dendrite-server-keys.middlewares"], undefined);
+  // Above the federation router, whose rule also matches the key path.
+  assert.equal(l["traefik.http.routers.dendrite-server-keys.priority"], "1000");
+  assert.equal(l["traefik.http.routers.dendrite-federation.priority"], undefined);
 });
 
-test("the origin regex accepts exactly the allowed origins", () => {
-  const re = new RegExp(allowedOriginRegex(["matrix.org", "friends.example"]));
-  const sig = 'key="ed25519:a",sig="abc"';
-  assert.ok(re.test(`X-Matrix origin="matrix.org",destination="example.org",${sig}`));
-  assert.ok(re.test(`X-Matrix origin=matrix.org,${sig}`));
-  assert.ok(re.test(`X-Matrix destination="example.org",origin="friends.example",${sig}`));
-  assert.ok(re.test(`X-Matrix ${sig},origin="friends.example"`));
-  assert.ok(!re.test(`X-Matrix origin="matrix.org.evil.com",${sig}`));
-  assert.ok(!re.test(`X-Matrix origin="evilmatrix.org",${sig}`));
-  assert.ok(!re.test(`X-Matrix origin="evil.com",destination="matrix.org",${sig}`));
-  assert.ok(!re.test(`X-Matrix origin="matrixXorg",${sig}`), "dots are literal");
-  assert.ok(!re.test(`Bearer origin="matrix.org"`));
+test("allowlist without a gate is a programming error, not an open router", () => {
+  assert.throws(() => dendriteRouterLabels({ ...base, federation: { mode: "allowlist" } }), /no federation gate address/);
+});
+
+test("open and closed federation have no gate middleware", () => {
+  for (const mode of ["open", "closed"] as const) {
+    const l = dendriteRouterLabels({ ...base, federation: { mode } });
+    assert.ok(!Object.keys(l).some((k) => k.includes("matrix-federation-allowlist")), mode);
+  }
+});
+
+test("SRV delegation: every federation router asks ACME for the server name and matches its Host header", () => {
+  // Remote servers connect to the SRV target with SNI and Host = the server name (Matrix server-server
+  // API, "Resolving server names"), and need a certificate for it.
+  for (const federation of [{ mode: "open" }, { mode: "allowlist", gateAddress: "http://federation-gate:8090/verify" }] as const) {
+    const l = dendriteRouterLabels({ ...base, wellKnownHost: undefined, federation: { ...federation }, federationCertDomain: "example.org" });
+    const routers = Object.entries(l).filter(([k, v]) => k.endsWith(".entrypoints") && v === "federation").map(([k]) => k.split(".")[3]!);
+    assert.ok(routers.length > 0);
+    for (const r of routers) {
+      assert.equal(l[`traefik.http.routers.${r}.tls.domains[0].main`], "example.org", r);
+      assert.equal(l[`traefik.http.routers.${r}.tls.certresolver`], "le", r);
+      const rule = l[`traefik.http.routers.${r}.rule`]!;
+      // A router with no Host matcher takes any Host, the server name included.
+      assert.ok(!/Host(Regexp)?\(/.test(rule) || rule.includes("Host(`example.org`)"), `${r} would not match Host example.org: ${rule}`);
+    }
+  }
+  const clientRouters = dendriteRouterLabels({ ...base, federationCertDomain: "example.org" });
+  assert.equal(clientRouters["traefik.http.routers.dendrite-client.tls.domains[0].main"], undefined, "the client API keeps its Host-derived certificate");
+});
+
+test("without SRV delegation no router names TLS domains (certificates follow the Host rules)", () => {
+  const l = dendriteRouterLabels(base);
+  assert.ok(!Object.keys(l).some((k) => k.includes(".tls.domains")));
 });

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
+import { statSync } from "node:fs";
 import { parse } from "yaml";
+import { DOCKER_SOCKET_GID } from "../components/settings";
 import { planStack, type Plan, type PlannedResource } from "../plan/plan";
 import { named, plannedFile, type Inputs } from "./support/planned";
 import { SOCKET_PROXY_API } from "../components/services/socketProxy";
@@ -46,12 +48,22 @@ test("socket proxy: read-only socket, only the sections Traefik's swarm provider
   const service = byName("socket-proxy-service").inputs as Inputs;
   assert.equal(service.endpointSpec, undefined, "the proxy must never be published");
   assert.deepEqual(service.taskSpec.placement.constraints, ["node.role==manager"]);
-  const net = byName("socket-proxy-net").inputs as Inputs;
-  assert.equal(net.internal, true);
-  assert.deepEqual(service.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), [net.name]);
+  const net = byName("socket-proxy-net");
+  assert.equal((net.inputs as Inputs).internal, true);
+  assert.deepEqual(service.taskSpec.networksAdvanceds.map((n: Inputs) => n.id), [net.id]);
   // Only Traefik shares that network.
-  const onNetwork = plan.resources.filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.name === net.name));
+  const onNetwork = plan.resources.filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.id === net.id));
   assert.deepEqual(onNetwork.map((r) => (r.inputs as Inputs).name).sort(), ["socket-proxy", "traefik"]);
+});
+
+test("socket proxy on the local target: nobody, in the group of this machine's /var/run/docker.sock", () => {
+  let gid = DOCKER_SOCKET_GID; // no local socket (planning without Docker): the droplets' fixed gid
+  try {
+    gid = statSync("/var/run/docker.sock").gid;
+  } catch {
+    // no socket here
+  }
+  assert.equal(spec("socket-proxy-service").user, `65534:${gid}`);
 });
 
 test("Traefik never mounts the Docker socket and reads Docker through the proxy", () => {

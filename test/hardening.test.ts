@@ -9,7 +9,7 @@ const base: HardenedServiceArgs = {
   memoryLimitMb: 128,
   memoryReservationMb: 32,
   healthcheck: { test: ["app", "health"] },
-  networks: ["edge"],
+  networkIds: ["net-id-edge"],
 };
 
 test("the baseline: all capabilities dropped, read-only root, non-root, limits, healthcheck, restart, rollback, log rotation", () => {
@@ -47,4 +47,24 @@ test("refuses root without a reason, an unpinned image, a capability without a r
   assert.throws(() => hardenedServiceArgs({ ...base, env: { DB_PASSWORD: "x" } }), /looks like a secret/);
   assert.doesNotThrow(() => hardenedServiceArgs({ ...base, env: { DB_PASSWORD_FILE: "/run/secrets/pw" } }));
   assert.throws(() => hardenedServiceArgs({ ...base, memoryReservationMb: 256 }), /reservation above the limit/);
+});
+
+test("a tmpfs without a mode is usable by the non-root user: world-writable and sticky (Swarm mounts it root-owned)", () => {
+  const a = hardenedServiceArgs({ ...base, tmpfs: [{ target: "/tmp", sizeMb: 8 }, { target: "/run", sizeMb: 1, mode: 0o1777 }] }) as any;
+  const modes = a.taskSpec.containerSpec.mounts.map((m: any) => [m.target, m.tmpfsOptions.mode]);
+  assert.deepEqual(modes, [
+    ["/tmp", 0o1777],
+    ["/run", 0o1777],
+  ]);
+});
+
+test("networks are attached by id, never by name; a host-network service joins host alone", () => {
+  const a = hardenedServiceArgs({ ...base, networkIds: ["id-a", "id-b"], aliases: ["svc"] }) as any;
+  assert.deepEqual(a.taskSpec.networksAdvanceds, [
+    { id: "id-a", aliases: ["svc"] },
+    { id: "id-b", aliases: ["svc"] },
+  ]);
+  const host = hardenedServiceArgs({ ...base, networkIds: [], hostNetworkReason: "relays a port range" }) as any;
+  assert.deepEqual(host.taskSpec.networksAdvanceds, [{ name: "host" }]);
+  assert.throws(() => hardenedServiceArgs({ ...base, hostNetworkReason: "relays a port range" }), /host-network service joins no other network/);
 });

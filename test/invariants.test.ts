@@ -48,6 +48,19 @@ for (const stack of STACKS) {
       }
       const onHost = s.taskSpec.networksAdvanceds.some((n: Inputs) => n.name === "host");
       if (onHost) assert.ok(label(s, `${EXCEPTION_LABEL_PREFIX}host-network`), `${who}: host network without a reason`);
+      // Attached by the network resources' ids: Swarm stores ids, so a name would differ on every plan.
+      const networkIds = new Set(plan.resources.filter((n) => n.type === "docker:index/network:Network").map((n) => n.id));
+      for (const n of s.taskSpec.networksAdvanceds) {
+        if (onHost) {
+          assert.deepEqual(s.taskSpec.networksAdvanceds, [{ name: "host" }], `${who}: host network and nothing else`);
+          continue;
+        }
+        assert.equal(n.name, undefined, `${who}: network attached by name ${n.name}`);
+        assert.ok(networkIds.has(n.id), `${who}: network ${n.id} is not the id of a planned docker network`);
+      }
+      for (const m of c.mounts ?? []) {
+        if (m.type === "tmpfs") assert.equal(m.tmpfsOptions.mode & 0o1777, 0o1777, `${who}: tmpfs ${m.target} not writable by a non-root user`);
+      }
       for (const secret of c.secrets ?? []) assert.equal(secret.fileMode, 0o400, `${who}: secret file mode`);
     }
   });

@@ -41,10 +41,10 @@ test("the three services are planned with their networks, configs, secrets and v
 test("Postgres: internal network shared with Dendrite only, never published, passwords as files", () => {
   const pg = service("postgres");
   assert.equal(pg.endpointSpec, undefined);
-  const net = byName("postgres-net").inputs as Inputs;
-  assert.equal(net.internal, true);
+  const net = byName("postgres-net");
+  assert.equal((net.inputs as Inputs).internal, true);
   const members = plan.resources
-    .filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.name === net.name))
+    .filter((r) => r.type === "docker:index/service:Service" && (r.inputs as Inputs).taskSpec.networksAdvanceds.some((n: Inputs) => n.id === net.id))
     .map((r) => (r.inputs as Inputs).name)
     .sort();
   assert.deepEqual(members, ["dendrite", "postgres"]);
@@ -116,6 +116,12 @@ test("coTURN: explicit external IP, denied private ranges, host networking named
   assert.match(conf, /^min-port=49152$/m);
   const s = service("coturn");
   assert.deepEqual(s.taskSpec.networksAdvanceds.map((n: Inputs) => n.name), ["host"]);
+  // Swarm stores a swarm-scoped id for "host" that no name lookup returns: compared, it would replace coTURN on every up.
+  const coturnResource = plan.resources.find((r) => r.name === "coturn-service")!;
+  assert.deepEqual(coturnResource.options.ignoreChanges, ["taskSpec.networksAdvanceds"]);
+  for (const r of plan.resources.filter((x) => x.type === "docker:index/service:Service" && x.name !== "coturn-service")) {
+    assert.deepEqual(r.options.ignoreChanges, [], `${r.name} must not ignore its network changes`);
+  }
   const labels = Object.fromEntries(s.labels.map((l: Inputs) => [l.label, l.value]));
   assert.match(labels["hardened-matrix.exception.host-network"], /port range/);
   assert.match(labels["hardened-matrix.exception.cap-add.NET_BIND_SERVICE"], /file capability/);
@@ -143,6 +149,22 @@ test("Traefik routes to Dendrite only the Matrix prefixes", () => {
   assert.equal(labels["traefik.enable"], "true");
   assert.equal(labels["traefik.http.routers.dendrite-client.rule"], "Host(`matrix.localhost`) && (PathPrefix(`/_matrix/client/`) || PathPrefix(`/_matrix/media/`))");
   assert.equal(labels["traefik.http.routers.dendrite-federation.rule"], undefined, "federation closed on local");
+});
+
+test("every service on a local volume starts only after the volume's hand-over (the SDK sends the owner command as a dependency)", () => {
+  const services = plan.resources.filter((r) => r.type === "docker:index/service:Service");
+  let checked = 0;
+  for (const svc of services) {
+    for (const m of (raw(svc.name).taskSpec.containerSpec.mounts ?? []) as Inputs[]) {
+      if (m.type !== "volume") continue;
+      // The hand-over command is the one that chowns exactly this volume.
+      const owners = plan.resources.filter((r) => r.type === "command:local:Command" && String((r.inputs as Inputs).create).includes(` -v ${m.source}:/data `));
+      assert.equal(owners.length, 1, `${svc.name}: one hand-over for ${m.source}`);
+      assert.ok(svc.options.dependsOn.includes(owners[0]!.urn), `${svc.name} does not depend on ${owners[0]!.name}: ${svc.options.dependsOn.join(", ")}`);
+      checked++;
+    }
+  }
+  assert.ok(checked >= 2, "postgres and dendrite mount local volumes");
 });
 
 test("local volumes are handed to their service's user by one root step with no network and only CHOWN/FOWNER", () => {

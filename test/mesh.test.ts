@@ -12,6 +12,7 @@ import { pairPresharedKey, wireguardPrivateKey, wireguardPublicKey } from "../co
 import { cidrsOverlap } from "../components/settings";
 import { planStack, stableJson, type Plan } from "../plan/plan";
 import { FIREWALL, forbiddenInbound, named, ofType, raw, type Inputs } from "./support/cloud";
+import { planToDisk } from "./support/plan";
 import { findTool, skipReason } from "./support/realTool";
 import { meshArtifacts, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
 
@@ -184,5 +185,14 @@ test("shellcheck passes every script the plan delivers to a node (stdin) or runs
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("meshArtifacts reads a plan written by `npm run plan` exactly as the one in memory", () => {
+  const onDisk = planToDisk("prod");
+  try {
+    assert.deepEqual(meshArtifacts(onDisk), mesh);
+  } finally {
+    rmSync(path.dirname(onDisk.dir), { recursive: true, force: true });
   }
 });

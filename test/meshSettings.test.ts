@@ -48,6 +48,11 @@ test("meshCidr must be private and clear of the VPC, the swarm pool and the tail
   assert.deepEqual(meshProblems({ "hardened-matrix:swarmAddressPool": "100.80.0.0/16" }), [
     'hardened-matrix:swarmAddressPool: "100.80.0.0/16" overlaps the tailnet range "100.64.0.0/10"; overlay addresses would shadow VPN addresses',
   ]);
+  assert.deepEqual(meshProblems({ "hardened-matrix:meshCidr": "192.168.64.0/24" }), [
+    `hardened-matrix:meshCidr: "192.168.64.0/24" overlaps Docker's local bridge pool "192.168.0.0/16" (docker0, docker_gwbridge); allowed: a range in 10.0.0.0/8 clear of the others`,
+  ]);
+  assert.ok(meshProblems({ "hardened-matrix:swarmAddressPool": "172.30.0.0/16" }).some((p) => p.includes(`overlaps Docker's local bridge pool "172.24.0.0/13"`)));
+  assert.deepEqual(meshProblems({ "hardened-matrix:meshCidr": "172.16.0.0/16" }), [], "172.16/16 is private and outside Docker's pools");
   assert.ok(problems({ "hardened-matrix:meshPskVersion": 0 }).some((p) => p.startsWith("hardened-matrix:meshPskVersion:")));
 });
 

@@ -31,6 +31,7 @@ test("a bad stack file: exit non-zero, one line per problem, each naming its key
     [
       "config:",
       '  hardened-matrix:target: local',
+      '  hardened-matrix:domain: "my server"',
       '  hardened-matrix:matrixHost: "@"',
       "  hardened-matrix:delegation: none",
       "  hardened-matrix:acmeCa: none",
@@ -51,9 +52,18 @@ test("a bad stack file: exit non-zero, one line per problem, each naming its key
     "hardened-matrix:domain",
     "hardened-matrix:maxUploadMb",
   ]);
-  assert.match(r.stderr, /hardened-matrix:domain: is required but not set/);
+  assert.match(r.stderr, /hardened-matrix:domain: "my server" is not a DNS name/);
   assert.match(r.stderr, /hardened-matrix:maxUploadMb: 0 Too small/);
   assert.match(r.stderr, /hardened-matrix:colour: is not a known setting/);
+});
+
+test("a stack without a required key is refused as the Pulumi CLI refuses it, before the program runs", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-config-"));
+  copyFileSync(path.join(ROOT, "Pulumi.yaml"), path.join(dir, "Pulumi.yaml"));
+  writeFileSync(path.join(dir, "Pulumi.nodomain.yaml"), "config:\n  hardened-matrix:target: local\n");
+  const r = runPlanCli(["--stack", "nodomain", "--config-dir", dir, "--out", path.join(dir, "out")]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /^plan of stack "nodomain" refused: invalid stack config \(1 problem\):\n  hardened-matrix:domain: is required but not set .*"Stack 'nodomain' is missing configuration value 'domain'"/);
 });
 
 test("an unknown stack is refused before anything runs", () => {

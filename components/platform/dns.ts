@@ -55,12 +55,13 @@ export class Dns extends pulumi.ComponentResource {
     }
 
     if (args.srv) {
-      record("srv-matrix-fed", {
-        name: `_matrix-fed._tcp.${args.srv.serverName}`,
-        type: "SRV",
-        data: { priority: 10, weight: 5, port: args.srv.port, target: args.matrixFqdn },
-        comment: "Matrix federation delegation",
-      });
+      // Servers look up _matrix-fed._tcp since Matrix 1.8 and fall back to the deprecated _matrix._tcp,
+      // the only name older servers know (spec: server-server API, Resolving server names;
+      // matrix-org/gomatrixserverlib fclient/resolve.go lookupSRV). Both mean the same: connect to the
+      // target, with SNI and Host = the server name.
+      const srv = { priority: 10, weight: 5, port: args.srv.port, target: args.matrixFqdn };
+      record("srv-matrix-fed", { name: `_matrix-fed._tcp.${args.srv.serverName}`, type: "SRV", data: srv, comment: "Matrix federation delegation" });
+      record("srv-matrix", { name: `_matrix._tcp.${args.srv.serverName}`, type: "SRV", data: srv, comment: "Matrix federation delegation (pre-1.8 name)" });
     }
 
     this.registerOutputs({ records: this.records });

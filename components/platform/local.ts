@@ -84,11 +84,15 @@ export class LocalSwarm extends pulumi.ComponentResource implements Platform {
       { name: volumeName, driver: "local", labels: [{ label: "hardened-matrix.purpose", value: purpose }] },
       { parent: this, provider: this.provider, protect: true, retainOnDelete: true },
     );
-    new command.local.Command(
+    const handOver = new command.local.Command(
       `${this.name}-${purpose}-owner`,
       { create: volume.name.apply((v) => volumeOwnerScript(v, owner, this.args.toolImage)), interpreter: ["/bin/sh", "-c"], triggers: [owner] },
       { parent: this, dependsOn: [volume] },
     );
-    return { type: "volume", source: volume.name, readOnly: false };
+    // The mount's source carries the hand-over as a dependency: a service using this storage is
+    // created only after its volume belongs to its user, never on a root-owned volume.
+    // The urn is known in a preview too, so the source stays known there.
+    const source = pulumi.all([volume.name, handOver.urn]).apply(([v]) => v);
+    return { type: "volume", source, readOnly: false };
   }
 }

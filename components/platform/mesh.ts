@@ -74,7 +74,7 @@ export class WireGuardMesh extends pulumi.ComponentResource {
       this.configs[node.name] = config;
       this.applied[node.name] = remoteScript(
         `${name}-${node.name}-wg0`,
-        { address: node.adminAddress, script: config.apply(renderWireguardApplyScript), triggers: [node.machineId] },
+        { address: node.adminAddress, script: config.apply((c) => renderWireguardApplyScript(c)), triggers: [node.machineId] },
         { ...child, dependsOn: [node.ready] },
       );
     }

@@ -48,7 +48,11 @@ export class SwarmCluster extends pulumi.ComponentResource {
 
     const init = remoteScript(
       `${name}-${first.name}-init`,
-      { address: first.adminAddress, script: renderSwarmInitScript({ meshAddress: first.meshAddress, addressPool: args.addressPool }), triggers: [first.machineId] },
+      { address: first.adminAddress, script: renderSwarmInitScript({
+          meshAddress: first.meshAddress,
+          addressPool: args.addressPool,
+          otherManagers: args.nodes.filter((n) => n !== first && n.roles.includes("manager")).map((n) => n.meshAddress),
+        }), triggers: [first.machineId] },
       { ...child, dependsOn: [first.meshReady] },
     );
     const printed = pulumi.secret(init.stdout).apply((out) => parsePrinted(out, ["node-id", "worker-token", "manager-token"], `swarm init on ${first.name}`));
@@ -67,7 +71,7 @@ export class SwarmCluster extends pulumi.ComponentResource {
       );
       const join = remoteScript(
         `${name}-${node.name}-join`,
-        // The token is not a trigger: a rotated token must not re-join a joined node.
+        // A new token (inside the script) re-runs the join, which leaves an already joined node alone.
         { address: node.adminAddress, script, triggers: [node.machineId, node.meshAddress, first.meshAddress] },
         { ...child, dependsOn: [node.meshReady, previousManager] },
       );

@@ -46,15 +46,66 @@ export class Tailnet extends pulumi.ComponentResource {
   }
 
   /**
-   * Waits (up to 10 minutes) until `hostname` has joined, and returns its tailnet IPv4 address.
-   * `after` is the droplet: during a preview it does not exist yet, so nothing is looked up.
+   * The tailnet IPv4 address of the machine `hostname` that was created at `machine.createdAt`,
+   * waiting (up to 10 minutes) until it has joined. A replaced droplet leaves its old device in the
+   * tailnet under the same hostname (tagged devices do not expire), and the provider's getDevice
+   * returns the first device with that hostname (tailscale/terraform-provider-tailscale
+   * tailscale/data_source_device.go Read: first match, no order), so the old, dead one may win.
+   * Here: the newest device with exactly this hostname and our tag, created no earlier than the
+   * machine. While the machine is being created or replaced its `createdAt` is unknown, so a
+   * preview looks nothing up; a preview of an existing machine looks once and does not wait.
    */
-  address(hostname: string, after: pulumi.Resource): pulumi.Output<string> {
-    const device = tailscale.getDeviceOutput({ hostname, waitFor: "10m" }, { parent: this, dependsOn: [after, this.acl] });
-    return device.addresses.apply((addresses) => {
-      const v4 = addresses.find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a));
-      if (!v4) throw new Error(`tailnet device ${hostname} has no IPv4 address (${addresses.join(", ")})`);
-      return v4;
-    });
+  address(hostname: string, machine: { createdAt: pulumi.Input<string> }, wait: DeviceWait = DEFAULT_DEVICE_WAIT): pulumi.Output<string> {
+    // getDevices has no wait of its own; the provider lists every device of the tailnet
+    // (tailscale/data_source_devices.go), and the match is ours, not a name prefix.
+    const list = async () => (await tailscale.getDevices({}, { parent: this })).devices ?? [];
+    return pulumi
+      .output(machine.createdAt)
+      .apply((createdAt) => waitForDevice(list, hostname, this.nodeTag, createdAt, pulumi.runtime.isDryRun() ? { ...wait, timeoutMs: 0 } : wait))
+      .apply(tailnetIpv4);
   }
+}
+
+/** Polls `list` until `joinedDevice` finds the machine's device; fails after `wait.timeoutMs` (0: one look). */
+export async function waitForDevice<D extends Device>(list: () => Promise<D[]>, hostname: string, tag: string, notBefore: string, wait: DeviceWait): Promise<D> {
+  const deadline = Date.now() + wait.timeoutMs;
+  for (;;) {
+    const device = joinedDevice(await list(), hostname, tag, notBefore);
+    if (device) return device;
+    if (Date.now() >= deadline) {
+      throw new Error(
+        `tailnet device ${hostname} (tag ${tag}) created at or after ${notBefore} has not joined` +
+          (wait.timeoutMs > 0 ? ` within ${wait.timeoutMs / 1000} s` : "") +
+          "; older devices of that name do not count (see the README on replacing a node)",
+      );
+    }
+    await new Promise((resolve) => setTimeout(resolve, wait.intervalMs));
+  }
+}
+
+export interface DeviceWait {
+  timeoutMs: number;
+  intervalMs: number;
+}
+/** About as long as droplets take to boot and join, polled gently (the API is rate limited). */
+export const DEFAULT_DEVICE_WAIT: DeviceWait = { timeoutMs: 10 * 60_000, intervalMs: 5_000 };
+
+type Device = Pick<tailscale.types.output.GetDevicesDevice, "hostname" | "tags" | "created" | "addresses">;
+
+/**
+ * The device a machine created at `notBefore` joined as: exactly `hostname`, carrying `tag`, created
+ * no earlier than the machine (RFC 3339 times, compared as instants), the newest if several.
+ */
+export function joinedDevice<D extends Device>(devices: D[], hostname: string, tag: string, notBefore: string): D | undefined {
+  const since = Date.parse(notBefore);
+  if (Number.isNaN(since)) throw new Error(`machine creation time "${notBefore}" is not an RFC 3339 time`);
+  return devices
+    .filter((d) => d.hostname === hostname && (d.tags ?? []).includes(tag) && Date.parse(d.created) >= since)
+    .sort((a, b) => Date.parse(b.created) - Date.parse(a.created))[0];
+}
+
+function tailnetIpv4(device: Device): string {
+  const v4 = device.addresses.find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a));
+  if (!v4) throw new Error(`tailnet device ${device.hostname} has no IPv4 address (${device.addresses.join(", ")})`);
+  return v4;
 }

@@ -13,7 +13,7 @@ export interface CloudInitInput {
   /** The auth key is a secret, so the whole user data is: keep it a secret output. */
   tailscale: { authKey: string; hostname: string; tags: string[]; ssh: boolean };
   volumes: CloudInitVolume[];
-  /** Opens the WireGuard UDP port in a host firewall, if the image runs one (the mesh files come later). */
+  /** Opens the WireGuard UDP port in a host firewall, if the image runs one (wg0.conf arrives later, over the VPN). */
   wireguard?: { port: number };
   /** Optional non-root admin with passwordless sudo and a locked password (a Tailscale SSH target). */
   adminUser?: string;
@@ -252,7 +252,7 @@ uuid=$(blkid -p -s UUID -o value "$dev")
 pass=2
 [ "$fs" = ext4 ] || pass=0
 mkdir -p "$mp"
-if ! grep -Eq "^UUID=$uuid[[:space:]]" "$fstab"; then
+if ! grep -Eq "^UUID=\${uuid}[[:space:]]" "$fstab"; then
   printf 'UUID=%s %s %s defaults,nofail,noatime,nodev,nosuid,x-systemd.device-timeout=30s 0 %s\\n' "$uuid" "$mp" "$fs" "$pass" >>"$fstab"
 fi
 mountpoint -q "$mp" || mount -T "$fstab" "$mp"
@@ -289,6 +289,31 @@ function dockerDropin(c: CloudInitInput): string {
 const AUTO_UPGRADES = `APT::Periodic::Update-Package-Lists "1";
 APT::Periodic::Unattended-Upgrade "1";
 `;
+
+/**
+ * Creates the `docker` group with the gid the socket proxy is given, before docker.io is installed
+ * (its postinst runs `addgroup --system docker` only if the group is missing; docker.socket has
+ * SocketGroup=docker: Debian 12 docker.io 20.10.24+dfsg1-1+deb12u1). Fails loudly, never
+ * silently, if the gid is taken (groupadd exits 4) or the group exists with another gid.
+ */
+export function dockerGroupScript(gid: number): string {
+  return [
+    `want=${gid}`,
+    "have=$(getent group docker | cut -d: -f3)",
+    "if [ -z \"$have\" ]; then",
+    "  groupadd --system --gid \"$want\" docker || { echo \"hardened-matrix: cannot create group docker with gid $want (dockerSocketGid)\" >&2; exit 1; }",
+    "elif [ \"$have\" != \"$want\" ]; then",
+    "  echo \"hardened-matrix: group docker has gid $have, not $want (dockerSocketGid)\" >&2",
+    "  exit 1",
+    "fi",
+    "",
+  ].join("\n");
+}
+
+/** The bootstrap's check that Docker's socket is in the group the socket proxy runs in. */
+export function dockerSocketCheck(gid: number): string {
+  return `if ! sock_gid=$(stat -c %g /var/run/docker.sock) || [ "$sock_gid" != ${gid} ]; then echo "hardened-matrix: /var/run/docker.sock is not in group ${gid} (dockerSocketGid; found: \${sock_gid:-no socket}): the socket proxy could not use it" >&2; exit 1; fi`;
+}
 
 function shellQuote(s: string): string {
   return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
@@ -370,6 +395,7 @@ export function renderCloudInit(c: CloudInitInput): string {
     runcmd.push("sshd -t", "systemctl try-restart ssh.service");
   }
   // The swarm is formed afterwards, over the WireGuard mesh, by the program (components/platform/swarm.ts).
+  if (c.dockerGid !== undefined) runcmd.push(dockerSocketCheck(c.dockerGid));
   runcmd.push(`mkdir -p ${shellQuote(posix.dirname(BOOTSTRAP_MARKER))}`, `date -u +%Y-%m-%dT%H:%M:%SZ > ${shellQuote(BOOTSTRAP_MARKER)}`);
 
   const config: Record<string, unknown> = {
@@ -386,10 +412,14 @@ export function renderCloudInit(c: CloudInitInput): string {
       : {}),
     // The keyring must exist before apt-configure runs `apt-get update`; bootcmd is the only
     // stage that runs earlier (its list form is quoted by cloud-init, so the code is passed as is).
+    // cloud-init runs bootcmd (on every boot) as one sh script without -e: with it, a failing step
+    // fails the module (`cloud-init status` reports it) instead of passing unnoticed.
     bootcmd: [
-      // The docker group exists, with the gid the socket proxy is given, before the package creates one.
-      ...(c.dockerGid !== undefined ? [["sh", "-c", `getent group docker >/dev/null || groupadd --system --gid ${c.dockerGid} docker`]] : []),
-      ["python3", "-c", FETCH_PINNED_KEY_PY, `${repo}/${distro.codename}.noarmor.gpg`, TAILSCALE_KEY_FINGERPRINT, TAILSCALE_KEYRING]],
+      "set -eu",
+      ["python3", "-c", FETCH_PINNED_KEY_PY, `${repo}/${distro.codename}.noarmor.gpg`, TAILSCALE_KEY_FINGERPRINT, TAILSCALE_KEYRING],
+      // After the keyring, so a taken gid still leaves the node reachable over the tailnet to fix it.
+      ...(c.dockerGid !== undefined ? [["sh", "-c", dockerGroupScript(c.dockerGid)]] : []),
+    ],
     apt: {
       // Leave the image's own archive configuration alone; only add Tailscale's repository.
       preserve_sources_list: true,

@@ -6,6 +6,8 @@
 /** Middleware admitting only requests whose Matrix access token Dendrite accepts. */
 export const REQUIRE_TOKEN = "matrix-require-token";
 export const WELL_KNOWN_CORS = "matrix-well-known-cors@file";
+/** Middleware admitting only federation requests from an allowed origin (the federation gate decides). */
+export const FEDERATION_ALLOWLIST = "matrix-federation-allowlist";
 
 export interface DendriteRoutesInput {
   /** Swarm service/Traefik service name and Dendrite's HTTP port. */
@@ -16,21 +18,15 @@ export interface DendriteRoutesInput {
   matrixHost: string;
   /** Extra host serving /.well-known/matrix/ (the server name, when it delegates here). */
   wellKnownHost?: string;
-  federation: { mode: "open" | "closed" | "allowlist"; allowlist: string[] };
+  /** `gateAddress`: the federation gate's forwardAuth URL, required for "allowlist". */
+  federation: { mode: "open" | "closed" | "allowlist"; gateAddress?: string };
   certResolver?: string;
-}
-
-function escapeRegex(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
-}
-
-/**
- * Matches an X-Matrix Authorization header whose origin is one of `servers` (quoted or not,
- * anywhere among the parameters). RE2 syntax, as Traefik evaluates it.
- */
-export function allowedOriginRegex(servers: string[]): string {
-  const names = servers.map(escapeRegex).join("|");
-  return `^X-Matrix (?:.*[ ,])?origin="?(?:${names})"?(?:,|\\s|$)`;
+  /**
+   * SRV delegation: remote servers connect to the SRV target with SNI and Host set to the server name
+   * and demand a certificate for it (Matrix server-server API, "Resolving server names"). The
+   * federation routers have no Host rule, so they match that Host, but ACME must be told the name.
+   */
+  federationCertDomain?: string;
 }
 
 export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, string> {
@@ -46,6 +42,8 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
     labels[`${key}.service`] = i.service;
     labels[`${key}.tls`] = "true";
     if (i.certResolver) labels[`${key}.tls.certresolver`] = i.certResolver;
+    // traefik/traefik v3.7 pkg/provider/acme/provider.go watchNewDomains: a router's tls.domains are requested as given.
+    if (entryPoint === "federation" && i.federationCertDomain) labels[`${key}.tls.domains[0].main`] = i.federationCertDomain;
     if (extra.middlewares) labels[`${key}.middlewares`] = extra.middlewares.join(",");
     if (extra.priority !== undefined) labels[`${key}.priority`] = String(extra.priority);
   };
@@ -54,7 +52,11 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
   router("client", "websecure", `${host} && (PathPrefix(\`/_matrix/client/\`) || PathPrefix(\`/_matrix/media/\`))`);
   // Dendrite serves the room directory to anyone and has no option against it: Traefik asks
   // Dendrite whether the caller's access token is valid (whoami) before passing the request on.
+  // The token must come in the Authorization header: query-string tokens (`?access_token=`) were
+  // deprecated in Matrix spec v1.11 and removed in v1.20 (matrix-org/matrix-spec
+  // content/client-server-api/_index.md, "Using access tokens"), and whoami sees no query here.
   labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.address`] = `http://${i.service}:${i.port}/_matrix/client/v3/account/whoami`;
+  labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.trustForwardHeader`] = "false";
   router("public-rooms", "websecure", `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`)`, { middlewares: [REQUIRE_TOKEN], priority: 1000 });
   const wellKnownHosts = [i.matrixHost, ...(i.wellKnownHost && i.wellKnownHost !== i.matrixHost ? [i.wellKnownHost] : [])];
   router("well-known", "websecure", `(${wellKnownHosts.map((h) => `Host(\`${h}\`)`).join(" || ")}) && PathPrefix(\`/.well-known/matrix/\`)`, {
@@ -64,10 +66,18 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
   if (i.federation.mode === "open") {
     router("federation", "federation", "PathPrefix(`/_matrix/federation/`) || PathPrefix(`/_matrix/key/`) || PathPrefix(`/_matrix/media/`)");
   } else if (i.federation.mode === "allowlist") {
-    // Dendrite has no allowlist: only requests signed by an allowed origin reach it.
-    router("federation", "federation", `(PathPrefix(\`/_matrix/federation/\`) || PathPrefix(\`/_matrix/key/\`)) && HeaderRegexp(\`Authorization\`, \`${allowedOriginRegex(i.federation.allowlist)}\`)`);
+    if (!i.federation.gateAddress) throw new Error("federation allowlist: no federation gate address");
+    // Dendrite has no allowlist, and no header regex can be one (Traefik's HeaderRegexp passes when ANY
+    // value matches anywhere): the gate reads every Authorization value as the spec and Dendrite do.
+    // forwardAuth sends the gate every original header value (traefik/traefik v3.7.9
+    // pkg/middlewares/auth/forward.go writeHeader: utils.CopyHeaders, vulcand/oxy v2.1.0
+    // utils/netutils.go appends every value) and, with trustForwardHeader=false, drops client-sent
+    // X-Forwarded-* before setting its own.
+    labels[`traefik.http.middlewares.${FEDERATION_ALLOWLIST}.forwardauth.address`] = i.federation.gateAddress;
+    labels[`traefik.http.middlewares.${FEDERATION_ALLOWLIST}.forwardauth.trustForwardHeader`] = "false";
+    router("federation", "federation", "PathPrefix(`/_matrix/federation/`) || PathPrefix(`/_matrix/key/`)", { middlewares: [FEDERATION_ALLOWLIST] });
     // Servers fetch our signing keys unauthenticated before they can verify anything of ours.
-    router("server-keys", "federation", "Path(`/_matrix/key/v2/server`) || PathPrefix(`/_matrix/key/v2/server/`)");
+    router("server-keys", "federation", "Path(`/_matrix/key/v2/server`) || PathPrefix(`/_matrix/key/v2/server/`)", { priority: 1000 });
   }
   return labels;
 }

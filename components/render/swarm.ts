@@ -34,25 +34,40 @@ export interface SwarmInitInput {
   meshAddress: string;
   /** Overlay subnets come from here; settable only at init. */
   addressPool: string;
+  /** The other managers' mesh addresses: if one already runs a swarm, this node must join it, not start another. */
+  otherManagers: string[];
 }
 
 /**
- * Forms the swarm on the first manager (only if the engine is in none), and prints its node id
- * and both join tokens: `node-id=`, `worker-token=`, `manager-token=`. The tokens are secrets.
+ * Forms the swarm on the first manager (only if the engine is in none, and no other manager
+ * already answers on the swarm port: a replaced first manager must never start a second
+ * cluster), and prints its node id and both join tokens: `node-id=`, `worker-token=`,
+ * `manager-token=`. The tokens are secrets.
  */
 export function renderSwarmInitScript(i: SwarmInitInput): string {
   const problems: string[] = [];
   if (!IPV4.test(i.meshAddress)) problems.push(`meshAddress "${i.meshAddress}" is not IPv4`);
   if (!CIDR4.test(i.addressPool)) problems.push(`addressPool "${i.addressPool}" is not an IPv4 CIDR`);
+  for (const m of i.otherManagers) if (!IPV4.test(m) || m === i.meshAddress) problems.push(`other manager "${m}" is not another IPv4 address`);
   check(problems);
   const a = i.meshAddress;
+  // python3 rather than nc: cloud-init needs it, so every droplet image has it.
+  const probe = i.otherManagers.length
+    ? `
+    for peer in ${i.otherManagers.join(" ")}; do
+      if python3 -c 'import socket, sys; socket.create_connection((sys.argv[1], ${SWARM_PORT}), 3).close()' "$peer" 2>/dev/null; then
+        echo "a swarm already answers on $peer:${SWARM_PORT}: this node must join it, not start a second one (list a running manager first in nodes)" >&2
+        exit 1
+      fi
+    done`
+    : "";
   return `#!/bin/sh
 # Forms the swarm on this node, once, on its mesh address only (hardened-matrix SwarmCluster).
 # hm-prints: node-id worker-token manager-token
 set -eu
 ${STATE}
 case $state in
-  inactive)
+  inactive)${probe}
     docker swarm init --advertise-addr ${a} --listen-addr ${a}:${SWARM_PORT} --data-path-addr ${a} --default-addr-pool ${i.addressPool} >/dev/null
     ;;
   active) ;;
@@ -134,10 +149,12 @@ export interface SwarmLabelInput {
 }
 
 /**
- * Run on a manager after every node has joined. For each hostname: a dead predecessor (same
- * hostname, status Down: the droplet was replaced) is demoted if it was a manager and removed;
- * then the one Ready node of that name gets exactly its owned labels (`key=true`), addressed by
- * node id. Changes nothing on a cluster already in that state. Prints `labelled=` and `removed=`
+ * Run on a manager after every node has joined. For each hostname: there must be exactly one
+ * Ready node of that name; any other node of that name (status Down, Disconnected or Unknown: a
+ * replaced droplet's predecessor) is demoted if it was a manager and removed (`docker node rm`
+ * refuses a Ready node without --force, which is never used). Then the Ready node gets exactly
+ * its owned labels (`key=true`), addressed by node id. `docker node ls` prints the status
+ * capitalised (docker/cli cli/command/formatter/node.go Status: PrettyPrint of the state). Changes nothing on a cluster already in that state. Prints `labelled=` and `removed=`
  * (counts).
  */
 export function renderSwarmLabelScript(l: SwarmLabelInput): string {
@@ -164,19 +181,20 @@ reconcile() {
   host=$1
   want=$2
   list=$(docker node ls --format '{{.ID}} {{.Hostname}} {{.Status}}')
-  for dead in $(echo "$list" | awk -v h="$host" '$2 == h && $3 == "Down" { print $1 }'); do
-    if [ "$(docker node inspect --format '{{.Spec.Role}}' "$dead")" = manager ]; then
-      docker node demote "$dead" >/dev/null
-    fi
-    docker node rm "$dead" >/dev/null
-    removed=$((removed + 1))
-  done
   ids=$(echo "$list" | awk -v h="$host" '$2 == h && $3 == "Ready" { print $1 }')
   case $(echo "$ids" | grep -c .) in
     1) ;;
     0) echo "no Ready swarm node is called $host" >&2; return 1 ;;
     *) echo "several Ready swarm nodes are called $host: $(echo "$ids" | tr '\\n' ' ')" >&2; return 1 ;;
   esac
+  # With its replacement Ready, any other node of that name (Down, Disconnected, Unknown) is dead.
+  for dead in $(echo "$list" | awk -v h="$host" '$2 == h && $3 != "Ready" { print $1 }'); do
+    if [ "$(docker node inspect --format '{{.Spec.Role}}' "$dead")" = manager ]; then
+      docker node demote "$dead" >/dev/null
+    fi
+    docker node rm "$dead" >/dev/null
+    removed=$((removed + 1))
+  done
   set --
   for label in $owned; do
     have=$(docker node inspect --format "{{ index .Spec.Labels \\"$label\\" }}" "$ids")

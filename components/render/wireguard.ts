@@ -19,7 +19,7 @@ const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex
 
 /**
  * A WireGuard private key from 32 random bytes: clamped as Curve25519 requires, exactly as
- * `wg genkey` prints it (wireguard-tools src/curve25519.h curve25519_clamp_secret).
+ * `wg genkey` prints it (wireguard-tools src/genkey.c calls curve25519_clamp_secret, src/curve25519.h).
  */
 export function wireguardPrivateKey(random: Buffer): string {
   if (random.length !== 32) throw new Error(`a WireGuard private key needs 32 bytes, got ${random.length}`);
@@ -133,9 +133,9 @@ function validate(c: WireguardConfigInput): void {
 
 /**
  * /etc/wireguard/wg0.conf for wg-quick (wireguard-tools src/man/wg-quick.8, src/wg-quick/linux.bash).
- * wg-quick rather than systemd-networkd: the droplet's own interfaces are configured by
- * cloud-init/ifupdown, and starting networkd would let it manage (and, with its default
- * ManageForeignRoutes=yes, flush) routes it did not create. wg-quick touches only wg0: the
+ * wg-quick rather than systemd-networkd: the droplet's own interfaces are configured by whatever
+ * the image uses, and starting networkd there would let it manage (with its default
+ * ManageForeignRoutes=yes, remove) routes it did not create. wg-quick touches only wg0: the
  * Address is a /32 (no prefix route), no DNS= (resolv.conf untouched), no Table= (the default:
  * one route per peer's AllowedIPs, here a /32 each; `add_route` in linux.bash), no 0.0.0.0/0 (so no
  * policy routing or fwmark rules), no SaveConfig (the file stays what the program wrote).
@@ -181,10 +181,11 @@ export function configFromApplyScript(script: string): string | undefined {
  * synced in place (`wg syncconf`, no tunnel drop) and the peers' /32 routes reconciled; if the
  * interface's own address, port or MTU changed, wg-quick@wg0 is restarted. Prints `changed=0|1`.
  */
-export function renderWireguardApplyScript(config: string): string {
+export function renderWireguardApplyScript(config: string, iface: string = WG_INTERFACE): string {
   if (config.includes(`\n${WG_CONF_HEREDOC}\n`) || !config.endsWith("\n")) throw new Error("the WireGuard file cannot be embedded as is");
-  const conf = WG_CONF_PATH;
-  const iface = WG_INTERFACE;
+  // Another name only for tests on a shared machine (wireguard-go's sockets are per name).
+  if (!/^[a-z][a-z0-9]{0,14}$/.test(iface)) throw new Error(`interface name "${iface}" is not 1-15 lower-case letters and digits`);
+  const conf = `/etc/wireguard/${iface}.conf`;
   return `#!/bin/sh
 # Installs ${conf} and brings ${iface} up (hardened-matrix WireGuardMesh).
 # hm-prints: changed
@@ -206,6 +207,16 @@ if ! cmp -s "$work/${iface}.conf" ${conf}; then
   chmod 0600 "$work/${iface}.conf"
   mv -f "$work/${iface}.conf" ${conf}
   changed=1
+fi
+# dockerd restores the swarm at boot on the mesh address: start it after wg0 has that address
+# (inferred: the listener on <mesh address>:2377 cannot bind an address the host does not have yet).
+dropin=/etc/systemd/system/docker.service.d/20-hardened-matrix-wg0.conf
+printf '[Unit]\nWants=wg-quick@${iface}.service\nAfter=wg-quick@${iface}.service\n' >"$work/dropin"
+if ! cmp -s "$work/dropin" "$dropin"; then
+  mkdir -p "$(dirname "$dropin")"
+  chmod 0644 "$work/dropin"
+  mv -f "$work/dropin" "$dropin"
+  systemctl daemon-reload
 fi
 systemctl enable wg-quick@${iface}.service >/dev/null 2>&1
 if ! systemctl is-active --quiet wg-quick@${iface}.service; then

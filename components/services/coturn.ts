@@ -91,8 +91,12 @@ export class Coturn extends pulumi.ComponentResource {
         memoryLimitMb: Math.min(1024, 128 + relayPorts),
         memoryReservationMb: 64,
         cpus: 1,
+        // coturn/coturn:4.17.0 is the Debian image (docker/coturn/Makefile at docker/4.17.0-r0: the plain
+        // version tag is the first, debian, entry); docker/coturn/debian/Dockerfile runs `make install`
+        // with --prefix=/usr and copies it in, and Makefile.in's install target installs
+        // bin/turnutils_stunclient: /usr/bin/turnutils_stunclient. test/coturn.real.test.ts runs it.
         healthcheck: { test: ["turnutils_stunclient", "-p", String(args.port), "127.0.0.1"], intervalSeconds: 30, startPeriodSeconds: 10 },
-        networks: ["host"],
+        networkIds: [],
         hostNetworkReason: "TURN relays UDP on a port range to clients' real addresses: the Swarm ingress cannot publish the range and would NAT the client address",
         constraints: args.constraints,
         updateOrder: "stop-first",

@@ -24,18 +24,21 @@ export interface DendriteArgs {
   /** Set when Traefik serves /.well-known/matrix/* for the server name. */
   wellKnownHost?: string;
   publicBaseUrl: string;
-  federation: { mode: "open" | "closed" | "allowlist"; allowlist: string[] };
+  /** `gateAddress`: the federation gate's forwardAuth URL, required for "allowlist". */
+  federation: { mode: "open" | "closed" | "allowlist"; gateAddress?: string };
   presence: boolean;
   maxUploadMb: number;
   rateLimit: { threshold: number; cooloffMs: number };
-  database: { host: pulumi.Input<string>; port: pulumi.Input<number>; name: pulumi.Input<string>; user: pulumi.Input<string>; password: pulumi.Input<string>; maxConnections: number; networkName: pulumi.Input<string> };
+  database: { host: pulumi.Input<string>; port: pulumi.Input<number>; name: pulumi.Input<string>; user: pulumi.Input<string>; password: pulumi.Input<string>; maxConnections: number; networkId: pulumi.Input<string> };
   turn?: { uris: pulumi.Input<string[]>; sharedSecret: pulumi.Input<string>; userLifetime: string };
   /** Ranges of this deployment federation requests must never reach (SSRF). */
   denyNetworks: string[];
   /** Persistent storage for media, JetStream and the search index. */
   storage: pulumi.Input<Omit<docker.types.input.ServiceTaskSpecContainerSpecMount, "target">>;
-  edgeNetworkName: pulumi.Input<string>;
+  edgeNetworkId: pulumi.Input<string>;
   certResolver?: string;
+  /** SRV delegation: the server name, which the federation entrypoint needs a certificate for. */
+  federationCertDomain?: string;
   memoryLimitMb: number;
   constraints: string[];
 }
@@ -98,6 +101,7 @@ export class Dendrite extends pulumi.ComponentResource {
       wellKnownHost: args.wellKnownHost,
       federation: args.federation,
       certResolver: args.certResolver,
+      federationCertDomain: args.federationCertDomain,
     });
     this.service = hardenedService(
       `${name}-service`,
@@ -113,12 +117,13 @@ export class Dendrite extends pulumi.ComponentResource {
         memoryLimitMb: args.memoryLimitMb,
         memoryReservationMb: Math.round(args.memoryLimitMb / 4),
         healthcheck: {
-          // The image ships curl.
+          // The image ships curl: element-hq/dendrite Dockerfile at v0.15.2, final stage `FROM alpine`
+          // with `apk add curl` (the image .github/workflows/docker.yml publishes as dendrite-monolith).
           test: ["curl", "-fsS", "-o", "/dev/null", `http://127.0.0.1:${DENDRITE_PORT}/_matrix/client/versions`],
           intervalSeconds: 30,
           startPeriodSeconds: 60,
         },
-        networks: [args.edgeNetworkName, args.database.networkName],
+        networkIds: [args.edgeNetworkId, args.database.networkId],
         constraints: args.constraints,
         labels,
         // JetStream and the search index are single-writer stores on the volume.

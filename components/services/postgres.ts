@@ -31,7 +31,8 @@ export interface PostgresArgs {
  * secret files, reachable only on an internal network shared with Dendrite, never published.
  */
 export class Postgres extends pulumi.ComponentResource {
-  readonly networkName: pulumi.Output<string>;
+  /** Id of the internal network clients join. */
+  readonly networkId: pulumi.Output<string>;
   readonly host: pulumi.Output<string>;
   readonly port: pulumi.Output<number>;
   readonly database: pulumi.Output<string>;
@@ -76,8 +77,11 @@ export class Postgres extends pulumi.ComponentResource {
         configs: [{ ...configMount(initScript, "/docker-entrypoint-initdb.d/10-dendrite.sh", POSTGRES_USER), fileMode: 0o555 }],
         memoryLimitMb,
         memoryReservationMb: Math.round(tuning.memoryReservationBytes / 1024 / 1024),
+        // pg_isready is a client program of the server build: docker-library/postgres
+        // 17/alpine3.23/Dockerfile (PG_VERSION 17.9) configures --prefix=/usr/local and runs
+        // `make install-world-bin`, so it is /usr/local/bin/pg_isready, on PATH.
         healthcheck: { test: ["pg_isready", "-q", "-h", "/var/run/postgresql", "-U", "postgres"], intervalSeconds: 10, startPeriodSeconds: 60 },
-        networks: [network.name],
+        networkIds: [network.id],
         aliases: [POSTGRES_SERVICE],
         constraints: args.constraints,
         updateOrder: "stop-first",
@@ -86,13 +90,13 @@ export class Postgres extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    this.networkName = network.name;
+    this.networkId = network.id;
     this.host = pulumi.output(POSTGRES_SERVICE);
     this.port = pulumi.output(POSTGRES_PORT);
     this.database = pulumi.output(args.database);
     this.user = pulumi.output(args.role);
     this.password = appPassword.result;
     this.maxConnections = tuning.maxConnections;
-    this.registerOutputs({ networkName: this.networkName, host: this.host, port: this.port, database: this.database, user: this.user, password: this.password });
+    this.registerOutputs({ networkId: this.networkId, host: this.host, port: this.port, database: this.database, user: this.user, password: this.password });
   }
 }

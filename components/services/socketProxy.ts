@@ -47,8 +47,8 @@ export interface SocketProxyArgs {
 
 /** A read-only Docker API for Traefik: on a manager, on an internal network only Traefik joins, never published. */
 export class SocketProxy extends pulumi.ComponentResource {
-  /** The internal network Traefik must join to reach the proxy. */
-  readonly networkName: pulumi.Output<string>;
+  /** Id of the internal network Traefik must join to reach the proxy. */
+  readonly networkId: pulumi.Output<string>;
   readonly endpoint: pulumi.Output<string>;
   readonly service: docker.Service;
 
@@ -70,15 +70,19 @@ export class SocketProxy extends pulumi.ComponentResource {
         memoryLimitMb: 64,
         memoryReservationMb: 16,
         cpus: 0.25,
+        // busybox wget: the image is FROM alpine with busybox 1.37.0 (linuxserver/docker-socket-proxy
+        // Dockerfile and package_versions.txt at tag 3.4.3-r0-ls91), and Alpine's busybox has the
+        // applet (alpinelinux/aports main/busybox/busyboxconfig: CONFIG_WGET=y). /_ping is allowed with
+        // PING=1 (root/templates/haproxy.cfg), on :2375 (root/docker-entrypoint.sh BIND_PROTO).
         healthcheck: { test: ["wget", "-q", "-O", "/dev/null", `http://127.0.0.1:${SOCKET_PROXY_PORT}/_ping`], intervalSeconds: 30, startPeriodSeconds: 10 },
-        networks: [network.name],
+        networkIds: [network.id],
         constraints: ["node.role==manager"],
         updateOrder: "stop-first",
       },
       { parent: this },
     );
-    this.networkName = network.name;
+    this.networkId = network.id;
     this.endpoint = pulumi.output(`tcp://${serviceName}:${SOCKET_PROXY_PORT}`);
-    this.registerOutputs({ networkName: this.networkName, endpoint: this.endpoint });
+    this.registerOutputs({ networkId: this.networkId, endpoint: this.endpoint });
   }
 }

@@ -28,8 +28,12 @@ export interface PublishedPorts {
 export interface TraefikArgs {
   image: pulumi.Input<string>;
   socketProxyEndpoint: pulumi.Input<string>;
-  socketProxyNetwork: pulumi.Input<string>;
+  socketProxyNetworkId: pulumi.Input<string>;
+  /** Ids of internal networks of services only Traefik calls (e.g. the federation gate). */
+  extraNetworkIds?: pulumi.Input<string>[];
   ports: PublishedPorts;
+  /** Largest media upload (MiB): the client entrypoint's read timeout is derived from it. */
+  maxUploadMb: number;
   /** Where ACME state lives (a protected volume or a bind on the edge node's data volume). */
   acme?: {
     ca: keyof typeof ACME_SERVERS;
@@ -50,7 +54,7 @@ export interface TraefikArgs {
  */
 export class Traefik extends pulumi.ComponentResource {
   /** The overlay network routed services join so Traefik can reach them. */
-  readonly edgeNetworkName: pulumi.Output<string>;
+  readonly edgeNetworkId: pulumi.Output<string>;
   readonly dashboardPassword?: pulumi.Output<string>;
   readonly service: docker.Service;
 
@@ -66,6 +70,7 @@ export class Traefik extends pulumi.ComponentResource {
           publishedHttpsPort: args.ports.https,
           socketProxyEndpoint: endpoint,
           edgeNetwork,
+          maxUploadMb: args.maxUploadMb,
           dashboard: args.dashboard !== undefined,
           acme: args.acme && { ca: args.acme.ca, email: args.acme.email, dnsTokenFile: args.acme.dnsToken ? DNS_TOKEN_FILE : undefined },
         }),
@@ -127,8 +132,12 @@ export class Traefik extends pulumi.ComponentResource {
         memoryLimitMb: 256,
         memoryReservationMb: 64,
         cpus: 1,
+        // The plain tags are the alpine variant (docker-library/official-images library/traefik:
+        // `Directory: alpine`; the stored copy is of v2.9), whose traefik/traefik-library-image
+        // v3.7/alpine/Dockerfile puts the binary in /usr/local/bin, on PATH (the scratch variant's
+        // /traefik is not). Needs the ping entry point, which the static config enables (render/traefik.ts).
         healthcheck: { test: ["traefik", "healthcheck", "--ping", `--configFile=${TRAEFIK_STATIC_PATH}`], intervalSeconds: 15, startPeriodSeconds: 20 },
-        networks: [edge.name, args.socketProxyNetwork],
+        networkIds: [edge.id, args.socketProxyNetworkId, ...(args.extraNetworkIds ?? [])],
         constraints: args.constraints,
         ports,
         // ACME storage supports one instance (FACTS): exactly one replica, stopped before its successor starts.
@@ -137,7 +146,7 @@ export class Traefik extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    this.edgeNetworkName = edge.name;
-    this.registerOutputs({ edgeNetworkName: this.edgeNetworkName, dashboardPassword: this.dashboardPassword });
+    this.edgeNetworkId = edge.id;
+    this.registerOutputs({ edgeNetworkId: this.edgeNetworkId, dashboardPassword: this.dashboardPassword });
   }
 }

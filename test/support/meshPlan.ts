@@ -15,7 +15,8 @@
  *      Interface address: `meshAddress`/32, one route per peer's AllowedIPs /32, MTU 1420; peers'
  *      endpoints are their `vpcAddress`:51820.
  *   2. `scripts.init` on the first node of the list (the first manager). Prints `node-id`,
- *      `worker-token`, `manager-token`.
+ *      `worker-token`, `manager-token`. Before a first init it probes the other managers' mesh
+ *      addresses on 2377 with python3 and refuses if one answers (a swarm already runs there).
  *   3. `scripts.join` on every other node, in list order (managers come first and must join one
  *      at a time; workers may join in parallel). The token inside a planned join script is the
  *      plan's mock (`joinToken`): replace it with `withJoinToken(script, real)`, the manager token

@@ -1,0 +1,221 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { after, test } from "node:test";
+import { renderWireguardApplyScript, renderWireguardConfig, WG_CONF_PATH } from "../components/render/wireguard";
+import { renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript } from "../components/render/swarm";
+
+// The scripts' own logic (idempotence, what they change when), run by /bin/sh against stand-ins for
+// systemctl, wg, ip and docker that record every call. The real engines judge them in the cluster
+// harness; this pins down which commands run in which state.
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+function sandbox(shims: Record<string, string>): { dir: string; run: (script: string) => { status: number; stdout: string; stderr: string; calls: string[] } } {
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-mesh-scripts-"));
+  dirs.push(dir);
+  mkdirSync(path.join(dir, "bin"));
+  for (const [name, body] of Object.entries(shims)) {
+    const file = path.join(dir, "bin", name);
+    writeFileSync(file, `#!/bin/sh\nS=${dir}\necho "${name} $*" >>"$S/calls"\n${body}`);
+    chmodSync(file, 0o755);
+  }
+  return {
+    dir,
+    run(script) {
+      writeFileSync(path.join(dir, "calls"), "");
+      const r = spawnSync("/bin/sh", ["-s"], { input: script, encoding: "utf8", env: { PATH: `${dir}/bin:/usr/bin:/bin` }, timeout: 20_000 });
+      const calls = readFileSync(path.join(dir, "calls"), "utf8").split("\n").filter(Boolean);
+      return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, calls };
+    },
+  };
+}
+
+// ---- wg0 -----------------------------------------------------------------------------------
+
+const KEY = (c: string) => `${c.repeat(42)}A=`;
+const peer = (name: string, ip: string) => ({ name, publicKey: KEY(name[0]!.toUpperCase()), presharedKey: KEY("p"), meshAddress: ip, endpoint: "10.111.0.9" });
+const conf = (address: string, peers: ReturnType<typeof peer>[]) => renderWireguardConfig({ name: "n1", privateKey: KEY("k"), meshAddress: address, listenPort: 51820, peers });
+
+const WG_SHIMS = {
+  systemctl: `case $1 in is-active) test -f "$S/active" ;; start|restart) touch "$S/active" ;; esac\n`,
+  // wg show wg0 allowed-ips: "<key>\\t<ip>/32" per peer of the installed file.
+  wg: `if [ "$1" = show ]; then sed -n 's/^AllowedIPs = //p' "$S/etc/wg0.conf" | sed 's/^/key\t/'; fi\n`,
+  "wg-quick": `cat "$2"\n`,
+  ip: `case "$1 $2" in
+  "-4 route") cat "$S/routes" 2>/dev/null || true ;;
+  "route replace") grep -qx "\${3%/32}" "$S/routes" 2>/dev/null || echo "\${3%/32}" >>"$S/routes" ;;
+  "route del") grep -vx "$3" "$S/routes" >"$S/routes.new" || true; mv "$S/routes.new" "$S/routes" ;;
+esac\n`,
+  chown: "",
+};
+
+function wgRun(box: ReturnType<typeof sandbox>, text: string) {
+  const script = renderWireguardApplyScript(text).split("/etc/wireguard").join(`${box.dir}/etc`).split("/etc/systemd/system").join(`${box.dir}/systemd`);
+  assert.doesNotMatch(script, /(^|[\s'"=(])\/etc\//m, "the test must not touch this machine's /etc");
+  return box.run(script);
+}
+
+test("wg0 apply: first run installs 0600 and starts; a re-run changes nothing", () => {
+  const box = sandbox(WG_SHIMS);
+  const text = conf("10.77.0.1", [peer("b", "10.77.0.2")]);
+  const first = wgRun(box, text);
+  assert.equal(first.status, 0, first.stderr);
+  assert.match(first.stdout, /^changed=1$/m);
+  assert.deepEqual(first.calls.filter((c) => c.startsWith("systemctl")), ["systemctl daemon-reload", "systemctl enable wg-quick@wg0.service", "systemctl is-active --quiet wg-quick@wg0.service", "systemctl start wg-quick@wg0.service"]);
+  assert.equal(readFileSync(`${box.dir}/etc/wg0.conf`, "utf8"), text);
+  assert.equal(statSync(`${box.dir}/etc/wg0.conf`).mode & 0o777, 0o600);
+  assert.equal(statSync(`${box.dir}/etc`).mode & 0o777, 0o700);
+  // Docker starts after wg0 at boot (its swarm listens on the mesh address).
+  assert.equal(readFileSync(`${box.dir}/systemd/docker.service.d/20-hardened-matrix-wg0.conf`, "utf8"), "[Unit]\nWants=wg-quick@wg0.service\nAfter=wg-quick@wg0.service\n");
+  assert.ok(first.calls.includes("systemctl daemon-reload"));
+  const again = wgRun(box, text);
+  assert.equal(again.status, 0, again.stderr);
+  assert.match(again.stdout, /^changed=0$/m);
+  assert.ok(!again.calls.some((c) => /start|restart|syncconf|route (replace|del)|daemon-reload/.test(c)), again.calls.join("\n"));
+  assert.equal(WG_CONF_PATH, "/etc/wireguard/wg0.conf");
+});
+
+test("wg0 apply: a new or removed peer is synced in place with its /32 route, without a restart", () => {
+  const box = sandbox(WG_SHIMS);
+  wgRun(box, conf("10.77.0.1", [peer("b", "10.77.0.2")]));
+  writeFileSync(`${box.dir}/routes`, "10.77.0.2\n");
+  const added = wgRun(box, conf("10.77.0.1", [peer("b", "10.77.0.2"), peer("c", "10.77.0.3")]));
+  assert.equal(added.status, 0, added.stderr);
+  assert.match(added.stdout, /^changed=1$/m);
+  assert.ok(added.calls.some((c) => c.startsWith("wg syncconf wg0 ")));
+  assert.ok(!added.calls.some((c) => /systemctl (re)?start/.test(c)));
+  assert.deepEqual(readFileSync(`${box.dir}/routes`, "utf8").trim().split("\n").sort(), ["10.77.0.2", "10.77.0.3"]);
+  const removed = wgRun(box, conf("10.77.0.1", [peer("c", "10.77.0.3")]));
+  assert.equal(removed.status, 0, removed.stderr);
+  assert.ok(removed.calls.includes("ip route del 10.77.0.2 dev wg0"), removed.calls.join("\n"));
+  assert.deepEqual(readFileSync(`${box.dir}/routes`, "utf8").trim().split("\n"), ["10.77.0.3"]);
+});
+
+test("wg0 apply: a changed interface address restarts wg-quick@wg0", () => {
+  const box = sandbox(WG_SHIMS);
+  wgRun(box, conf("10.77.0.1", [peer("b", "10.77.0.2")]));
+  const moved = wgRun(box, conf("10.77.0.9", [peer("b", "10.77.0.2")]));
+  assert.equal(moved.status, 0, moved.stderr);
+  assert.ok(moved.calls.includes("systemctl restart wg-quick@wg0.service"));
+  assert.ok(!moved.calls.some((c) => c.startsWith("wg syncconf")));
+});
+
+// ---- swarm ---------------------------------------------------------------------------------
+
+// A docker stand-in: state in files. info.<Field> holds `docker info` answers; nodes holds
+// "ID HOSTNAME STATUS ROLE" lines; labels/<ID> holds "key=value" lines.
+const DOCKER_SHIM = `
+case "$1 $2" in
+  "info --format") f=$(echo "$3" | sed 's/.*\\.Swarm\\.\\([A-Za-z]*\\).*/\\1/'); cat "$S/info.$f" ;;
+  "swarm init") echo active >"$S/info.LocalNodeState"; echo true >"$S/info.ControlAvailable" ;;
+  "swarm join") echo active >"$S/info.LocalNodeState" ;;
+  "swarm join-token") echo "SWMTKN-1-$4" ;;
+  "node ls") awk '{ print $1, $2, $3 }' "$S/nodes" ;;
+  "node inspect")
+    id=$5
+    case "$4" in
+      *Spec.Role*) awk -v i="$id" '$1 == i { print $4 }' "$S/nodes" ;;
+      *Spec.Labels*) k=$(echo "$4" | sed 's/.*"\\(.*\\)".*/\\1/'); v=$(sed -n "s/^$k=//p" "$S/labels/$id" 2>/dev/null); echo "\${v:-<no value>}" ;;
+    esac ;;
+  "node update")
+    shift 2
+    while [ "$#" -gt 1 ]; do
+      case $1 in
+        --label-add) echo "$2" >>"$S/pending"; shift 2 ;;
+        --label-rm) echo "-$2" >>"$S/pending"; shift 2 ;;
+      esac
+    done
+    id=$1; touch "$S/labels/$id"
+    while read -r l; do
+      case $l in -*) grep -v "^\${l#-}=" "$S/labels/$id" >"$S/l.new" || true; mv "$S/l.new" "$S/labels/$id" ;; *) echo "$l" >>"$S/labels/$id" ;; esac
+    done <"$S/pending"; rm -f "$S/pending" ;;
+  "node demote") awk -v i="$3" '$1 == i { $4 = "worker" } { print }' "$S/nodes" >"$S/n.new"; mv "$S/n.new" "$S/nodes" ;;
+  "node rm") awk -v i="$3" '$1 != i' "$S/nodes" >"$S/n.new"; mv "$S/n.new" "$S/nodes" ;;
+esac
+`;
+
+function dockerBox(info: Record<string, string>) {
+  // python3 is only used to probe the other managers' swarm port: "$S/listening.<ip>" means one answers.
+  const box = sandbox({ docker: DOCKER_SHIM, python3: 'test -f "$S/listening.$3"\n' });
+  mkdirSync(`${box.dir}/labels`);
+  for (const [k, v] of Object.entries(info)) writeFileSync(`${box.dir}/info.${k}`, `${v}\n`);
+  return box;
+}
+
+test("swarm init: only when inactive, on the mesh address; prints node id and both tokens; a re-run does not init", () => {
+  const box = dockerBox({ LocalNodeState: "inactive", ControlAvailable: "false", NodeAddr: "10.77.0.1", NodeID: "id1" });
+  const script = renderSwarmInitScript({ meshAddress: "10.77.0.1", addressPool: "10.20.0.0/16", otherManagers: ["10.77.0.2", "10.77.0.3"] });
+  const first = box.run(script);
+  assert.equal(first.status, 0, first.stderr);
+  assert.ok(first.calls.includes("docker swarm init --advertise-addr 10.77.0.1 --listen-addr 10.77.0.1:2377 --data-path-addr 10.77.0.1 --default-addr-pool 10.20.0.0/16"));
+  assert.equal(first.stdout, "node-id=id1\nworker-token=SWMTKN-1-worker\nmanager-token=SWMTKN-1-manager\n");
+  const again = box.run(script);
+  assert.equal(again.status, 0, again.stderr);
+  assert.ok(!again.calls.some((c) => c.startsWith("docker swarm init")));
+  assert.equal(again.stdout, first.stdout);
+  writeFileSync(`${box.dir}/info.NodeAddr`, "10.111.0.5\n");
+  const wrong = box.run(script);
+  assert.equal(wrong.status, 1);
+  assert.match(wrong.stderr, /advertises 10\.111\.0\.5, not the mesh address 10\.77\.0\.1/);
+  writeFileSync(`${box.dir}/info.LocalNodeState`, "pending\n");
+  assert.equal(box.run(script).status, 1);
+});
+
+test("swarm init: a replaced first manager never starts a second swarm while another manager runs one", () => {
+  const box = dockerBox({ LocalNodeState: "inactive", ControlAvailable: "false", NodeAddr: "10.77.0.1", NodeID: "new1" });
+  writeFileSync(`${box.dir}/listening.10.77.0.3`, "");
+  const r = box.run(renderSwarmInitScript({ meshAddress: "10.77.0.1", addressPool: "10.20.0.0/16", otherManagers: ["10.77.0.2", "10.77.0.3"] }));
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /a swarm already answers on 10\.77\.0\.3:2377/);
+  assert.ok(!r.calls.some((c) => c.startsWith("docker swarm init")));
+  assert.equal(r.stdout, "");
+});
+
+test("swarm join: joins once over the mesh with the token from the script; a joined node is not re-joined", () => {
+  const box = dockerBox({ LocalNodeState: "inactive", NodeAddr: "10.77.0.2", NodeID: "id2" });
+  const script = renderSwarmJoinScript({ meshAddress: "10.77.0.2", managerAddress: "10.77.0.1", token: "SWMTKN-1-abc-def" });
+  const first = box.run(script);
+  assert.equal(first.status, 0, first.stderr);
+  assert.deepEqual(first.calls.filter((c) => c.startsWith("docker swarm")), [
+    "docker swarm join --advertise-addr 10.77.0.2 --listen-addr 10.77.0.2:2377 --data-path-addr 10.77.0.2 --token SWMTKN-1-abc-def 10.77.0.1:2377",
+  ]);
+  assert.equal(first.stdout, "node-id=id2\n");
+  const again = box.run(script);
+  assert.equal(again.status, 0, again.stderr);
+  assert.ok(!again.calls.some((c) => c.startsWith("docker swarm")));
+});
+
+test("swarm labels: labels by node id, removes stale labels and dead predecessors; a re-run changes nothing", () => {
+  const box = dockerBox({});
+  writeFileSync(`${box.dir}/nodes`, ["old1 n1 Down manager", "id1 n1 Ready manager", "id2 n2 Ready manager", "old3 n3 Disconnected worker", "id3 n3 Ready worker", ""].join("\n"));
+  writeFileSync(`${box.dir}/labels/id3`, "hardened-matrix.role.db=true\n");
+  const owned = ["manager", "edge", "db", "turn"].map((r) => `hardened-matrix.role.${r}`);
+  const script = renderSwarmLabelScript({
+    ownedLabels: owned,
+    nodes: [
+      { hostname: "n1", labels: ["hardened-matrix.role.manager", "hardened-matrix.role.edge"] },
+      { hostname: "n2", labels: ["hardened-matrix.role.manager", "hardened-matrix.role.db"] },
+      { hostname: "n3", labels: [] },
+    ],
+  });
+  const first = box.run(script);
+  assert.equal(first.status, 0, first.stderr);
+  assert.equal(first.stdout, "labelled=3\nremoved=2\n");
+  assert.ok(first.calls.indexOf("docker node demote old1") >= 0 && first.calls.indexOf("docker node demote old1") < first.calls.indexOf("docker node rm old1"));
+  assert.ok(first.calls.includes("docker node update --label-add hardened-matrix.role.manager=true --label-add hardened-matrix.role.edge=true id1"));
+  assert.ok(first.calls.includes("docker node update --label-rm hardened-matrix.role.db id3"));
+  assert.deepEqual(readFileSync(`${box.dir}/labels/id2`, "utf8").trim().split("\n").sort(), ["hardened-matrix.role.db=true", "hardened-matrix.role.manager=true"]);
+  const again = box.run(script);
+  assert.equal(again.status, 0, again.stderr);
+  assert.equal(again.stdout, "labelled=0\nremoved=0\n");
+  assert.ok(!again.calls.some((c) => /node (update|rm|demote)/.test(c)), again.calls.join("\n"));
+  // The replacement is not Ready yet: its predecessor stays until it is.
+  writeFileSync(`${box.dir}/nodes`, "id1 n1 Ready manager\nid2 n2 Ready manager\nold9 n3 Down worker\n");
+  const missing = box.run(script);
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr, /no Ready swarm node is called n3/);
+  assert.ok(!missing.calls.some((c) => /node (rm|demote)/.test(c)));
+});
