@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { clusterSkipReason, hasInterpreter, NetnsCluster, parsePcap, type Capture, type CapturedPacket } from "./support/netnsCluster";
 
@@ -125,6 +125,16 @@ describe("netns cluster harness: a 3-node swarm over wireguard-go", { skip, time
       assert.match(r.stdout, new RegExp(`inet ${n.mesh.replace(/\./g, "\\.")}/24`));
     }
     assert.equal(ids.size, nodes.length, "every engine has its own ID");
+  });
+
+  test("what a script writes to /etc or /var stays on its node; the host's files are visible", async () => {
+    const probe = `/etc/systemd/system/${cluster.prefix}.d/probe.conf`;
+    const r = await cluster.node("n1").runScript(`set -eu\nmkdir -p "$(dirname ${probe})" /var/lib/${cluster.prefix}\necho n1 > ${probe}\necho n1 > /var/lib/${cluster.prefix}/probe\ncat ${probe} /etc/os-release >/dev/null\n`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await cluster.node("n1").exec(["cat", probe])).stdout, "n1\n");
+    assert.equal(existsSync(probe), false, "not on the host");
+    assert.equal(existsSync(`/var/lib/${cluster.prefix}`), false, "not on the host");
+    assert.notEqual((await cluster.node("n2").exec(["cat", probe])).code, 0, "not on another node");
   });
 
   test("the mesh carries traffic between every pair (every peer has a handshake)", async () => {

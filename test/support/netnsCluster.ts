@@ -13,7 +13,8 @@ import { findTool, skipReason } from "./realTool";
  *   - per node a network namespace `hmc<id>-<n>` with a veth (the VPC interface, default `eth1`) carrying the node's
  *     VPC address; IPv6 is off so the capture holds only what the nodes send on purpose;
  *   - per node a holder process in that network namespace and in its own mount and UTS namespaces: hostname = node
- *     name, sysfs re-mounted for the namespace (keeping /sys/fs/cgroup), and a private tmpfs on /run, so the node has
+ *     name, sysfs re-mounted for the namespace (keeping /sys/fs/cgroup), /etc and /var behind a private writable
+ *     overlay (a script's writes there stay on the node), and a private tmpfs on /run, so the node has
  *     its own /run/wireguard (wireguard-go's control sockets: every node may call its interface `wg0`, exactly as the
  *     program renders it) and its own /run/docker and /run/containerd. Every command for the node (wg-quick, dockerd,
  *     scripts) enters these namespaces with nsenter;
@@ -638,7 +639,7 @@ export class NetnsCluster {
       ].join("\n"),
     );
     chmodSync(this.wireguardGoWrapper, 0o755);
-    // No systemd in a namespace: `systemctl` for wg-quick@<if>.service only, doing what the packaged unit
+    // No systemd in a namespace: `systemctl daemon-reload` (a no-op) and wg-quick@<if>.service only, doing what the packaged unit
     // does (wireguard-tools src/systemd/wg-quick@.service: Type=oneshot, RemainAfterExit=yes, ExecStart=
     // wg-quick up %i, ExecStop=wg-quick down %i, ExecReload=wg syncconf %i <(wg-quick strip %i),
     // Environment=WG_ENDPOINT_RESOLUTION_RETRIES=infinity). Anything else fails loudly.
@@ -651,6 +652,8 @@ export WG_ENDPOINT_RESOLUTION_RETRIES=infinity
 quiet=0
 args=()
 for a in "$@"; do case $a in --quiet|-q) quiet=1 ;; --*) echo "systemctl stand-in: no option $a" >&2; exit 2 ;; *) args+=("$a") ;; esac; done
+# Unit files are not read here: nothing to reload.
+[ "\${args[*]}" = daemon-reload ] && exit 0
 [ \${#args[@]} -eq 2 ] || { echo "systemctl stand-in: expected VERB UNIT, got: $*" >&2; exit 2; }
 verb=\${args[0]}
 unit=\${args[1]%.service}
@@ -700,7 +703,9 @@ esac
     mkdirSync(n.dir, { recursive: true, mode: 0o700 });
     const ready = path.join(n.dir, "holder.ready");
     const aside = path.join(n.dir, "cgroup-aside");
+    const rw = path.join(n.dir, "rw");
     mkdirSync(aside);
+    mkdirSync(rw);
     const setup = [
       "set -eu",
       `hostname ${n.name}`,
@@ -709,8 +714,13 @@ esac
       `mount --move ${aside} /sys/fs/cgroup`,
       "mount -t tmpfs -o mode=0755,size=64m tmpfs /run",
       "mkdir -p /run/lock /run/wireguard",
-      // The node's own /etc/wireguard (wireguard-tools ships the directory), as on its own machine.
-      "mount -t tmpfs -o mode=0700,size=1m tmpfs /etc/wireguard",
+      // /etc and /var as the host's under a writable layer of the node's own: what a rendered script
+      // writes there (a wg0.conf, a systemd drop-in) stays on the node and never reaches the host.
+      `mount -t tmpfs -o mode=0700,size=64m tmpfs ${rw}`,
+      ...["etc", "var"].flatMap((d) => [
+        `mkdir -p ${rw}/${d}/upper ${rw}/${d}/work`,
+        `mount -t overlay overlay -o lowerdir=/${d},upperdir=${rw}/${d}/upper,workdir=${rw}/${d}/work /${d}`,
+      ]),
       `touch ${ready}`,
       `exec ${this.tools.timeout} --signal=KILL ${this.lifetimeSeconds + 30} sleep ${this.lifetimeSeconds + 20}`,
     ].join("\n");
