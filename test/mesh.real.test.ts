@@ -290,6 +290,38 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     assert.equal(r.code, 0, `the pair works again: ${r.stdout}`);
   });
 
+  test("a manager's engine started before wg0 stays out of the swarm until restarted after it: why docker.service waits for wg-quick@wg0", async () => {
+    const x = cluster.node(last.name);
+    const mgr = cluster.node(first.name);
+    // The apply script ordered docker after wg0 on the node (inside the node's own /etc).
+    const dropIn = await x.exec(["sh", "-c", "grep -l '^After=wg-quick@wg0.service$' /etc/systemd/system/docker.service.d/*.conf"]);
+    assert.equal(dropIn.code, 0, "a docker.service drop-in orders it after wg-quick@wg0");
+    assert.ok(last.roles.includes("manager"), "the last prod node is a manager");
+
+    // A boot in the wrong order: the engine restores its swarm while wg0 (and so the mesh address) is absent.
+    await x.stopEngine();
+    await x.exec(["systemctl", "stop", "wg-quick@wg0.service"]);
+    await x.startEngine();
+    const state = "{{.Swarm.LocalNodeState}} {{.Swarm.Error}}";
+    const failed = await eventually("the engine reports its swarm error", 30_000, async () => {
+      const s = await x.mustDocker(["info", "--format", state]);
+      return s.startsWith("error ") ? s : undefined;
+    });
+    console.log(`# engine before wg0: ${failed}`);
+    assert.match(failed, new RegExp(`listen tcp ${last.meshAddress.replace(/\./g, "\\.")}:2377: bind: cannot assign requested address`));
+    // wg0 coming up later does not bring it back.
+    await x.exec(["systemctl", "start", "wg-quick@wg0.service"]);
+    await new Promise((r) => setTimeout(r, 15_000));
+    assert.match(await x.mustDocker(["info", "--format", state]), /^error /, "still out of the swarm with wg0 up");
+    // In the right order it rejoins by itself.
+    await x.stopEngine();
+    await x.startEngine();
+    await eventually(`${last.name} Ready again`, 60_000, async () => {
+      const row = await mgr.mustDocker(["node", "ls", "--filter", `name=${last.name}`, "--format", "{{.Status}} {{.ManagerStatus}}"]);
+      return row === "Ready Reachable" ? row : undefined;
+    });
+  });
+
   test("the bridge saw only WireGuard between the nodes' VPC addresses", async () => {
     const packets = await capture.stop();
     const vpc = new Set(nodes.map((n) => n.vpcAddress));

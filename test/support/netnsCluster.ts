@@ -426,6 +426,19 @@ export class ClusterNode {
     }
   }
 
+  /** Stops this node's engine as a shutdown would (SIGTERM, then SIGKILL after 15 s); containers stop with it. */
+  async stopEngine(): Promise<void> {
+    const pidFile = path.join(this.dir, "docker.pid");
+    if (!existsSync(pidFile)) return;
+    const pid = Number(readFileSync(pidFile, "utf8").trim());
+    if (!(pid > 0) || !alive(pid)) return;
+    killAll([pid], "SIGTERM");
+    const until = Date.now() + 15_000;
+    while (alive(pid) && Date.now() < until) await sleep(100);
+    if (alive(pid)) killAll([pid], "SIGKILL");
+    while (alive(pid)) await sleep(50);
+  }
+
   engineLog(): string {
     try {
       return readFileSync(path.join(this.dir, "dockerd.log"), "utf8");
