@@ -28,8 +28,12 @@ export interface RecordedResource {
     ignoreChanges: string[];
     deleteBeforeReplace: boolean;
     replaceOnChanges: string[];
+    /** Outputs kept secret whatever the input (a policy sees this, not the inputs' secretness). */
+    additionalSecretOutputs: string[];
     /** Every resource the SDK tells the engine this one waits for: explicit dependsOn and the resources behind its input values. */
     dependsOn: string[];
+    /** Earlier identities (alias URNs or specs): a renamed resource that keeps its state. */
+    aliases: string[];
   };
 }
 
@@ -209,7 +213,10 @@ interface RegisterRequest {
   getIgnorechangesList(): string[];
   getDeletebeforereplace(): boolean;
   getReplaceonchangesList(): string[];
+  getAdditionalsecretoutputsList(): string[];
   getDependenciesList(): string[];
+  getAliasurnsList(): string[];
+  getAliasesList(): Array<{ toObject(): unknown }>;
   getObject(): { toJavaScript(): unknown } | undefined;
 }
 
@@ -274,7 +281,9 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
             ignoreChanges: req.getIgnorechangesList(),
             deleteBeforeReplace: req.getDeletebeforereplace(),
             replaceOnChanges: req.getReplaceonchangesList(),
+            additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
             dependsOn: [...req.getDependenciesList()].sort(),
+            aliases: [...req.getAliasurnsList(), ...req.getAliasesList().map((a) => JSON.stringify(a.toObject()))],
           },
         });
         order.push(urn);

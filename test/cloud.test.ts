@@ -7,7 +7,7 @@ import { renderTailnetPolicy } from "../components/render/tailscaleAcl";
 import { DOCKER_SOCKET_GID, parseSettings } from "../components/settings";
 import { planStack, type Plan } from "../plan/plan";
 import { readStackConfig } from "../plan/stackConfig";
-import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, forbiddenInbound, named, ofType, raw, RECORD, runcmd, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
+import { ATTACHMENT, DROPLET, dropletNames, firewallsOf, named, ofType, raw, RECORD, runcmd, userData, VOLUME, writeFile, type Inputs } from "./support/cloud";
 import { plannedFile } from "./support/planned";
 
 // The real program, dev stack (one droplet carrying every role), under mocks.
@@ -128,7 +128,7 @@ test("dev: the reserved IP is assigned to the edge node and the Matrix name poin
 });
 
 test("dev: firewalls open only the public surface, never a forbidden port, with explicit outbound rules", () => {
-  assert.deepEqual(forbiddenInbound(plan), []);
+  // No forbidden port: the policy pack (test/policy.test.ts).
   const covering = firewallsOf(plan, "hm-dev-1");
   const inbound = covering
     .flatMap((f) => (f.inputs as Inputs).inboundRules as Inputs[])

@@ -11,7 +11,9 @@ import { before, test } from "node:test";
 import { pairPresharedKey, wireguardPrivateKey, wireguardPublicKey } from "../components/render/wireguard";
 import { cidrsOverlap } from "../components/settings";
 import { planStack, stableJson, type Plan } from "../plan/plan";
-import { FIREWALL, forbiddenInbound, named, ofType, raw, type Inputs } from "./support/cloud";
+import { FIREWALL, named, ofType, raw, type Inputs } from "./support/cloud";
+import { checkPlan } from "../plan/policyRunner";
+import { FORBIDDEN_INBOUND_PORTS } from "../components/render/firewall";
 import { planToDisk } from "./support/plan";
 import { findTool, skipReason } from "./support/realTool";
 import { meshArtifacts, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
@@ -143,6 +145,9 @@ test("the docker provider reaches the first manager over the VPN, after the clus
   assert.equal(host, `ssh://root@${mesh[0]!.tailnetAddress}`);
   assert.ok(cidrsOverlap(`${mesh[0]!.tailnetAddress}/32`, "100.64.0.0/10"), "a tailnet address");
   assert.ok(provider.options.dependsOn.includes(named(plan, "cloud-swarm-labels").urn));
+  // Deployed stacks knew it as cloud-docker under the platform: without the alias every docker resource would be replaced.
+  assert.deepEqual(provider.options.aliases.map((a) => JSON.parse(a).spec.name), ["cloud-docker"]);
+  assert.ok(provider.options.aliases[0]!.includes(named(plan, "cloud").urn));
   for (const r of plan.resources.filter((x) => x.type.startsWith("docker:index/"))) assert.ok(r.provider.startsWith(`${provider.urn}::`), r.name);
 });
 
@@ -155,8 +160,11 @@ test("overlays fit inside wg0: every overlay network has MTU 1420", () => {
   }
 });
 
-test("firewalls: no swarm port open anywhere; WireGuard only from the deployment's own droplets", () => {
-  assert.deepEqual(forbiddenInbound(plan).filter((f) => /: (2377|7946|4789)\//.test(f)), []);
+test("firewalls: no swarm port open anywhere; WireGuard only from the deployment's own droplets", async () => {
+  // The policy pack's firewall rule covers the swarm ports (policy/policies.ts).
+  const violations = await checkPlan(plan);
+  assert.deepEqual(violations.filter((v) => v.policy === "firewall-no-forbidden-port"), []);
+  assert.ok([2377, 7946, 4789].every((p) => FORBIDDEN_INBOUND_PORTS.includes(p)), "the pack forbids the swarm ports");
   const wgRules = ofType(plan, FIREWALL).flatMap((fw) => ((fw.inputs as Inputs).inboundRules as Inputs[]).filter((r) => String(r.portRange) === "51820" || portCovers(String(r.portRange), 51820)));
   assert.ok(wgRules.length >= 1);
   for (const r of wgRules) {

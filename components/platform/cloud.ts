@@ -221,6 +221,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       `${name}-swarm`,
       {
         addressPool: args.swarmAddressPool,
+        // Stacks deployed before the swarm component had the provider directly under the platform.
+        providerAliases: [{ name: `${name}-docker`, parent: this }],
         nodes: args.nodes.map((n) => ({
           name: n.name,
           roles: n.roles,

@@ -92,7 +92,8 @@ export class Nodes extends pulumi.ComponentResource {
           gracefulShutdown: true,
         },
         // A user-data edit would replace the droplet; day-2 changes go through the docker provider.
-        { ...child, ignoreChanges: ["userData"] },
+        // additionalSecretOutputs: the policy pack sees options, not the secretness of inputs.
+        { ...child, ignoreChanges: ["userData"], additionalSecretOutputs: ["userData"] },
       );
       this.droplets[node.name] = droplet;
       this.dropletIds[node.name] = droplet.id.apply((id) => Number(id));

@@ -21,6 +21,8 @@ export interface SwarmNode {
 export interface SwarmClusterArgs {
   nodes: SwarmNode[];
   addressPool: string;
+  /** Earlier names of the provider: a renamed provider would replace every resource it manages. */
+  providerAliases?: pulumi.Input<pulumi.Alias>[];
 }
 
 export interface JoinTokens {
@@ -96,7 +98,7 @@ export class SwarmCluster extends pulumi.ComponentResource {
     this.provider = new docker.Provider(
       `${name}-docker`,
       { host: pulumi.interpolate`ssh://root@${first.adminAddress}`, sshOpts: DOCKER_SSH_OPTS },
-      { ...child, dependsOn: [labels] },
+      { ...child, dependsOn: [labels], aliases: args.providerAliases },
     );
     this.registerOutputs({ managerNodeId: this.managerNodeId });
   }

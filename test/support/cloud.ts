@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { parse } from "yaml";
-import { FORBIDDEN_INBOUND_PORTS, portBounds } from "../../components/render/firewall";
 import type { Plan, PlannedResource } from "../../plan/plan";
 
 import { ofType, type Inputs } from "./planned";
@@ -27,19 +26,6 @@ export function firewallsOf(plan: HasResources, droplet: string): PlannedResourc
   assert.ok(d, `no droplet ${droplet}`);
   const tags = new Set((d.inputs as Inputs).tags as string[]);
   return ofType(plan, FIREWALL).filter((f) => (((f.inputs as Inputs).tags as string[]) ?? []).some((t) => tags.has(t)));
-}
-
-/** Every forbidden port a firewall lets in from any address, ranges expanded. */
-export function forbiddenInbound(plan: HasResources): string[] {
-  const found: string[] = [];
-  for (const fw of ofType(plan, FIREWALL)) {
-    for (const rule of (fw.inputs as Inputs).inboundRules ?? []) {
-      if (rule.protocol === "icmp") continue;
-      const [lo, hi] = portBounds(String(rule.portRange ?? "all"));
-      for (const port of FORBIDDEN_INBOUND_PORTS) if (port >= lo && port <= hi) found.push(`${fw.name}: ${port}/${rule.protocol}`);
-    }
-  }
-  return found;
 }
 
 export function userData(plan: Plan, node: string): { text: string; doc: Inputs } {

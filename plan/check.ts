@@ -1,0 +1,38 @@
+/**
+ * The policy pack over the offline plan: `npm run plan:check -- --stack NAME [--json]`.
+ * Plans the stack under mocks (like `npm run plan`) and runs every policy of policy/ on every
+ * resource, with no Pulumi CLI. Exit 0: no violation; 1: violations (or the plan failed).
+ */
+import { parseArgs } from "node:util";
+import { policies } from "../policy/policies";
+import { planStack } from "./plan";
+import { checkPlan, targetsOf } from "./policyRunner";
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: { stack: { type: "string", short: "s" }, json: { type: "boolean", default: false } } });
+  if (!values.stack) {
+    process.stderr.write("usage: npm run plan:check -- --stack NAME [--json]\n");
+    return 2;
+  }
+  const plan = await planStack(values.stack);
+  if (plan.error) {
+    process.stderr.write(`plan of stack "${values.stack}" failed: ${plan.error instanceof Error ? plan.error.message : String(plan.error)}\n`);
+    return 1;
+  }
+  const violations = await checkPlan(plan);
+  const resources = targetsOf(plan).length;
+  if (values.json) process.stdout.write(`${JSON.stringify({ stack: values.stack, resources, policies: policies.length, violations }, null, 2)}\n`);
+  else {
+    for (const v of violations) process.stdout.write(`[${v.policy}] ${v.message}\n`);
+    process.stdout.write(`${values.stack}: ${policies.length} policies over ${resources} resources, ${violations.length} violation(s)\n`);
+  }
+  return violations.length === 0 ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e: unknown) => {
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,184 @@
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
+import { test } from "node:test";
+import { parse } from "yaml";
+import { ROOT } from "./support/plan";
+import { findTool, skipReason } from "./support/realTool";
+
+// The GitHub workflows: schema-valid (action-validator, the SchemaStore workflow schema compiled
+// to WASM, offline), least privilege, every action pinned to a commit, no secret near fork code.
+
+type Doc = Record<string, any>;
+const DIR = path.join(ROOT, ".github/workflows");
+const VALIDATOR = path.join(ROOT, "node_modules/.bin/action-validator");
+const files = readdirSync(DIR).filter((f) => f.endsWith(".yml")).sort();
+const text = (f: string) => readFileSync(path.join(DIR, f), "utf8");
+const doc = (f: string) => parse(text(f)) as Doc;
+const jobs = (f: string) => Object.entries(doc(f).jobs as Record<string, Doc>);
+
+/**
+ * The pins, checked against each action's repository (git tag → commit, in a mirror of the repo):
+ * actions/checkout v7.0.1, actions/setup-node v7.0.0, actions/upload-artifact v7.0.0,
+ * pulumi/actions v7.0.0 (the current major; action.yml has command, stack-name, policyPacks,
+ * comment-on-pr, cloud-url, secrets-provider), tailscale/github-action v4.1.3.
+ */
+const PINS: Record<string, [string, string]> = {
+  "actions/checkout": ["3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"],
+  "actions/setup-node": ["820762786026740c76f36085b0efc47a31fe5020", "v7.0.0"],
+  "actions/upload-artifact": ["bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"],
+  "pulumi/actions": ["8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"],
+  "tailscale/github-action": ["780049a30b6ff5c378a9e7b389d15ece7a204888", "v4.1.3"],
+};
+
+function validate(file: string): { status: number; out: string } {
+  const r = spawnSync(VALIDATOR, [file], { encoding: "utf8", timeout: 60_000 });
+  return { status: r.status ?? -1, out: `${r.stdout}${r.stderr}` };
+}
+
+test("the four workflows are there", () => {
+  assert.deepEqual(files, ["ci.yml", "deploy.yml", "plan-comment.yml", "preview.yml"]);
+});
+
+for (const f of files) {
+  test(`${f}: valid against the GitHub workflow schema`, () => {
+    const r = validate(path.join(DIR, f));
+    assert.equal(r.status, 0, r.out);
+  });
+}
+
+test("the schema check can fail: a misspelled key and a bad permission are refused", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-wf-"));
+  const bad = path.join(dir, "bad.yml");
+  writeFileSync(bad, "name: x\non: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    stepz:\n      - run: echo\n");
+  assert.notEqual(validate(bad).status, 0);
+  writeFileSync(bad, "name: x\non: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    permissions:\n      contents: sometimes\n    steps:\n      - run: echo\n");
+  assert.notEqual(validate(bad).status, 0);
+});
+
+test("least privilege: no default token rights, explicit permissions on every job, write only where a comment is posted", () => {
+  const writers: Record<string, string[]> = { "preview.yml": ["preview"], "plan-comment.yml": ["comment"] };
+  for (const f of files) {
+    assert.deepEqual(doc(f).permissions, {}, `${f}: top-level permissions must be {}`);
+    for (const [name, job] of jobs(f)) {
+      assert.equal(typeof job.permissions, "object", `${f}/${name}: no explicit permissions`);
+      for (const [scope, level] of Object.entries(job.permissions as Record<string, string>)) {
+        if (level === "write") {
+          assert.ok((writers[f] ?? []).includes(name), `${f}/${name}: ${scope}: write`);
+          assert.equal(scope, "pull-requests", `${f}/${name}: only pull-requests may be written`);
+        } else assert.ok(level === "read" || level === "none", `${f}/${name}: ${scope}: ${level}`);
+      }
+    }
+  }
+});
+
+test("every action is pinned to a full commit SHA with its version in a comment, and the pins agree", () => {
+  let count = 0;
+  for (const f of files) {
+    for (const line of text(f).split("\n")) {
+      const m = /^\s*(?:-\s+)?uses:\s*(\S+?)@(\S+)(?:\s+#\s*(\S+))?\s*$/.exec(line);
+      if (!/^\s*(?:-\s+)?uses:/.test(line)) continue;
+      assert.ok(m, `${f}: unreadable uses line: ${line}`);
+      const [, action, ref, comment] = m;
+      assert.match(ref!, /^[0-9a-f]{40}$/, `${f}: ${action} is not pinned to a commit`);
+      const pin = PINS[action!];
+      assert.ok(pin, `${f}: ${action} is not a checked action`);
+      assert.deepEqual([ref, comment], pin, `${f}: ${action}`);
+      count++;
+    }
+  }
+  assert.ok(count >= 15, `only ${count} uses lines found`);
+});
+
+test("forks: no pull_request_target; pull-request jobs with secrets run only for this repository's branches; the fork job has none", () => {
+  for (const f of files) assert.ok(!("pull_request_target" in (doc(f).on as Doc)), `${f}: pull_request_target`);
+  for (const f of files.filter((x) => "pull_request" in (doc(x).on as Doc))) {
+    for (const [name, job] of jobs(f)) {
+      const usesSecrets = /secrets\./.test(JSON.stringify(job));
+      if (!usesSecrets) continue;
+      if (f === "ci.yml") assert.fail(`ci.yml/${name} uses a secret`);
+      assert.match(String(job.if), /^github\.event\.pull_request\.head\.repo\.full_name == github\.repository$/, `${f}/${name}: secrets without the same-repository guard`);
+    }
+  }
+  const fork = doc("preview.yml").jobs["offline-plan"] as Doc;
+  assert.equal(fork.if, "github.event.pull_request.head.repo.full_name != github.repository");
+  assert.doesNotMatch(JSON.stringify(fork), /secrets\./);
+  assert.deepEqual(fork.permissions, { contents: "read" });
+});
+
+test("the privileged half of the fork flow runs no pull request code and interpolates nothing into its script", () => {
+  const w = doc("plan-comment.yml");
+  assert.deepEqual(Object.keys(w.on), ["workflow_run"]);
+  for (const [, job] of jobs("plan-comment.yml")) {
+    for (const step of job.steps as Doc[]) {
+      assert.equal(step.uses, undefined, "no action (no checkout) in the workflow_run job");
+      assert.doesNotMatch(String(step.run), /\$\{\{/, "values reach the script through env only");
+      assert.doesNotMatch(String(step.run), /\bnpm\b|\bnode\b|\bsh\s+result|bash\s+result|source\s/, "nothing from the artifact is executed");
+      assert.doesNotMatch(JSON.stringify(step.env ?? {}), /head_branch|pull_requests|display_title/, "no attacker-named field");
+    }
+  }
+});
+
+test("every checkout keeps no credentials; no run script interpolates event data directly", () => {
+  for (const f of files) {
+    for (const [name, job] of jobs(f)) {
+      for (const step of (job.steps ?? []) as Doc[]) {
+        if (String(step.uses ?? "").startsWith("actions/checkout@")) assert.equal(step.with?.["persist-credentials"], false, `${f}/${name}`);
+        if (step.run) assert.doesNotMatch(String(step.run), /\$\{\{\s*github\.event\./, `${f}/${name}: event data in a script`);
+      }
+    }
+  }
+});
+
+test("preview: per cloud stack, pulumi preview with the policy pack, commented on the PR, backend and secrets provider from secrets", () => {
+  const job = doc("preview.yml").jobs.preview as Doc;
+  assert.deepEqual(job.strategy.matrix.stack, ["dev", "prod"]);
+  const step = (job.steps as Doc[]).find((s) => String(s.uses).startsWith("pulumi/actions@"))!;
+  assert.equal(step.with.command, "preview");
+  assert.equal(step.with["stack-name"], "${{ matrix.stack }}");
+  assert.equal(step.with.policyPacks, "${{ github.workspace }}/policy");
+  assert.equal(step.with["comment-on-pr"], true);
+  assert.equal(step.with["cloud-url"], "${{ secrets.PULUMI_BACKEND_URL }}");
+  assert.equal(step.with["secrets-provider"], "${{ secrets.PULUMI_SECRETS_PROVIDER }}");
+  assert.equal(step.env.PULUMI_CONFIG_PASSPHRASE, "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}");
+  assert.ok((job.steps as Doc[]).some((s) => /npm ci --prefix policy/.test(String(s.run))), "the pack's dependencies are installed");
+});
+
+test("deploy: on push to main; dev first, prod behind its environment; one deploy per stack, never cancelled", () => {
+  const w = doc("deploy.yml");
+  assert.deepEqual(w.on.push, { branches: ["main"] });
+  const { dev, prod } = w.jobs as Record<string, Doc>;
+  assert.equal(prod.needs, "dev");
+  for (const [stack, job] of [["dev", dev], ["prod", prod]] as const) {
+    assert.equal(job.environment, stack);
+    assert.deepEqual(job.concurrency, { group: `deploy-${stack}`, "cancel-in-progress": false });
+    const up = (job.steps as Doc[]).find((s) => String(s.uses).startsWith("pulumi/actions@"))!;
+    assert.deepEqual([up.with.command, up.with["stack-name"], up.with.policyPacks], ["up", stack, "${{ github.workspace }}/policy"]);
+  }
+});
+
+test("ci: every push and pull request runs .ci/run", () => {
+  const w = doc("ci.yml");
+  assert.deepEqual(Object.keys(w.on).sort(), ["pull_request", "push"]);
+  assert.equal((w.jobs.test.steps as Doc[]).at(-1)!.run, ".ci/run");
+});
+
+const shellcheck = findTool("shellcheck", "shellcheck");
+test("every run script passes shellcheck as the bash GitHub runs it (-eo pipefail)", { skip: shellcheck ? false : skipReason("shellcheck", "shellcheck") }, () => {
+  let count = 0;
+  for (const f of files) {
+    for (const [name, job] of jobs(f)) {
+      for (const step of (job.steps ?? []) as Doc[]) {
+        if (!step.run) continue;
+        const r = spawnSync(shellcheck!, ["-s", "bash", "-"], { input: `#!/bin/bash\nset -eo pipefail\n${step.run}`, encoding: "utf8" });
+        assert.equal(r.status, 0, `${f}/${name}:\n${r.stdout}`);
+        count++;
+      }
+    }
+  }
+  assert.ok(count >= 6);
+  const broken = spawnSync(shellcheck!, ["-s", "bash", "-"], { input: "#!/bin/bash\ncd $DIR\n", encoding: "utf8" });
+  assert.notEqual(broken.status, 0, "shellcheck flags an unquoted variable");
+});
