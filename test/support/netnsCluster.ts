@@ -767,6 +767,10 @@ esac
     const old = this.node(name);
     const errors: string[] = [];
     old.stop(errors);
+    // The kernel frees a deleted namespace's veth asynchronously; deleting our end removes both ends now,
+    // so the fresh node's veth of the same name cannot meet "File exists" on a loaded machine.
+    const port = spawnSync(this.tools.ip, ["-n", this.switchNs, "link", "del", `p${this.id}${old.index}`], { encoding: "utf8" });
+    if (port.status !== 0 && !/Cannot find device/.test(port.stderr)) errors.push(`veth del: ${port.stderr.trim()}`);
     const r = spawnSync(this.tools.ip, ["netns", "del", old.netns], { encoding: "utf8" });
     if (r.status !== 0) errors.push(`netns del ${old.netns}: ${r.stderr.trim()}`);
     rmSync(old.dir, { recursive: true, force: true, maxRetries: 3 });
