@@ -8,7 +8,7 @@ import { dirname, join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { renderBackupScript, renderDumpScript, renderPgpass, renderRestoreScript } from "../components/render/backup";
 import { renderPostgresInitScript } from "../components/render/postgres";
-import { findTool, skipReason } from "./support/realTool";
+import { findTools } from "./support/realTool";
 
 // The backup and restore drill with real programs: a real PostgreSQL holding a Dendrite-like schema
 // and data, a media store laid out like Dendrite's, the rendered backup and dump scripts running
@@ -28,10 +28,7 @@ const needed = {
   timeout: ["timeout", "coreutils"],
   ...(isRoot ? { setpriv: ["setpriv", "util-linux"] } : {}),
 } as const;
-type ToolName = keyof typeof needed | "setpriv";
-const tools = Object.fromEntries(Object.entries(needed).map(([k, [name, pkg]]) => [k, findTool(name, pkg)])) as Partial<Record<ToolName, string>>;
-const missing = Object.entries(needed).find(([k]) => tools[k as ToolName] === undefined);
-const skip = missing ? skipReason(missing[1][0], missing[1][1]) : undefined;
+const { tools, skip } = findTools<keyof typeof needed | "setpriv">(needed);
 const pgBin = tools.postgres ? dirname(realpathSync(tools.postgres)) : "";
 
 const SUPERUSER = "pgsuper";

@@ -5,6 +5,7 @@ import { clusterSkipReason, NetnsCluster, type Capture, type CapturedPacket, typ
 import { meshArtifacts, printed, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
 import { planToDisk, type PlanOnDisk } from "./support/plan";
 import { ofType, type Inputs } from "./support/planned";
+import { eventually } from "./support/realTool";
 
 // The prod plan's own artefacts on real engines: one network namespace per planned node with the VPC
 // address the plan gave it, WireGuard from each node's rendered wg0.conf (unchanged, through the real
@@ -109,20 +110,6 @@ async function swarmState(mgr: ClusterNode): Promise<string> {
   ]);
 }
 
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 describe("prod plan: the rendered mesh and swarm scripts on real engines", { skip, timeout: 300_000 }, () => {
   let plan: PlanOnDisk;

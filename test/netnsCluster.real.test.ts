@@ -3,6 +3,7 @@ import { execFileSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
 import { clusterSkipReason, hasInterpreter, NetnsCluster, parsePcap, type Capture, type CapturedPacket } from "./support/netnsCluster";
+import { eventually } from "./support/realTool";
 
 // The harness judged by the real programs: three Debian dockerd engines, each in its own network namespace,
 // joined into one swarm by hand over a wireguard-go mesh brought up by the real wg-quick from configs written
@@ -70,20 +71,6 @@ function summarize(ps: CapturedPacket[]): Record<string, number> {
   return out;
 }
 
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
-    await new Promise((r) => setTimeout(r, 500));
-  }
-}
 
 describe("netns cluster harness: a 3-node swarm over wireguard-go", { skip, timeout: 240_000 }, () => {
   let cluster: NetnsCluster;
