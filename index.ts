@@ -37,6 +37,7 @@ function cloudPlatform(settings: Settings): CloudPlatform {
     nodes: settings.nodes,
     sshKeys: settings.sshKeys,
     admins: settings.admins,
+    deployerTag: settings.deployerTag || undefined,
     dockerSocketGid: settings.dockerSocketGid,
     domain: settings.domain,
     matrixFqdn: settings.matrixFqdn,

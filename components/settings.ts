@@ -155,6 +155,7 @@ export const settingsSchema = z.strictObject({
   swarmAddressPool: cidr4,
   vpn: z.enum(["none", "tailscale", "headscale"]),
   admins: z.array(z.email({ message: "is not an email address" })),
+  deployerTag: optionalString((v) => /^tag:[A-Za-z][A-Za-z0-9-]*$/.test(v), "is not a Tailscale tag (tag:name: a letter, then letters, digits, -)"),
   region: optionalString((v) => (DO_REGIONS as readonly string[]).includes(v), `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}`),
   vpcRange: cidr4,
   meshCidr: cidr4,
@@ -369,6 +370,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     for (const [key, value] of Object.entries(publicPorts)) {
       if (value < 1024) problems.push(`${PROJECT}:${key}: ${value} is a privileged port; the local target publishes unprivileged ports (1024-65535)`);
     }
+    if (s.deployerTag !== "") problems.push(`${PROJECT}:deployerTag: target "local" has no tailnet; it is for target "digitalocean" with vpn "tailscale"`);
     if (s.nodes.length > 0) problems.push(`${PROJECT}:nodes: target "local" runs on the local Docker engine; droplet nodes and sizes are for target "digitalocean"`);
     if (s.region !== "") problems.push(`${PROJECT}:region: target "local" has no region; it is for target "digitalocean"`);
     if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
@@ -382,6 +384,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);
     if (s.acmeCa !== "none" && s.acmeEmail === "") problems.push(`${PROJECT}:acmeEmail: is required when acmeCa is "${s.acmeCa}" (the CA's expiry notices)`);
     if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
+    if (s.deployerTag !== "" && s.vpn !== "tailscale") problems.push(`${PROJECT}:deployerTag: is a Tailscale tag for CI runners; it needs vpn "tailscale" (vpn is "${s.vpn}")`);
     if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
     if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
     const [gidMin, gidMax] = DOCKER_SOCKET_GID_RANGE;

@@ -259,3 +259,13 @@ test("dev: the docker provider waits until every node has finished its bootstrap
     assert.match((w.inputs as Inputs).create, /^ssh .* root@100\.\d+\.\d+\.\d+ 'timeout 900 sh -c "until test -f \/var\/lib\/hardened-matrix\/bootstrap-complete; do sleep 5; done"'$/);
   }
 });
+
+test("a deployer tag reaches the tailnet policy the program owns (CI runners: SSH to the nodes only)", async () => {
+  const withCi = await planStack("dev", { "hardened-matrix:deployerTag": "tag:hm-ci" });
+  assert.equal(withCi.error, undefined);
+  const policy = JSON.parse(String(raw(withCi, named(withCi, "cloud-tailnet-acl")).acl));
+  assert.deepEqual(policy.tagOwners["tag:hm-ci"], ["group:hm-admins"]);
+  assert.ok(policy.acls.some((r: Inputs) => r.src[0] === "tag:hm-ci" && r.dst.join() === "tag:hm-dev:22"));
+  const plain = JSON.parse(String(raw(plan, named(plan, "cloud-tailnet-acl")).acl));
+  assert.equal(JSON.stringify(plain).includes("hm-ci"), false);
+});

@@ -106,11 +106,11 @@ describe("tailnet policy", () => {
   });
 
   test("the policy's own tests (which Tailscale runs on every update) hold under the evaluator", () => {
-    for (const variant of [input, { ...input, adminPorts: [22, 5432] }]) {
+    for (const variant of [input, { ...input, adminPorts: [22, 5432] }, { ...input, deployerTag: "tag:hm-ci" }]) {
       const p = JSON.parse(renderTailnetPolicy(variant)) as Policy;
       assert.ok((p.tests ?? []).length > 0);
       for (const t of p.tests ?? []) {
-        const src: Device = { user: t.src, tags: [] };
+        const src: Device = t.src.startsWith("tag:") ? { tags: [t.src] } : { user: t.src, tags: [] };
         assert.ok((t.deny ?? []).length > 0, "a test must also assert a denial");
         for (const [list, expected] of [[t.accept ?? [], true], [t.deny ?? [], false]] as const) {
           for (const entry of list) {
@@ -121,6 +121,21 @@ describe("tailnet policy", () => {
         }
       }
     }
+  });
+
+  test("a deployer tag (CI runners) reaches the nodes' SSH as root and nothing else; without it, nothing", () => {
+    const withCi = JSON.parse(renderTailnetPolicy({ ...input, deployerTag: "tag:hm-ci" })) as Policy;
+    const runner: Device = { tags: ["tag:hm-ci"] };
+    assert.equal(mayReach(withCi, runner, node, 22), true);
+    for (const port of [9443, 2377, 5432, 8008]) assert.equal(mayReach(withCi, runner, node, port), false, `port ${port}`);
+    assert.equal(mayReach(withCi, runner, alice, 22), false, "not admins' devices");
+    assert.equal(mayReach(withCi, node, runner, 22), false, "nodes cannot reach back into the runner");
+    assert.equal(sshAction(withCi, runner, node, "root"), "accept");
+    assert.equal(sshAction(withCi, runner, node, "postgres"), undefined);
+    assert.deepEqual(withCi.tagOwners?.["tag:hm-ci"], [ADMIN_GROUP], "only admins may mint keys carrying it");
+    assert.equal(mayReach(policy, runner, node, 22), false, "no deployer tag configured: runners are strangers");
+    assert.throws(() => renderTailnetPolicy({ ...input, deployerTag: "hm-ci" }), /deployerTag/);
+    assert.throws(() => renderTailnetPolicy({ ...input, deployerTag: "tag:hm-node" }), /differ from the node tag/);
   });
 
   test("invalid input is refused with a clear message", () => {

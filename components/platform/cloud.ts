@@ -70,6 +70,8 @@ export interface CloudPlatformArgs {
   nodes: NodeSettings[];
   sshKeys: string[];
   admins: string[];
+  /** Tag of CI runners allowed to deploy over the tailnet (SSH to the nodes only). */
+  deployerTag?: string;
   dockerSocketGid: number;
   domain: string;
   matrixFqdn: string;
@@ -128,7 +130,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       `${name}-tailnet`,
       {
         // Root over Tailscale SSH: the docker provider connects as root.
-        policy: renderTailnetPolicy({ admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin], sshUsers: ["root"] }),
+        policy: renderTailnetPolicy({ admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin], sshUsers: ["root"], deployerTag: args.deployerTag }),
         nodeTag,
         description: `hardened-matrix ${args.stack} nodes`,
       },
