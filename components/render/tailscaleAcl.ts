@@ -8,6 +8,12 @@ export interface TailnetPolicyInput {
   adminPorts: number[];
   /** Local users admins may become over Tailscale SSH, e.g. ["root"] or the admin user. */
   sshUsers: string[];
+  /**
+   * The tag of the Funnel device (ingress funnel): it alone gets the `funnel` node attribute
+   * (tailscale/tailscale v1.102.3 tailcfg/tailcfg.go NodeAttrFunnel = "funnel"), and no ACL rule
+   * names it, so it reaches nothing on the tailnet and nothing on the tailnet reaches it.
+   */
+  funnelTag?: string;
 }
 
 export const ADMIN_GROUP = "group:hm-admins";
@@ -24,6 +30,7 @@ export interface TailnetPolicy {
   tagOwners: Record<string, string[]>;
   acls: { action: "accept"; src: string[]; dst: string[] }[];
   ssh: { action: "accept" | "check"; src: string[]; dst: string[]; users: string[] }[];
+  nodeAttrs?: { target: string[]; attr: string[] }[];
   tests: { src: string; accept: string[]; deny: string[] }[];
 }
 
@@ -35,6 +42,7 @@ function validate(p: TailnetPolicyInput): void {
   if (!TAG.test(p.nodeTag)) problems.push(`nodeTag "${p.nodeTag}" must look like tag:name`);
   if (p.adminPorts.length === 0) problems.push("adminPorts is empty");
   for (const port of p.adminPorts) if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`admin port ${port} is not a port number`);
+  if (p.funnelTag !== undefined && (!TAG.test(p.funnelTag) || p.funnelTag === p.nodeTag)) problems.push(`funnelTag "${p.funnelTag}" must look like tag:name and differ from nodeTag`);
   if (p.sshUsers.length === 0) problems.push("sshUsers is empty");
   for (const u of p.sshUsers) if (!UNIX_USER.test(u)) problems.push(`ssh user "${u}" is not a Unix user name`);
   if (problems.length > 0) throw new Error(`invalid tailnet policy input:\n  - ${problems.join("\n  - ")}`);
@@ -47,7 +55,7 @@ export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
   return {
     groups: { [ADMIN_GROUP]: [...p.admins] },
     // Only admins may bring a device up with the node tag (the auth keys they mint carry it).
-    tagOwners: { [p.nodeTag]: [ADMIN_GROUP] },
+    tagOwners: { [p.nodeTag]: [ADMIN_GROUP], ...(p.funnelTag ? { [p.funnelTag]: [ADMIN_GROUP] } : {}) },
     // Tailscale denies by default: these two rules are all the traffic the tailnet carries.
     acls: [
       { action: "accept", src: [ADMIN_GROUP], dst: [`${p.nodeTag}:${ports.join(",")}`] },
@@ -58,12 +66,14 @@ export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
     // SSH), which a browser re-authentication would break; admins already passed the tailnet's
     // login and device approval, and only they can reach port 22 at all.
     ssh: [{ action: "accept", src: [ADMIN_GROUP], dst: [p.nodeTag], users: [...new Set(p.sshUsers)] }],
+    ...(p.funnelTag ? { nodeAttrs: [{ target: [p.funnelTag], attr: ["funnel"] }] } : {}),
     // Tailscale refuses a policy whose tests fail, so a broken rule never reaches the tailnet.
     tests: [
       {
         src: p.admins[0],
         accept: ports.map((port) => `${p.nodeTag}:${port}`),
-        deny: [`${p.nodeTag}:${denied}`],
+        // The Funnel device is reached from the internet only, never over the tailnet.
+        deny: [`${p.nodeTag}:${denied}`, ...(p.funnelTag ? [`${p.funnelTag}:443`] : [])],
       },
     ],
   };
