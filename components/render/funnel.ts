@@ -3,9 +3,12 @@
  * send clients and federating servers to the ts.net name.
  */
 
-/** Ports Funnel listens on (tailscale/tailscale v1.102.3 ipn/ipnlocal/serve.go and the Funnel KB: 443, 8443, 10000). */
-export const FUNNEL_PORTS = [443, 8443, 10000] as const;
-/** The one port used: clients and federation share it (the well-known names it explicitly). */
+/**
+ * Ports Funnel listens on: the control plane grants them in the funnel-ports node capability
+ * (tailscale/tailscale v1.102.3 ipn/serve.go CheckFunnelPort, tailcfg.CapabilityFunnelPorts), and
+ * Tailscale's Funnel documentation (kb/1223) names 443, 8443 and 10000. The one port used here:
+ * clients and federation share it (the well-known names it explicitly).
+ */
 export const FUNNEL_PORT = 443;
 
 /** `<host>.<tailnet>.ts.net`: Funnel serves only names under ts.net. */
@@ -35,7 +38,12 @@ export interface ServeConfig {
 export interface ServeConfigInput {
   /** The node's ts.net name. */
   fqdn: string;
-  /** Plain-HTTP URL of Traefik's funnel entrypoint on the shared overlay, e.g. http://traefik:8081. */
+  /**
+   * Plain-HTTP URL of Traefik's funnel entrypoint on the shared overlay, e.g. http://traefik:8081.
+   * tailscaled dials a Proxy backend with the container's own network and resolver
+   * (tailscale/tailscale v1.102.3 ipn/ipnlocal/serve.go reverse proxy: dialer.SystemDial), so
+   * Swarm's DNS name for Traefik resolves even in userspace networking.
+   */
   upstream: string;
 }
 
