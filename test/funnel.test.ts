@@ -298,6 +298,12 @@ describe("funnel stack plan", () => {
     assert.equal(state.source, "/mnt/hm-funnel-funnel/funnel");
   });
 
+  test("the tailnet's HTTPS certificates are turned on, and nothing else of its settings", () => {
+    const [settings, ...more] = ofType(plan, "tailscale:index/tailnetSettings:TailnetSettings");
+    assert.equal(more.length, 0);
+    assert.deepEqual(settings!.inputs, { httpsEnabled: true });
+  });
+
   test("the tailnet policy gives the funnel attribute to the Funnel device's tag only", () => {
     const policy = JSON.parse(plannedFile(plan, "cloud-tailnet-acl/policy.json")) as Inputs;
     assert.deepEqual(policy.nodeAttrs, [{ target: ["tag:hm-funnel-funnel"], attr: ["funnel"] }]);

@@ -142,6 +142,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
 
     // With Funnel, Tailscale holds the certificate: no ACME state, the Funnel device's state instead.
     const purposes: StoragePurpose[] = args.funnel ? ["postgres", "dendrite", "funnel"] : ["postgres", "dendrite", "acme"];
+    if (args.funnel) this.tailnet.enableHttpsCertificates(`${name}-tailnet-https`);
     if (args.funnel) this.funnel = { tag: funnelTag, authKey: this.tailnet.deviceKey(`${name}-funnel-key`, funnelTag, `hardened-matrix ${args.stack} funnel`) };
     this.volumes = purposes.map((purpose) => {
       const place = STORAGE_PLACEMENT[purpose];
