@@ -10,9 +10,11 @@ import { Coturn } from "./components/services/coturn";
 import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
 import { FederationGate } from "./components/services/federationGate";
 import { Postgres, POSTGRES_USER } from "./components/services/postgres";
-import { CERT_RESOLVER } from "./components/render/traefik";
 import { Backup } from "./components/services/backup";
 import { BackupBucket } from "./components/platform/backupBucket";
+import { CERT_RESOLVER, FUNNEL_ENTRYPOINT, TRAEFIK_PORTS } from "./components/render/traefik";
+import { Funnel, FUNNEL_USER } from "./components/services/funnel";
+import { wellKnownDocuments } from "./components/render/funnel";
 
 // Tailscale and Headscale hand out addresses from CGNAT space (and this ULA prefix for IPv6).
 const VPN_SOURCE_RANGES = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"];
@@ -51,6 +53,10 @@ function cloudPlatform(settings: Settings): CloudPlatform {
     servesWellKnown: settings.servesWellKnown,
     delegation: settings.delegation,
     spacesBackups: settings.backupPlan?.repository.kind === "spaces",
+    funnel:
+      settings.ingress === "funnel"
+        ? { cloudflareAccountId: settings.cloudflareAccountId, wellKnown: wellKnownDocuments({ fqdn: settings.funnelFqdn }) }
+        : undefined,
   });
 }
 
@@ -68,15 +74,33 @@ async function main(): Promise<Record<string, unknown>> {
   const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
   const platform: Platform = cloud ?? localPlatform(settings);
   try {
-    return services(settings, platform);
+    return services(settings, platform, cloud?.funnel?.authKey);
   } finally {
     // Cloud nodes' cloud-init is rendered once every service has asked for its storage.
     cloud?.seal();
   }
 }
 
-function services(settings: Settings, platform: Platform): Record<string, unknown> {
+function services(settings: Settings, platform: Platform, funnelAuthKey?: pulumi.Output<string>): Record<string, unknown> {
   const onSwarm: pulumi.ComponentResourceOptions = { providers: [platform.provider] };
+
+  // Ingress funnel: the only way in, proxying to Traefik's funnel entrypoint.
+  let funnel: Funnel | undefined;
+  if (settings.ingress === "funnel") {
+    if (!funnelAuthKey) throw new Error("ingress funnel: the platform gave no Funnel auth key");
+    funnel = new Funnel(
+      "funnel",
+      {
+        image: settings.images.tailscale,
+        fqdn: settings.funnelFqdn,
+        authKey: funnelAuthKey,
+        storage: platform.storage("funnel", "edge", FUNNEL_USER),
+        upstream: `http://traefik:${TRAEFIK_PORTS.funnel}`,
+        constraints: [roleConstraint("edge")],
+      },
+      onSwarm,
+    );
+  }
 
   const socketProxy = new SocketProxy("socket-proxy", { image: settings.images.socketProxy, dockerSocketGid: settings.dockerSocketGid }, onSwarm);
   // Only with an allowlist: Traefik asks the gate about every inbound federation request.
@@ -103,6 +127,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
               storage: platform.storage("acme", "edge", TRAEFIK_USER),
             },
       dashboard: settings.dashboard ? { allowedSourceRanges: VPN_SOURCE_RANGES } : undefined,
+      funnel: funnel && { networkId: funnel.networkId },
       constraints: [roleConstraint("edge")],
     },
     onSwarm,
@@ -142,7 +167,8 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
         onSwarm,
       )
     : undefined;
-  const httpsSuffix = settings.httpsPort === 443 ? "" : `:${settings.httpsPort}`;
+  // Through Funnel the client API is on the ts.net name's port 443.
+  const httpsSuffix = settings.httpsPort === 443 || funnel ? "" : `:${settings.httpsPort}`;
   const publicBaseUrl = `https://${settings.matrixFqdn}${httpsSuffix}`;
   const dendriteStorage = platform.storage("dendrite", "db", DENDRITE_USER);
   const dendrite = new Dendrite(
@@ -173,6 +199,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       edgeNetworkId: traefik.edgeNetworkId,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
       federationCertDomain: settings.delegation === "srv" ? settings.serverName : undefined,
+      funnelEntryPoint: funnel ? FUNNEL_ENTRYPOINT : undefined,
       memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
       constraints: [roleConstraint("db")],
     },
@@ -183,6 +210,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
 
   return {
     target: settings.target,
+    ingress: settings.ingress,
     serverName: settings.serverName,
     matrixUrl: publicBaseUrl,
     signingKeyId: dendrite.signingKeyId,

@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { meshAddressCollisions } from "./render/wireguard";
+import { FUNNEL_FQDN } from "./render/funnel";
 
 /**
  * The stack config schema: the only description of what a site can set. `index.ts` is the only
@@ -44,6 +45,9 @@ export type NodeRole = (typeof NODE_ROLES)[number];
 // Pinned images, tags checked 2026-11 against the upstream Dockerfiles and release tags.
 // Never a floating tag: see `pinnedImage`.
 export const DEFAULT_IMAGES = {
+  // tailscale/tailscale release tag v1.102.3 (53a0d65); build_docker.sh tags images v${VERSION_SHORT},
+  // entrypoint /usr/local/bin/containerboot, binaries tailscale and tailscaled in /usr/local/bin.
+  tailscale: "tailscale/tailscale:v1.102.3",
   // ls92 added `chroot /` to its HAProxy config, which a non-root proxy cannot do; ls91 has none.
   socketProxy: "lscr.io/linuxserver/socket-proxy:3.4.3-r0-ls91",
   traefik: "traefik:v3.7.13",
@@ -171,6 +175,12 @@ export const settingsSchema = z.strictObject({
   backupKeepDaily: z.number().int().min(1).max(366),
   backupKeepWeekly: z.number().int().min(0).max(260),
   backupKeepMonthly: z.number().int().min(0).max(600),
+  /** public: Traefik's ports open to the internet; funnel: reachable only through Tailscale Funnel. */
+  ingress: z.enum(["public", "funnel"]),
+  funnelFqdn: optionalString((v) => FUNNEL_FQDN.test(v), "is not a Tailscale Funnel name <host>.<tailnet>.ts.net (the tailnet's DNS name is on the admin console's DNS page)"),
+  /** With ingress funnel, TURN (UDP) cannot go through Funnel: its ports are opened only if this says so. */
+  funnelTurnPorts: z.boolean(),
+  cloudflareAccountId: optionalString((v) => /^[a-f0-9]{32}$/.test(v), "is not a Cloudflare account id (32 lower-case hex characters, on the account's overview page)"),
   nodes: z.array(nodeSchema),
   images: z.strictObject(
     Object.fromEntries(Object.keys(DEFAULT_IMAGES).map((k) => [k, pinnedImage.optional()])) as Record<ImageName, z.ZodOptional<typeof pinnedImage>>,
@@ -319,7 +329,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
 
   const serverName = s.serverName === "" ? s.domain : s.serverName;
-  const matrixFqdn = fqdn(s.matrixHost, s.domain);
+  // Through Funnel the Matrix APIs are served on the ts.net name, nowhere else.
+  const matrixFqdn = s.ingress === "funnel" && s.funnelFqdn !== "" ? s.funnelFqdn : fqdn(s.matrixHost, s.domain);
   const turnFqdn = fqdn(s.turnHost, s.domain);
 
   if (s.delegation === "none" && !isUnder(serverName, s.domain)) {
@@ -366,6 +377,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     problems.push(`${PROJECT}:acmeDnsToken: is set but acmeCa is "none"; choose letsencrypt or drop the token`);
   }
 
+  problems.push(...ingressProblems(s));
+
   if (s.target === "local") {
     for (const [key, value] of Object.entries(publicPorts)) {
       if (value < 1024) problems.push(`${PROJECT}:${key}: ${value} is a privileged port; the local target publishes unprivileged ports (1024-65535)`);
@@ -383,7 +396,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.region === "") problems.push(`${PROJECT}:region: is required for target "digitalocean"; allowed: ${DO_REGIONS.join(", ")}`);
     if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);
     if (s.acmeCa !== "none" && s.acmeEmail === "") problems.push(`${PROJECT}:acmeEmail: is required when acmeCa is "${s.acmeCa}" (the CA's expiry notices)`);
-    if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
+    if (s.acmeCa === "none" && s.ingress === "public") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
     if (s.deployerTag !== "" && s.vpn !== "tailscale") problems.push(`${PROJECT}:deployerTag: is a Tailscale tag for CI runners; it needs vpn "tailscale" (vpn is "${s.vpn}")`);
     if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
     if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
@@ -421,7 +434,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     images,
     matrixFqdn,
     turnFqdn,
-    servesWellKnown: s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
+    // With Funnel the server name's documents come from Cloudflare (components/platform/wellKnown.ts), not Traefik.
+    servesWellKnown: s.ingress === "public" && s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
     ...(backup ? { backupPlan: backup } : {}),
   };
 }
@@ -468,6 +482,33 @@ function backupPlan(s: RawSettings, problems: string[]): BackupSettings | undefi
     intervalHours: s.backupIntervalHours,
     retention: { daily: s.backupKeepDaily, weekly: s.backupKeepWeekly, monthly: s.backupKeepMonthly },
   };
+}
+
+/** `ingress: funnel` and the keys that go with it. */
+function ingressProblems(s: RawSettings): string[] {
+  const problems: string[] = [];
+  const key = (k: string) => `${PROJECT}:${k}`;
+  if (s.ingress === "public") {
+    if (s.cloudflareAccountId !== "") problems.push(`${key("cloudflareAccountId")}: is set but ingress is "public"; it is used only by ingress "funnel"`);
+    if (s.funnelFqdn !== "") problems.push(`${key("funnelFqdn")}: is set but ingress is "public"; it only applies to ingress "funnel"`);
+    if (s.funnelTurnPorts) problems.push(`${key("funnelTurnPorts")}: is true but ingress is "public"; it only applies to ingress "funnel"`);
+    return problems;
+  }
+  if (s.target === "local") problems.push(`${key("ingress")}: "funnel" needs a Tailscale tailnet, which target "local" has none of; allowed: public`);
+  else if (s.vpn !== "tailscale") problems.push(`${key("ingress")}: "funnel" works only with vpn "tailscale" (Funnel is a Tailscale service; Headscale has none); vpn is "${s.vpn}"; allowed: public`);
+  if (s.funnelFqdn === "") problems.push(`${key("funnelFqdn")}: is required with ingress "funnel": the node's name <host>.<tailnet>.ts.net (the tailnet's DNS name is on the admin console's DNS page)`);
+  if (s.delegation !== "well-known") {
+    problems.push(`${key("delegation")}: "${s.delegation}" cannot work with ingress "funnel" (the certificate is for the ts.net name, so only /.well-known/matrix/server with an explicit port can delegate to it); allowed: well-known`);
+  }
+  if (s.target !== "local") {
+    if (s.acmeCa !== "none") problems.push(`${key("acmeCa")}: "${s.acmeCa}" with ingress "funnel": Tailscale holds the ts.net certificate and no port is open for an ACME challenge; allowed: none`);
+    if (s.cloudflareAccountId === "") problems.push(`${key("cloudflareAccountId")}: is required with ingress "funnel": a Cloudflare Worker on the zone serves /.well-known/matrix for ${s.serverName || s.domain}`);
+  }
+  if (s.turnEnabled && !s.funnelTurnPorts) {
+    problems.push(`${key("turnEnabled")}: TURN is UDP and cannot go through Funnel, so with ingress "funnel" it needs its own ports open to the internet; set turnEnabled false, or set funnelTurnPorts true to open them`);
+  }
+  if (!s.turnEnabled && s.funnelTurnPorts) problems.push(`${key("funnelTurnPorts")}: is true but turnEnabled is false; there are no TURN ports to open`);
+  return problems;
 }
 
 function cidrBounds(cidr: string): [number, number] {

@@ -14,6 +14,7 @@ interface Policy {
   acls?: { action: string; src: string[]; dst: string[] }[];
   ssh?: { action: string; src: string[]; dst: string[]; users: string[] }[];
   tests?: { src: string; accept?: string[]; deny?: string[] }[];
+  nodeAttrs?: { target: string[]; attr: string[] }[];
 }
 
 function matches(policy: Policy, selector: string, d: Device): boolean {
@@ -148,5 +149,40 @@ describe("tailnet policy", () => {
 
   test("rendering is deterministic JSON", () => {
     assert.equal(renderTailnetPolicy(input), renderTailnetPolicy({ ...input, adminPorts: [9443, 22] }));
+  });
+});
+
+// nodeAttrs: a device gets every attr of every entry whose target selects it (Tailscale's policy
+// syntax reference, "nodeAttrs"; the funnel attribute is tailcfg.NodeAttrFunnel = "funnel" in
+// tailscale/tailscale v1.102.3 tailcfg/tailcfg.go).
+function attrsOf(policy: Policy, d: Device): string[] {
+  return (policy.nodeAttrs ?? []).filter((n) => n.target.some((t) => matches(policy, t, d))).flatMap((n) => n.attr);
+}
+
+describe("tailnet policy with a Funnel device", () => {
+  const withFunnel = JSON.parse(renderTailnetPolicy({ ...input, funnelTag: "tag:hm-funnel" })) as Policy;
+  const funnelDevice: Device = { user: "alice@example.com", tags: ["tag:hm-funnel"] };
+
+  test("only the Funnel device's tag carries the funnel attribute", () => {
+    assert.deepEqual(attrsOf(withFunnel, funnelDevice), ["funnel"]);
+    for (const d of [node, otherNode, alice, mallory, strayTagged]) assert.deepEqual(attrsOf(withFunnel, d), [], JSON.stringify(d));
+    assert.deepEqual(withFunnel.tagOwners?.["tag:hm-funnel"], [ADMIN_GROUP]);
+  });
+
+  test("the Funnel device reaches nothing on the tailnet and nothing reaches it", () => {
+    for (const port of [22, 443, 8081, 9443]) {
+      assert.equal(mayReach(withFunnel, funnelDevice, node, port), false);
+      assert.equal(mayReach(withFunnel, alice, funnelDevice, port), false);
+      assert.equal(mayReach(withFunnel, node, funnelDevice, port), false);
+    }
+    assert.equal(sshAction(withFunnel, alice, funnelDevice, "root"), undefined);
+    assert.ok(withFunnel.tests?.[0]?.deny?.includes("tag:hm-funnel:443"));
+  });
+
+  test("without a Funnel device there are no node attributes; the tag must differ from the node tag", () => {
+    assert.equal(policy.nodeAttrs, undefined);
+    assert.deepEqual(attrsOf(policy, node), []);
+    assert.throws(() => renderTailnetPolicy({ ...input, funnelTag: "tag:hm-node" }), /differ from nodeTag/);
+    assert.throws(() => renderTailnetPolicy({ ...input, funnelTag: "funnel" }), /tag:name/);
   });
 });

@@ -14,6 +14,7 @@ import { WireGuardMesh } from "./mesh";
 import { DOCKER_SSH_OPTS } from "./remote";
 import { SwarmCluster } from "./swarm";
 import { meshAddress } from "../render/wireguard";
+import { WellKnownWorker } from "./wellKnown";
 
 export { DOCKER_SSH_OPTS } from "./remote";
 
@@ -27,6 +28,7 @@ export const STORAGE_PLACEMENT: Record<StoragePurpose, { role: NodeRole; sizeGib
   dendrite: { role: "db", sizeGib: 20, why: "media store and JetStream (Dendrite runs next to Postgres)" },
   acme: { role: "edge", sizeGib: 1, why: "Traefik's ACME account and certificates" },
   headscale: { role: "edge", sizeGib: 1, why: "Headscale's SQLite database and keys" },
+  funnel: { role: "edge", sizeGib: 1, why: "the Funnel device's tailscaled state (its node key and certificate)" },
 };
 
 // DigitalOcean list prices, checked 2026-11-23 (https://www.digitalocean.com/pricing):
@@ -86,6 +88,11 @@ export interface CloudPlatformArgs {
   delegation: "well-known" | "srv" | "none";
   /** The stack keeps its backups in a Spaces bucket (counted in the cost estimate). */
   spacesBackups?: boolean;
+  /**
+   * Ingress funnel: no public inbound port, a tagged device key for the Funnel container, its
+   * state volume, and the server name's well-known documents served by a Cloudflare Worker.
+   */
+  funnel?: { cloudflareAccountId: string; wellKnown: { server: string; client: string } };
 }
 
 function nodeWith(nodes: NodeSettings[], role: NodeRole): NodeSettings {
@@ -117,6 +124,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
   private readonly volumes: Array<VolumeSpec & { purpose: StoragePurpose; role: NodeRole }>;
   private sealOwners!: (owners: Partial<Record<StoragePurpose, string>>) => void;
   private sealed = false;
+  /** Ingress funnel: the Funnel device's tag and its single-use auth key (secret). */
+  readonly funnel?: { tag: string; authKey: pulumi.Output<string> };
 
   constructor(name: string, args: CloudPlatformArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:platform:Cloud", name, {}, opts);
@@ -125,19 +134,30 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     const prefix = `hm-${args.stack}`;
     const clusterTag = `hardened-matrix-${args.stack}`;
     const nodeTag = `tag:${prefix}`;
+    const funnelTag = `tag:${prefix}-funnel`;
 
     this.tailnet = new Tailnet(
       `${name}-tailnet`,
       {
         // Root over Tailscale SSH: the docker provider connects as root.
-        policy: renderTailnetPolicy({ admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin], sshUsers: ["root"], deployerTag: args.deployerTag }),
+        policy: renderTailnetPolicy({
+          admins: args.admins,
+          nodeTag,
+          adminPorts: [22, args.ports.admin],
+          sshUsers: ["root"],
+          deployerTag: args.deployerTag,
+          funnelTag: args.funnel ? funnelTag : undefined,
+        }),
         nodeTag,
         description: `hardened-matrix ${args.stack} nodes`,
       },
       child,
     );
 
-    const purposes: StoragePurpose[] = ["postgres", "dendrite", "acme"];
+    // With Funnel, Tailscale holds the certificate: no ACME state, the Funnel device's state instead.
+    const purposes: StoragePurpose[] = args.funnel ? ["postgres", "dendrite", "funnel"] : ["postgres", "dendrite", "acme"];
+    if (args.funnel) this.tailnet.enableHttpsCertificates(`${name}-tailnet-https`);
+    if (args.funnel) this.funnel = { tag: funnelTag, authKey: this.tailnet.deviceKey(`${name}-funnel-key`, funnelTag, `hardened-matrix ${args.stack} funnel`) };
     this.volumes = purposes.map((purpose) => {
       const place = STORAGE_PLACEMENT[purpose];
       return {
@@ -187,6 +207,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           federationPort: args.ports.federation,
           turn: args.turn ? { port: args.turn.port, tlsPort: args.turn.tlsPort, minPort: args.turn.minPort, maxPort: args.turn.maxPort } : undefined,
           wireguardPort: WIREGUARD_PORT,
+          publicIngress: args.funnel === undefined,
         }),
       },
       child,
@@ -260,9 +281,17 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         wellKnownFqdn: args.servesWellKnown ? args.serverName : undefined,
         srv: args.delegation === "srv" ? { serverName: args.serverName, port: args.ports.federation } : undefined,
         caa: { issuer: "letsencrypt.org", iodefEmail: args.acmeEmail || undefined },
+        publicEdge: args.funnel === undefined,
       },
       child,
     );
+    if (args.funnel) {
+      new WellKnownWorker(
+        `${name}-well-known`,
+        { accountId: args.funnel.cloudflareAccountId, zoneId: args.cloudflareZoneId, serverName: args.serverName, documents: args.funnel.wellKnown, scriptName: `${prefix}-well-known` },
+        child,
+      );
+    }
 
     const sizes = args.nodes.map((n) => n.size);
     const volumeGib = this.volumes.map((v) => v.sizeGib);
@@ -282,6 +311,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         ]),
       ),
       edgeIpv4,
+      ...(args.funnel ? { wellKnownServer: args.funnel.wellKnown.server, wellKnownClient: args.funnel.wellKnown.client } : {}),
       estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price, args.spacesBackups ?? false)),
     };
     this.registerOutputs({ edgeIpv4 });

@@ -13,6 +13,12 @@ export interface TailnetPolicyInput {
    * SSH (the docker provider and remote steps run over it) and nothing else, not the dashboard.
    */
   deployerTag?: string;
+  /**
+   * The tag of the Funnel device (ingress funnel): it alone gets the `funnel` node attribute
+   * (tailscale/tailscale v1.102.3 tailcfg/tailcfg.go NodeAttrFunnel = "funnel"), and no ACL rule
+   * names it, so it reaches nothing on the tailnet and nothing on the tailnet reaches it.
+   */
+  funnelTag?: string;
 }
 
 export const ADMIN_GROUP = "group:hm-admins";
@@ -29,6 +35,7 @@ export interface TailnetPolicy {
   tagOwners: Record<string, string[]>;
   acls: { action: "accept"; src: string[]; dst: string[] }[];
   ssh: { action: "accept" | "check"; src: string[]; dst: string[]; users: string[] }[];
+  nodeAttrs?: { target: string[]; attr: string[] }[];
   tests: { src: string; accept: string[]; deny: string[] }[];
 }
 
@@ -40,6 +47,7 @@ function validate(p: TailnetPolicyInput): void {
   if (!TAG.test(p.nodeTag)) problems.push(`nodeTag "${p.nodeTag}" must look like tag:name`);
   if (p.adminPorts.length === 0) problems.push("adminPorts is empty");
   for (const port of p.adminPorts) if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`admin port ${port} is not a port number`);
+  if (p.funnelTag !== undefined && (!TAG.test(p.funnelTag) || p.funnelTag === p.nodeTag)) problems.push(`funnelTag "${p.funnelTag}" must look like tag:name and differ from nodeTag`);
   if (p.sshUsers.length === 0) problems.push("sshUsers is empty");
   for (const u of p.sshUsers) if (!UNIX_USER.test(u)) problems.push(`ssh user "${u}" is not a Unix user name`);
   if (p.deployerTag !== undefined && (!TAG.test(p.deployerTag) || p.deployerTag === p.nodeTag)) {
@@ -55,8 +63,12 @@ export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
   const deployer = p.deployerTag;
   return {
     groups: { [ADMIN_GROUP]: [...p.admins] },
-    // Only admins may bring a device up with the node tag (the auth keys they mint carry it), or the deployer tag.
-    tagOwners: { [p.nodeTag]: [ADMIN_GROUP], ...(deployer ? { [deployer]: [ADMIN_GROUP] } : {}) },
+    // Only admins may bring a device up with the node tag (the auth keys they mint carry it), the deployer or the funnel tag.
+    tagOwners: {
+      [p.nodeTag]: [ADMIN_GROUP],
+      ...(deployer ? { [deployer]: [ADMIN_GROUP] } : {}),
+      ...(p.funnelTag ? { [p.funnelTag]: [ADMIN_GROUP] } : {}),
+    },
     // Tailscale denies by default: these rules are all the traffic the tailnet carries.
     acls: [
       { action: "accept", src: [ADMIN_GROUP], dst: [`${p.nodeTag}:${ports.join(",")}`] },
@@ -72,12 +84,14 @@ export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
       { action: "accept", src: [ADMIN_GROUP], dst: [p.nodeTag], users: [...new Set(p.sshUsers)] },
       ...(deployer ? [{ action: "accept" as const, src: [deployer], dst: [p.nodeTag], users: ["root"] }] : []),
     ],
+    ...(p.funnelTag ? { nodeAttrs: [{ target: [p.funnelTag], attr: ["funnel"] }] } : {}),
     // Tailscale refuses a policy whose tests fail, so a broken rule never reaches the tailnet.
     tests: [
       {
         src: p.admins[0],
         accept: ports.map((port) => `${p.nodeTag}:${port}`),
-        deny: [`${p.nodeTag}:${denied}`],
+        // The Funnel device is reached from the internet only, never over the tailnet.
+        deny: [`${p.nodeTag}:${denied}`, ...(p.funnelTag ? [`${p.funnelTag}:443`] : [])],
       },
       ...(deployer ? [{ src: deployer, accept: [`${p.nodeTag}:22`], deny: ports.filter((port) => port !== 22).map((port) => `${p.nodeTag}:${port}`) }] : []),
     ],
