@@ -290,6 +290,8 @@ describe("funnel stack plan", () => {
     assert.deepEqual((key.inputs as Inputs).tags, ["tag:hm-funnel-funnel"]);
     assert.equal((key.inputs as Inputs).reusable, false);
     assert.equal((key.inputs as Inputs).preauthorized, true);
+    // A refresh must not mint a new key: it would change the Swarm secret and restart the only ingress.
+    assert.equal((key.inputs as Inputs).recreateIfInvalid, "never");
     const state = (spec.mounts as Inputs[]).find((m) => m.target === "/var/lib/tailscale")!;
     assert.equal(state.type, "bind");
     const volume = ofType(plan, VOLUME).find((v) => (v.inputs as Inputs).name === "hm-funnel-funnel");

@@ -60,11 +60,14 @@ export class Tailnet extends pulumi.ComponentResource {
    * A single-use, pre-authorized key for one more device carrying `tag` (which the policy must own),
    * e.g. the Funnel container. Single use: the device keeps its identity in its state directory and
    * never logs in again (containerboot TS_AUTH_ONCE); the key expires within the hour either way.
+   * Never recreated by a refresh: a new key would change the Swarm secret and restart the service
+   * (the only ingress) for a key it never uses. A device that lost its state needs
+   * `pulumi up --replace <this key's urn>`.
    */
   deviceKey(name: string, tag: string, description: pulumi.Input<string>): pulumi.Output<string> {
     const key = new tailscale.TailnetKey(
       name,
-      { reusable: false, ephemeral: false, preauthorized: true, expiry: AUTH_KEY_EXPIRY_SECONDS, tags: [tag], description, recreateIfInvalid: "always" },
+      { reusable: false, ephemeral: false, preauthorized: true, expiry: AUTH_KEY_EXPIRY_SECONDS, tags: [tag], description, recreateIfInvalid: "never" },
       { parent: this, dependsOn: [this.acl] },
     );
     return pulumi.secret(key.key);
