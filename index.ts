@@ -70,7 +70,10 @@ function localDockerSocketGid(): number | undefined {
 }
 
 async function main(): Promise<Record<string, unknown>> {
-  const settings = loadSettings({ localDockerSocketGid: localDockerSocketGid() });
+  const settings = loadSettings({
+    localDockerSocketGid: localDockerSocketGid(),
+    spacesKeysInEnv: Boolean(process.env.SPACES_ACCESS_KEY_ID && process.env.SPACES_SECRET_ACCESS_KEY),
+  });
   const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
   const platform: Platform = cloud ?? localPlatform(settings);
   try {

@@ -81,6 +81,10 @@ export const DOCKER_SOCKET_GID_RANGE = [65000, 65533] as const;
 export interface HostFacts {
   /** Group of /var/run/docker.sock here, when it exists: the local target's default dockerSocketGid. */
   localDockerSocketGid?: number;
+  /** Whether DigitalOcean's Spaces keys reach the provider (its config or SPACES_* environment); unknown: not checked. */
+  spacesKeys?: boolean;
+  /** SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY are both set for the provider. */
+  spacesKeysInEnv?: boolean;
 }
 
 const pinnedImage = z
@@ -414,6 +418,12 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
 
   const backup = backupPlan(s, problems);
+  if (backup?.repository.kind === "spaces" && facts.spacesKeys === false) {
+    // The provider creates buckets with Spaces keys, not the API token (@pulumi/digitalocean provider.d.ts).
+    problems.push(
+      `digitalocean:spacesAccessId: is not set, and the backups' Spaces bucket needs it and digitalocean:spacesSecretKey (\`pulumi config set --secret digitalocean:spacesAccessId ...\`, or SPACES_ACCESS_KEY_ID/SPACES_SECRET_ACCESS_KEY); or set hardened-matrix:backup to off`,
+    );
+  }
 
   if (problems.length > 0) throw new SettingsError(problems);
 
@@ -640,7 +650,8 @@ export function settingsFromConfig(stack: string, all: Record<string, string>, i
     raw[key] = (SECRET_KEYS as readonly string[]).includes(key) ? value : decodeConfigValue(value);
     if (isSecret(fullKey)) secretKeys.add(fullKey);
   }
-  return parseSettings(stack, raw, secretKeys, facts);
+  const spacesKeys = ("digitalocean:spacesAccessId" in all && "digitalocean:spacesSecretKey" in all) || facts.spacesKeysInEnv === true;
+  return parseSettings(stack, raw, secretKeys, { ...facts, spacesKeys });
 }
 
 function isSecretConfig(key: string): boolean {
