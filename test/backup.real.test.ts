@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
@@ -391,6 +391,21 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
     }
     const dbSnapshots = (await snapshots()).filter((s) => s.tags.includes("postgres"));
     assert.equal(dbSnapshots.length, 1, "only the good database snapshot remains");
+  });
+
+  test("a failing media backup does not cost the database its backup (the database goes first, both are tried)", async () => {
+    const before = (await snapshots()).filter((s) => s.tags.includes("postgres")).length;
+    const aside = `${paths.media}.aside`;
+    renameSync(paths.media, aside);
+    try {
+      const b = await backupOnce();
+      assert.notEqual(b.backup.code, 0, "the run fails");
+      assert.doesNotMatch(b.backup.out, /backup complete/);
+    } finally {
+      renameSync(aside, paths.media);
+    }
+    const after = (await snapshots()).filter((s) => s.tags.includes("postgres")).length;
+    assert.equal(after, before + 1, "the database was backed up all the same");
   });
 
   test("after the database and the media are destroyed, the restore script brings back every row and every byte", async () => {

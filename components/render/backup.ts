@@ -201,8 +201,11 @@ backup_database() {
 
 run_once() {
   ensure_repository || return 1
-  backup_media || return 1
-  backup_database || return 1
+  # The database first, and both always tried: a media failure must not cost the database its backup.
+  failed=0
+  backup_database || failed=1
+  backup_media || failed=1
+  [ "$failed" = 0 ] || return 1
   log "retention: ${keep}"
   restic forget --host "$host" ${keep} --prune >&2 || { log "retention: restic forget --prune failed"; return 1; }
   restic check >&2 || { log "restic check FAILED: the repository needs attention"; return 1; }
