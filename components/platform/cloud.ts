@@ -180,7 +180,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           hostname: node.name,
           dockerGid: args.dockerSocketGid,
           tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true },
-          wireguard: { port: WIREGUARD_PORT },
+          wireguard: { port: WIREGUARD_PORT, fromCidr: args.vpcRange },
           volumes: here.map((v) => ({ name: v.name, mountPoint: `/mnt/${v.name}`, fsType: "ext4" as const })),
           directories: here.filter((v) => ownerOf[v.purpose]).map((v) => ({ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! })),
         });
