@@ -140,16 +140,78 @@ test("preview: per cloud stack, pulumi preview with the policy pack, commented o
   assert.equal(step.with["stack-name"], "${{ matrix.stack }}");
   assert.equal(step.with.policyPacks, "${{ github.workspace }}/policy");
   assert.equal(step.with["comment-on-pr"], true);
+  assert.equal(step.with.refresh, undefined, "no --refresh: a refresh would read the Docker host over SSH");
   assert.equal(step.with["cloud-url"], "${{ secrets.PULUMI_BACKEND_URL }}");
   assert.equal(step.with["secrets-provider"], "${{ secrets.PULUMI_SECRETS_PROVIDER }}");
   assert.equal(step.env.PULUMI_CONFIG_PASSPHRASE, "${{ secrets.PULUMI_CONFIG_PASSPHRASE }}");
   assert.ok((job.steps as Doc[]).some((s) => /npm ci --prefix policy/.test(String(s.run))), "the pack's dependencies are installed");
 });
 
-test("deploy: on push to main; dev first, prod behind its environment; one deploy per stack, never cancelled", () => {
+/** The environments a job names, its matrix expanded. */
+function environmentsOf(job: Doc): string[] {
+  const env = typeof job.environment === "object" && job.environment !== null ? job.environment.name : job.environment;
+  if (env === undefined) return [];
+  const m = /^\$\{\{\s*matrix\.(\w+)\s*\}\}(.*)$/.exec(String(env));
+  if (!m) return [String(env)];
+  return ((job.strategy?.matrix?.[m[1]!] ?? []) as string[]).map((v) => `${v}${m[2]}`);
+}
+
+const DEPLOY_ENVIRONMENTS = ["dev", "prod"];
+const PREVIEW_ENVIRONMENTS = ["dev-preview", "prod-preview"];
+
+test("credentials only from environments: every job reading a secret names one; pull requests get only the preview environments, deploy environments only the deploy", () => {
+  let readers = 0;
+  for (const f of files) {
+    const on = Object.keys(doc(f).on as Doc);
+    for (const [name, job] of jobs(f)) {
+      if (!/secrets\./.test(JSON.stringify(job))) continue;
+      readers++;
+      const envs = environmentsOf(job);
+      assert.ok(envs.length > 0, `${f}/${name} reads secrets outside an environment (repository secrets reach every branch pusher)`);
+      for (const e of envs) assert.ok([...DEPLOY_ENVIRONMENTS, ...PREVIEW_ENVIRONMENTS].includes(e), `${f}/${name}: unknown environment ${e}`);
+      if (on.includes("pull_request")) {
+        for (const e of envs) assert.ok(PREVIEW_ENVIRONMENTS.includes(e), `${f}/${name}: a pull request's code in environment ${e}`);
+      }
+      if (envs.some((e) => DEPLOY_ENVIRONMENTS.includes(e))) assert.deepEqual(on, ["workflow_run"], `${f}/${name}: a deploy environment on ${on.join(", ")}`);
+    }
+  }
+  assert.equal(readers, 3, "preview, deploy dev, deploy prod");
+  assert.deepEqual(environmentsOf(doc("preview.yml").jobs.preview as Doc), PREVIEW_ENVIRONMENTS);
+});
+
+test("no pull request joins the tailnet: a preview needs no path to the nodes, and no tailnet client is within a PR's reach", () => {
+  for (const f of files.filter((x) => "pull_request" in (doc(x).on as Doc))) {
+    assert.doesNotMatch(text(f).replace(/^\s*#.*$/gm, ""), /tailscale\/github-action|TS_OAUTH_/, `${f}: tailnet join or its OAuth client`);
+  }
+  // The deploys still join: the docker provider and remote steps reach the nodes over it.
+  for (const [, job] of jobs("deploy.yml")) assert.ok((job.steps as Doc[]).some((s) => String(s.uses).startsWith("tailscale/github-action@")));
+});
+
+test("deploy: only after CI passed on a push to this repository's main, of the commit CI tested; no manual trigger", () => {
   const w = doc("deploy.yml");
-  assert.deepEqual(w.on.push, { branches: ["main"] });
+  assert.deepEqual(Object.keys(w.on), ["workflow_run"], "no push (untested code) and no workflow_dispatch (any branch)");
+  assert.deepEqual(w.on.workflow_run, { workflows: [doc("ci.yml").name], types: ["completed"], branches: ["main"] });
   const { dev, prod } = w.jobs as Record<string, Doc>;
+  const guard = String(dev.if).split("&&").map((c) => c.trim()).sort();
+  assert.deepEqual(guard, [
+    "github.event.workflow_run.conclusion == 'success'",
+    "github.event.workflow_run.event == 'push'",
+    "github.event.workflow_run.head_branch == 'main'",
+    "github.event.workflow_run.head_repository.full_name == github.repository",
+  ]);
+  // prod needs dev, so a skipped dev skips it; an always()/failure() would undo that.
+  assert.equal(prod.needs, "dev");
+  assert.doesNotMatch(String(prod.if ?? ""), /always\(|failure\(|cancelled\(/);
+  for (const job of [dev, prod]) {
+    const checkout = (job.steps as Doc[]).find((s) => String(s.uses).startsWith("actions/checkout@"))!;
+    assert.equal(checkout.with.ref, "${{ github.event.workflow_run.head_sha }}", "the commit CI tested, not main's newest");
+  }
+  // A tag's CI run carries the tag's name as head_branch: CI runs on branches only.
+  assert.deepEqual(doc("ci.yml").on.push, { branches: ["**"] });
+});
+
+test("deploy: dev first, prod behind its environment; one deploy per stack, never cancelled", () => {
+  const { dev, prod } = doc("deploy.yml").jobs as Record<string, Doc>;
   assert.equal(prod.needs, "dev");
   for (const [stack, job] of [["dev", dev], ["prod", prod]] as const) {
     assert.equal(job.environment, stack);
@@ -159,7 +221,7 @@ test("deploy: on push to main; dev first, prod behind its environment; one deplo
   }
 });
 
-test("ci: every push and pull request runs .ci/run", () => {
+test("ci: every branch push and pull request runs .ci/run", () => {
   const w = doc("ci.yml");
   assert.deepEqual(Object.keys(w.on).sort(), ["pull_request", "push"]);
   assert.equal((w.jobs.test.steps as Doc[]).at(-1)!.run, ".ci/run");
