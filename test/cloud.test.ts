@@ -172,13 +172,12 @@ test("dev: DNS records are never proxied; CAA allows only Let's Encrypt; no AAAA
   for (const r of records) assert.equal(r.zoneId, "0123456789abcdef0123456789abcdef");
 });
 
-test("dev: the tailnet policy lets admins reach SSH and the dashboard, nodes reach nodes, nothing else", () => {
+test("dev: the tailnet policy lets admins reach SSH and the dashboard, nothing else (nodes talk over wg0 only)", () => {
   const policy = JSON.parse(plan.files.find((f) => f.path === "cloud-tailnet-acl/policy.json")!.content);
   assert.deepEqual(policy.groups, { "group:hm-admins": ["ops@example.org"] });
   assert.deepEqual(policy.tagOwners, { "tag:hm-dev": ["group:hm-admins"] });
   assert.deepEqual(policy.acls, [
     { action: "accept", src: ["group:hm-admins"], dst: ["tag:hm-dev:22,9443"] },
-    { action: "accept", src: ["tag:hm-dev"], dst: ["tag:hm-dev:*"] },
   ]);
   assert.deepEqual(policy.ssh, [{ action: "accept", src: ["group:hm-admins"], dst: ["tag:hm-dev"], users: ["root"] }]);
   assert.equal((named(plan, "cloud-tailnet-acl").inputs as Inputs).overwriteExistingContent, true);

@@ -74,8 +74,8 @@ export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
       { action: "accept", src: [ADMIN_GROUP], dst: [`${p.nodeTag}:${ports.join(",")}`] },
       // Deploying runners: SSH only (the docker provider is ssh://root@node).
       ...(deployer ? [{ action: "accept" as const, src: [deployer], dst: [`${p.nodeTag}:22`] }] : []),
-      // Nodes may talk to each other over the tailnet (Swarm itself runs over wg0).
-      { action: "accept", src: [p.nodeTag], dst: [`${p.nodeTag}:*`] },
+      // No rule lets nodes reach each other over the tailnet: they talk only over wg0 (the mesh), so a
+      // compromised node gains nothing here it does not already have there.
     ],
     // "accept", not "check": the program reaches nodes non-interactively (remote commands over
     // SSH), which a browser re-authentication would break; admins already passed the tailnet's
