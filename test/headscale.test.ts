@@ -3,6 +3,7 @@ import { describe, test } from "node:test";
 import { parse } from "yaml";
 import { headscaleConfig, renderHeadscaleConfig, renderHeadscalePolicy, HEADSCALE_PORTS, type HeadscaleConfigInput } from "../components/render/headscale";
 import { renderTailnetPolicy, type TailnetPolicyInput } from "../components/render/tailscaleAcl";
+import { headscaleFirewallPlan } from "../components/render/headscaleFirewall";
 import { headscaleConfigSchema, headscalePolicySchema } from "./headscaleConfigSchema";
 import { mayReach, sshAction, type Device, type Policy } from "./support/tailnetPolicyEvaluator";
 
@@ -133,5 +134,22 @@ describe("Headscale policy", () => {
 
   test("the standardizer keeps strings and drops comments", () => {
     assert.deepEqual(JSON.parse(standardize('// c\n{"a": "x//y", /* z */ "b": [1,],}')), { a: "x//y", b: [1] });
+  });
+});
+
+describe("Headscale control node firewall", () => {
+  const open = (plan: ReturnType<typeof headscaleFirewallPlan>) =>
+    plan.inbound.filter((r) => r.sourceAddresses?.includes("0.0.0.0/0") && r.portRange !== undefined).map((r) => `${r.portRange}/${r.protocol}`).sort();
+
+  test("only 80 and 443 open to the internet, plus 3478/udp with DERP", () => {
+    assert.deepEqual(open(headscaleFirewallPlan({ tag: "hm-prod-headscale", derp: false })), ["443/tcp", "80/tcp"]);
+    assert.deepEqual(open(headscaleFirewallPlan({ tag: "hm-prod-headscale", derp: true })), ["3478/udp", "443/tcp", "80/tcp"]);
+  });
+
+  test("no inbound rule from anyone else, and only the control node's own tag", () => {
+    const plan = headscaleFirewallPlan({ tag: "hm-prod-headscale", derp: true });
+    assert.deepEqual(plan.tags, ["hm-prod-headscale"]);
+    for (const r of plan.inbound) assert.equal(r.sourceTags, undefined);
+    assert.throws(() => headscaleFirewallPlan({ tag: "bad tag", derp: false }), /not a DigitalOcean tag/);
   });
 });
