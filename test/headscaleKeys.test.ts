@@ -83,6 +83,17 @@ describe("Headscale pre-auth keys (dynamic provider)", () => {
     }
   });
 
+  test("an admin's key: owned by the user with that email, untagged", async () => {
+    fake.users.push({ id: "7", name: "alice", email: "alice@example.com" });
+    const { outs } = await p.create({ ...inputs(), tags: [], userEmail: "alice@example.com" });
+    assert.match(outs.key, /^hskey-auth-/);
+    const body = fake.requests.at(-1)!.body as Record<string, unknown>;
+    assert.equal(body.user, "7");
+    assert.deepEqual(body.aclTags, []);
+    await assert.rejects(p.create({ ...inputs(), tags: [], userEmail: "nobody@example.com" }), /0 users with email nobody@example.com/);
+    assert.equal((await p.check({}, { ...inputs(), userEmail: "alice@example.com" })).failures?.[0]?.property, "tags", "tags and a user: refused");
+  });
+
   test("the API key never goes to a non-loopback plain-http URL", () => {
     assert.throws(() => new HeadscaleApi("http://hs.example.org", API_KEY), /must be https/);
     assert.doesNotThrow(() => new HeadscaleApi("https://hs.example.org", API_KEY));

@@ -21,6 +21,8 @@ export interface PreAuthKey {
 export interface CreatePreAuthKey {
   /** Tag-only keys (no user) since 0.28: the node is owned by its tags. */
   aclTags: string[];
+  /** A user-owned key (an admin's own device): the user's id (uint64 as a string). */
+  user?: string;
   /** RFC 3339 instant. */
   expiration: string;
   reusable: boolean;
@@ -56,7 +58,7 @@ export class HeadscaleApi {
     this.base = url.origin;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  protected async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const operation = `${method} ${path.split("?")[0]}`;
     let res: Response;
     try {
@@ -85,7 +87,8 @@ export class HeadscaleApi {
   }
 
   async createPreAuthKey(req: CreatePreAuthKey): Promise<PreAuthKey> {
-    if (req.aclTags.length === 0 || !req.aclTags.every((t) => TAG.test(t))) throw new Error(`pre-auth key tags ${JSON.stringify(req.aclTags)} must be tag:name entries`);
+    if (!req.aclTags.every((t) => TAG.test(t))) throw new Error(`pre-auth key tags ${JSON.stringify(req.aclTags)} must be tag:name entries`);
+    if (req.aclTags.length === 0 && req.user === undefined) throw new Error("a pre-auth key needs tags or a user");
     const res = await this.call<{ preAuthKey?: PreAuthKey }>("POST", "/api/v1/preauthkey", req);
     if (!res.preAuthKey?.id || !res.preAuthKey.key) throw new Error("Headscale API POST /api/v1/preauthkey answered without a key");
     return normalize(res.preAuthKey);
@@ -106,6 +109,36 @@ export class HeadscaleApi {
 
   async deletePreAuthKey(id: string): Promise<void> {
     await this.call("DELETE", `/api/v1/preauthkey?id=${encodeURIComponent(id)}`);
+  }
+}
+
+/** v1Node, the members this program reads. */
+export interface HeadscaleNode {
+  id: string;
+  name: string;
+  givenName?: string;
+  ipAddresses: string[];
+  createdAt?: string;
+  tags: string[];
+}
+
+export interface HeadscaleUser {
+  id: string;
+  name: string;
+  email?: string;
+}
+
+export class HeadscaleDirectory extends HeadscaleApi {
+  async listNodes(): Promise<HeadscaleNode[]> {
+    const res = await this.call<{ nodes?: HeadscaleNode[] }>("GET", "/api/v1/node");
+    return (res.nodes ?? []).map((n) => ({ ...n, ipAddresses: n.ipAddresses ?? [], tags: n.tags ?? [] }));
+  }
+
+  async userByEmail(email: string): Promise<HeadscaleUser> {
+    const res = await this.call<{ users?: HeadscaleUser[] }>("GET", `/api/v1/user?email=${encodeURIComponent(email)}`);
+    const users = (res.users ?? []).filter((u) => u.email === email);
+    if (users.length !== 1) throw new Error(`Headscale has ${users.length} users with email ${email}; the control node's bootstrap creates one per admin`);
+    return users[0]!;
   }
 }
 

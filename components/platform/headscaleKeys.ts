@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { HeadscaleApi, isExpired } from "./headscaleApi";
+import { HeadscaleApi, HeadscaleDirectory, isExpired } from "./headscaleApi";
 
 /** One hour, as for Tailscale keys (tailnet.ts): enough to boot and join, useless soon after. */
 export const PRE_AUTH_KEY_TTL_SECONDS = 3600;
@@ -11,6 +11,8 @@ export interface PreAuthKeyArgs {
   apiKey: pulumi.Input<string>;
   tags: pulumi.Input<pulumi.Input<string>[]>;
   ttlSeconds?: pulumi.Input<number>;
+  /** An admin's own device: the key belongs to the Headscale user with this email, untagged. */
+  userEmail?: pulumi.Input<string>;
 }
 
 interface Inputs {
@@ -18,6 +20,7 @@ interface Inputs {
   apiKey: string;
   tags: string[];
   ttlSeconds: number;
+  userEmail?: string;
 }
 
 interface Outputs extends Inputs {
@@ -34,7 +37,7 @@ interface Outputs extends Inputs {
 export const preAuthKeyProvider: pulumi.dynamic.ResourceProvider = {
   async check(_olds: Inputs, news: Inputs) {
     const failures: pulumi.dynamic.CheckFailure[] = [];
-    if (!Array.isArray(news.tags) || news.tags.length === 0) failures.push({ property: "tags", reason: "a node key must carry at least one tag:name" });
+    if (!Array.isArray(news.tags) || (news.tags.length === 0) === !news.userEmail) failures.push({ property: "tags", reason: "a node key carries tags (tag:name); an admin's key a userEmail and no tags" });
     if (!Number.isInteger(news.ttlSeconds) || news.ttlSeconds < 300 || news.ttlSeconds > 86400) failures.push({ property: "ttlSeconds", reason: "must be 300-86400 seconds" });
     return { inputs: news, failures };
   },
@@ -42,7 +45,8 @@ export const preAuthKeyProvider: pulumi.dynamic.ResourceProvider = {
   async create(inputs: Inputs) {
     const api = new HeadscaleApi(inputs.apiUrl, inputs.apiKey);
     const expiration = new Date(Date.now() + inputs.ttlSeconds * 1000).toISOString();
-    const k = await api.createPreAuthKey({ aclTags: inputs.tags, expiration, reusable: false, ephemeral: false });
+    const user = inputs.userEmail ? (await new HeadscaleDirectory(inputs.apiUrl, inputs.apiKey).userByEmail(inputs.userEmail)).id : undefined;
+    const k = await api.createPreAuthKey({ aclTags: inputs.tags, expiration, reusable: false, ephemeral: false, ...(user ? { user } : {}) });
     const outs: Outputs = { ...inputs, key: k.key, expiration: k.expiration ?? expiration, expired: false };
     return { id: k.id, outs };
   },
@@ -56,8 +60,8 @@ export const preAuthKeyProvider: pulumi.dynamic.ResourceProvider = {
   },
 
   async diff(_id: string, olds: Outputs, news: Inputs) {
-    const replaces = (["apiUrl", "ttlSeconds"] as const).filter((p) => olds[p] !== news[p]);
-    if (JSON.stringify([...olds.tags].sort()) !== JSON.stringify([...news.tags].sort())) replaces.push("tags" as never);
+    const replaces: string[] = (["apiUrl", "ttlSeconds", "userEmail"] as const).filter((p) => olds[p] !== news[p]);
+    if (JSON.stringify([...olds.tags].sort()) !== JSON.stringify([...news.tags].sort())) replaces.push("tags");
     const changes = replaces.length > 0 || olds.apiKey !== news.apiKey;
     return { changes, replaces, deleteBeforeReplace: false };
   },

@@ -8,6 +8,8 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
  *   GET  /api/v1/preauthkey                                           -> v1ListPreAuthKeysResponse
  *   POST /api/v1/preauthkey/expire     body v1ExpirePreAuthKeyRequest -> {}
  *   DELETE /api/v1/preauthkey?id=N                                    -> v1DeletePreAuthKeyResponse {}
+ *   GET  /api/v1/user?email=E                                         -> v1ListUsersResponse
+ *   GET  /api/v1/node                                                 -> v1ListNodesResponse
  * uint64 fields are JSON strings (protojson). Behaviour from hscontrol: 401 "Unauthorized" in plain
  * text without the right Bearer key (app.go); a missing id is a plain error, which grpc-gateway
  * maps to codes.Unknown, HTTP 500 (grpcv1.go returns it unwrapped); InvalidArgument (HTTP 400, rpcStatus) for a tag that
@@ -31,6 +33,10 @@ const CREATE_MEMBERS = new Set(["user", "reusable", "ephemeral", "expiration", "
 export class FakeHeadscaleApi {
   readonly keys = new Map<string, FakeKey>();
   readonly requests: { method: string; url: string; body: unknown }[] = [];
+  /** v1User entries (GET /api/v1/user?email=). */
+  readonly users: { id: string; name: string; email: string }[] = [];
+  /** v1Node entries (GET /api/v1/node). */
+  readonly nodes: { id: string; name: string; givenName: string; ipAddresses: string[]; createdAt: string; tags: string[] }[] = [];
   /** Set to make every call fail with this HTTP status and rpcStatus message. */
   failWith?: { status: number; code: number; message: string };
   private nextId = 1;
@@ -73,6 +79,7 @@ export class FakeHeadscaleApi {
       for (const t of tags) if (!/^tag:[a-z0-9][a-z0-9-]*$/.test(t)) return invalid(`tag must start with the string 'tag:', got: ${t}`);
       const expiration = body?.expiration as string | undefined;
       if (expiration !== undefined && Number.isNaN(Date.parse(expiration))) return invalid("invalid google.protobuf.Timestamp value");
+      if (body?.user !== undefined && !this.users.some((u) => u.id === body.user)) return { status: 500, body: { code: 2, message: "record not found", details: [] } };
       const k: FakeKey = {
         id: String(this.nextId++),
         prefix: randomBytes(6).toString("hex"),
@@ -86,6 +93,13 @@ export class FakeHeadscaleApi {
       };
       this.keys.set(k.id, k);
       return { status: 200, body: { preAuthKey: { ...this.proto(k), key: `hskey-auth-${k.prefix}-${k.secret}` } } };
+    }
+    if (url.pathname === "/api/v1/user" && req.method === "GET") {
+      const email = url.searchParams.get("email");
+      return { status: 200, body: { users: this.users.filter((u) => email === null || u.email === email) } };
+    }
+    if (url.pathname === "/api/v1/node" && req.method === "GET") {
+      return { status: 200, body: { nodes: this.nodes } };
     }
     if (url.pathname === "/api/v1/preauthkey" && req.method === "GET") {
       return { status: 200, body: { preAuthKeys: [...this.keys.values()].map((k) => this.proto(k)) } };
