@@ -367,11 +367,6 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     }
     if (s.cloudflareZoneId === "") problems.push(`${PROJECT}:cloudflareZoneId: is required for target "digitalocean" (the Cloudflare zone of ${s.domain}; its overview page shows the id)`);
     problems.push(...headscaleProblems(s, { matrixFqdn, turnFqdn, serverName, headscaleFqdn }));
-    if (s.vpn === "headscale") {
-      // Config, policy, firewall and role are in place (components/render/headscale*.ts); the
-      // bootstrap and the nodes' joining are not wired into the cloud program yet (issue 11).
-      problems.push(`${PROJECT}:vpn: "headscale" on DigitalOcean is not wired into the cloud program yet (its config, policy and firewall are); allowed: tailscale`);
-    }
     problems.push(...vpcProblems(s.vpcRange, s.swarmAddressPool));
     problems.push(...meshProblems(s.meshCidr, s.vpcRange, s.swarmAddressPool, s.nodes));
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));

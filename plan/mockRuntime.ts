@@ -155,6 +155,8 @@ function computedOutputs(type: string, name: string, inputs: State): State {
       return { publicKeyPem: MOCK_PUBLIC_KEY_PEM, privateKeyPem: secret(`-----BEGIN PRIVATE KEY-----\nmock${mockString(seed, 40, false)}\n-----END PRIVATE KEY-----\n`) };
     case "pulumi-nodejs:dynamic/headscale:ApiKeyHandover":
       return { apiKey: secret(`hskey-api-${mockString(seed, 12, false)}-${mockString(seed + "s", 64, false)}`) };
+    case "pulumi-nodejs:dynamic/headscale:NodeAddress":
+      return { ipv4: mockIpv4(seed, "100.64.0") };
     case "pulumi-nodejs:dynamic/headscale:PreAuthKey":
       return { key: secret(`hskey-auth-${mockString(seed, 12, false)}-${mockString(seed + "s", 64, false)}`), expiration: "2026-01-01T13:00:00Z", expired: false };
     default:

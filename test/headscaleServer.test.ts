@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { createServer, type Server } from "node:http";
 import { constants, publicEncrypt } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { fetchSealedApiKey, HeadscaleServer } from "../components/platform/headscale";
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { deployerJoinCommand, deployerOnTailnetCheck, fetchSealedApiKey, HeadscaleServer } from "../components/platform/headscale";
 import { generateSealingKeyPair } from "../components/render/headscaleBootstrap";
 import { runUnderMocks, type ProgramRun } from "../plan/mockRuntime";
 
@@ -91,5 +95,35 @@ describe("fetchSealedApiKey", () => {
 
   test("no blob within the timeout: a message that says what happened", async () => {
     await assert.rejects(fetchSealedApiKey("http://127.0.0.1:1/x", keys.privateKeyPem, 200, 50), /did not hand over its API key .* within 0 s/);
+  });
+});
+
+describe("the deployer's join on the first pulumi up", () => {
+  const join = deployerJoinCommand("https://hs.example.net", "cloud-headscale-admin-key");
+
+  test("the join command reads the admin key from the state by its resource name", () => {
+    assert.equal(
+      join,
+      `tailscale up --login-server=https://hs.example.net --auth-key="$(pulumi stack export --show-secrets | jq -r '.deployment.resources[] | select(.urn | endswith("::cloud-headscale-admin-key")) | .outputs.key')"`,
+    );
+  });
+
+  test("off the tailnet, the check stops with that command (real sh, a stand-in ssh); on it, it passes", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "hm-hs-join-"));
+    try {
+      const ssh = path.join(dir, "ssh");
+      for (const [code, expected] of [[255, 1], [0, 0]] as const) {
+        writeFileSync(ssh, `#!/bin/sh\nexit ${code}\n`);
+        chmodSync(ssh, 0o755);
+        const r = spawnSync("sh", ["-c", deployerOnTailnetCheck(["-o", "BatchMode=yes"], "100.64.0.5", join)], { env: { PATH: `${dir}:${process.env.PATH}` }, encoding: "utf8" });
+        assert.equal(r.status, expected, r.stderr);
+        if (expected === 1) {
+          assert.match(r.stderr, /not on the Headscale tailnet yet \(no SSH to 100\.64\.0\.5\)/);
+          assert.ok(r.stderr.includes(join), r.stderr);
+        } else assert.equal(r.stderr, "");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -7,6 +7,9 @@ import { renderHeadscaleCloudInit } from "../render/headscaleCloudInit";
 import { headscaleFirewallPlan } from "../render/headscaleFirewall";
 import type { TailnetPolicyInput } from "../render/tailscaleAcl";
 import { DNS_TTL } from "./dns";
+import { HeadscaleDirectory } from "./headscaleApi";
+import { HeadscalePreAuthKey } from "./headscaleKeys";
+import { DEFAULT_DEVICE_WAIT, waitForDevice } from "./tailnet";
 import { DROPLET_IMAGE } from "./nodes";
 
 /** How long the node serves the sealed blob after Headscale's first start. */
@@ -78,10 +81,71 @@ class ApiKeyHandover extends pulumi.dynamic.Resource {
   }
 }
 
+interface NodeAddressInputs {
+  apiUrl: string;
+  apiKey: string;
+  hostname: string;
+  tag: string;
+  notBefore: string;
+  timeoutMs: number;
+}
+
+/**
+ * A node's tailnet IPv4 once it has joined Headscale, found as tailnet.ts finds Tailscale devices:
+ * exactly this hostname (givenName), carrying the tag, created no earlier than the droplet.
+ */
+export const nodeAddressProvider: pulumi.dynamic.ResourceProvider = {
+  async create(inputs: NodeAddressInputs) {
+    const api = new HeadscaleDirectory(inputs.apiUrl, inputs.apiKey);
+    const list = async () =>
+      (await api.listNodes()).map((n) => ({ hostname: n.givenName ?? n.name, tags: n.tags, created: n.createdAt ?? "1970-01-01T00:00:00Z", addresses: n.ipAddresses, id: n.id }));
+    const device = await waitForDevice(list, inputs.hostname, inputs.tag, inputs.notBefore, { ...DEFAULT_DEVICE_WAIT, timeoutMs: inputs.timeoutMs });
+    const ipv4 = device.addresses.find((a) => /^\d+\.\d+\.\d+\.\d+$/.test(a));
+    if (!ipv4) throw new Error(`Headscale node ${inputs.hostname} has no IPv4 address (${device.addresses.join(", ")})`);
+    return { id: device.id, outs: { ...inputs, ipv4 } };
+  },
+  async diff(_id: string, olds: NodeAddressInputs, news: NodeAddressInputs) {
+    const replaces = (["hostname", "tag", "notBefore", "apiUrl"] as const).filter((k) => olds[k] !== news[k]);
+    return { changes: replaces.length > 0 || olds.apiKey !== news.apiKey, replaces };
+  },
+  async update(_id: string, olds: NodeAddressInputs & { ipv4: string }, news: NodeAddressInputs) {
+    return { outs: { ...olds, apiKey: news.apiKey } };
+  },
+};
+
+class HeadscaleNodeAddress extends pulumi.dynamic.Resource {
+  declare readonly ipv4: pulumi.Output<string>;
+  constructor(name: string, args: { [K in keyof NodeAddressInputs]: pulumi.Input<NodeAddressInputs[K]> }, opts?: pulumi.CustomResourceOptions) {
+    super(nodeAddressProvider, name, { ...args, apiKey: pulumi.secret(args.apiKey), ipv4: undefined }, { ...opts, additionalSecretOutputs: ["apiKey"] }, "headscale", "NodeAddress");
+  }
+}
+
+/**
+ * The one command the deployer runs to join the Headscale tailnet on the first `pulumi up`. The
+ * admin key is read from the state (resource outputs are saved even when the run stops early, stack
+ * outputs only at its end). `adminKeyName` is the admin key resource's name.
+ */
+export function deployerJoinCommand(loginServer: string, adminKeyName: string): string {
+  return (
+    `tailscale up --login-server=${loginServer} --auth-key="$(pulumi stack export --show-secrets | ` +
+    `jq -r '.deployment.resources[] | select(.urn | endswith("::${adminKeyName}")) | .outputs.key')"`
+  );
+}
+
+/**
+ * Runs before a node's first SSH step: if this machine cannot reach the node over the tailnet, stop
+ * at once with the command that fixes it, instead of waiting out SSH timeouts.
+ */
+export function deployerOnTailnetCheck(sshOpts: string[], address: string, joinCommand: string): string {
+  const message = `This machine is not on the Headscale tailnet yet (no SSH to ${address}). Run:\n  ${joinCommand}\nthen run pulumi up again.`;
+  return `if ! ssh ${sshOpts.join(" ")} -o ConnectTimeout=20 root@${address} true; then printf '%b\n' '${message.replace(/'/g, "'\\''")}' >&2; exit 1; fi`;
+}
+
 export interface HeadscaleServerArgs {
   stack: string;
   region: pulumi.Input<string>;
-  vpcId: pulumi.Input<string>;
+  /** Unset: DigitalOcean's default VPC. The control node needs no private network: it speaks only public 443. */
+  vpcId?: pulumi.Input<string>;
   node: { name: string; size: string };
   fqdn: string;
   zoneId: pulumi.Input<string>;
@@ -102,6 +166,12 @@ export class HeadscaleServer extends pulumi.ComponentResource {
   readonly apiUrl: string;
   readonly apiKey: pulumi.Output<string>;
   readonly publicIpv4: pulumi.Output<string>;
+  /** Pre-auth key of the first admin's own device: what the deployer joins the tailnet with. */
+  readonly adminAuthKey: pulumi.Output<string>;
+  readonly nodeTag: string;
+  /** Name of the deployer's key resource (deployerJoinCommand reads it from the state). */
+  readonly adminKeyName: string;
+  private readonly name: string;
 
   constructor(name: string, args: HeadscaleServerArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:vpn:HeadscaleServer", name, {}, opts);
@@ -131,7 +201,7 @@ export class HeadscaleServer extends pulumi.ComponentResource {
       );
     const droplet = new digitalocean.Droplet(
       `${name}-node`,
-      { name: args.node.name, region: args.region as pulumi.Input<digitalocean.Region>, size: args.node.size, image: DROPLET_IMAGE, vpcUuid: args.vpcId, userData, tags: [tag], monitoring: true, ipv6: false },
+      { name: args.node.name, region: args.region as pulumi.Input<digitalocean.Region>, size: args.node.size, image: DROPLET_IMAGE, ...(args.vpcId ? { vpcUuid: args.vpcId } : {}), userData, tags: [tag], monitoring: true, ipv6: false },
       // cloud-init runs once: a later edit could only apply by replacing the node.
       { ...child, ignoreChanges: ["userData"] },
     );
@@ -156,6 +226,27 @@ export class HeadscaleServer extends pulumi.ComponentResource {
       child,
     );
     this.apiKey = pulumi.secret(handover.apiKey);
+    this.name = name;
+    this.nodeTag = args.policy.nodeTag;
+    this.adminKeyName = `${name}-admin-key`;
+    const admin = new HeadscalePreAuthKey(this.adminKeyName, { apiUrl: this.apiUrl, apiKey: this.apiKey, tags: [], userEmail: args.policy.admins[0]! }, child);
+    this.adminAuthKey = pulumi.secret(admin.key);
     this.registerOutputs({ apiUrl: this.apiUrl, publicIpv4: this.publicIpv4 });
+  }
+
+  /** A tagged, single-use, one-hour key for one cluster node. */
+  authKeyFor(nodeName: string): pulumi.Output<string> {
+    const key = new HeadscalePreAuthKey(`${this.name}-${nodeName}-key`, { apiUrl: this.apiUrl, apiKey: this.apiKey, tags: [this.nodeTag] }, { parent: this });
+    return pulumi.secret(key.key);
+  }
+
+  /** The tailnet IPv4 of the node `hostname` once it has joined (waits up to 10 minutes). */
+  address(hostname: string, machine: { createdAt: pulumi.Input<string> }): pulumi.Output<string> {
+    const found = new HeadscaleNodeAddress(
+      `${this.name}-${hostname}-address`,
+      { apiUrl: this.apiUrl, apiKey: this.apiKey, hostname, tag: this.nodeTag, notBefore: machine.createdAt, timeoutMs: DEFAULT_DEVICE_WAIT.timeoutMs },
+      { parent: this },
+    );
+    return found.ipv4;
   }
 }
