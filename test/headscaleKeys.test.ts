@@ -94,6 +94,11 @@ describe("Headscale pre-auth keys (dynamic provider)", () => {
     assert.equal((await p.check({}, { ...inputs(), userEmail: "alice@example.com" })).failures?.[0]?.property, "tags", "tags and a user: refused");
   });
 
+  test("an unreachable API is retried a bounded number of times, then named", async () => {
+    const api = new HeadscaleApi("http://127.0.0.1:1", API_KEY, 1000, 3, 10);
+    await assert.rejects(api.listPreAuthKeys(), /Headscale API GET \/api\/v1\/preauthkey at http:\/\/127\.0\.0\.1:1 failed after 3 attempts/);
+  });
+
   test("the API key never goes to a non-loopback plain-http URL", () => {
     assert.throws(() => new HeadscaleApi("http://hs.example.org", API_KEY), /must be https/);
     assert.doesNotThrow(() => new HeadscaleApi("https://hs.example.org", API_KEY));

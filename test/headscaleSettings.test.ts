@@ -23,7 +23,6 @@ function problems(overrides: Record<string, unknown>): string[] {
 
 const prodNodes = () => settingsFor().nodes;
 const withControl = (roles: string[] = ["headscale"]) => [...prodNodes(), { name: "hs", size: "s-1vcpu-1gb", roles }];
-const NOT_WIRED = 'hardened-matrix:vpn: "headscale" on DigitalOcean is not wired into the cloud program yet (its config, policy and firewall are); allowed: tailscale';
 
 test("defaults: headscaleHost hs, no DERP; the Headscale FQDN is derived", () => {
   const s = settingsFor();
@@ -32,9 +31,10 @@ test("defaults: headscaleHost hs, no DERP; the Headscale FQDN is derived", () =>
   assert.equal(s.headscaleFqdn, `hs.${s.domain}`);
 });
 
-test("vpn headscale with one control node of its own: the only problem left is the missing cloud wiring", () => {
-  assert.deepEqual(problems({ "hardened-matrix:vpn": "headscale", "hardened-matrix:nodes": withControl() }), [NOT_WIRED]);
-  assert.deepEqual(problems({ "hardened-matrix:vpn": "headscale", "hardened-matrix:headscaleDerp": true, "hardened-matrix:nodes": withControl() }), [NOT_WIRED]);
+test("vpn headscale on DigitalOcean with one control node of its own is accepted", () => {
+  assert.deepEqual(problems({ "hardened-matrix:vpn": "headscale", "hardened-matrix:nodes": withControl() }), []);
+  assert.deepEqual(problems({ "hardened-matrix:vpn": "headscale", "hardened-matrix:headscaleDerp": true, "hardened-matrix:nodes": withControl() }), []);
+  assert.equal(settingsFor({ "hardened-matrix:vpn": "headscale", "hardened-matrix:nodes": withControl() }).vpn, "headscale");
 });
 
 test("combinations that cannot work are refused, each naming its key", () => {

@@ -49,6 +49,8 @@ export class HeadscaleApi {
     baseUrl: string,
     private readonly apiKey: string,
     private readonly timeoutMs = 15_000,
+    private readonly connectAttempts = 12,
+    private readonly retryDelayMs = 10_000,
   ) {
     const url = new URL(baseUrl);
     // The API key must never cross the network in clear; plain http only to this machine (tests).
@@ -60,16 +62,21 @@ export class HeadscaleApi {
 
   protected async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const operation = `${method} ${path.split("?")[0]}`;
-    let res: Response;
-    try {
-      res = await fetch(`${this.base}${path}`, {
-        method,
-        headers: { Authorization: `Bearer ${this.apiKey}`, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(this.timeoutMs),
-      });
-    } catch (e) {
-      throw new Error(`Headscale API ${operation} at ${this.base} failed: ${(e as Error).message}`);
+    let res: Response | undefined;
+    // Connection and TLS failures are retried: right after first boot the name may not resolve yet
+    // and Headscale fetches its certificate on the first TLS handshake. HTTP answers are not retried.
+    for (let attempt = 1; res === undefined; attempt++) {
+      try {
+        res = await fetch(`${this.base}${path}`, {
+          method,
+          headers: { Authorization: `Bearer ${this.apiKey}`, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+      } catch (e) {
+        if (attempt >= this.connectAttempts) throw new Error(`Headscale API ${operation} at ${this.base} failed after ${attempt} attempts: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, this.retryDelayMs));
+      }
     }
     const text = await res.text();
     if (!res.ok) {
