@@ -1,8 +1,13 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { before, test } from "node:test";
+import type { preAuthKeyProvider } from "../components/platform/headscaleKeys";
 import { isSecretLeaf } from "../plan/mockRuntime";
 import { planStack, type Plan } from "../plan/plan";
 import { readStackConfig } from "../plan/stackConfig";
+import { FakeHeadscaleApi } from "./support/fakeHeadscaleApi";
 import { DROPLET, firewallsOf, ofType, runcmd, userData, type Inputs } from "./support/cloud";
 
 // The real program, prod stack with vpn: headscale and a control node of its own, under mocks.
@@ -74,5 +79,25 @@ test("prod + headscale: each node's first SSH step first checks the deployer is 
     assert.match(create, /not on the Headscale tailnet yet/);
     assert.match(create, /tailscale up --login-server=https:\/\/hs\.example\.org --auth-key=/);
     assert.match(create, /endswith\(\\?"::cloud-headscale-admin-key\\?"\)/);
+  }
+});
+
+test("prod + headscale: the pre-auth key provider as Pulumi serializes it (what the dynamic provider host runs) works against the fake API", async () => {
+  const r = plan.resources.find((x) => x.name === `cloud-headscale-${prodNodes[0]!.name}-key`)!;
+  const code = String((plan.rawInputs.get(r.urn) as Record<string, unknown>).__provider);
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-hs-provider-"));
+  const fake = new FakeHeadscaleApi("hskey-api-test");
+  await fake.start();
+  try {
+    writeFileSync(path.join(dir, "provider.js"), code);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const provider = (require(path.join(dir, "provider.js")) as { handler: () => Required<typeof preAuthKeyProvider> }).handler();
+    const { id, outs } = await provider.create({ apiUrl: fake.url, apiKey: "hskey-api-test", tags: ["tag:hm-prod"], ttlSeconds: 3600 });
+    assert.match(String(outs.key), /^hskey-auth-/);
+    await provider.delete(id, outs);
+    assert.equal(fake.keys.size, 0);
+  } finally {
+    await fake.stop();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
