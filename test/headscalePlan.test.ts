@@ -6,6 +6,7 @@ import { before, test } from "node:test";
 import type { preAuthKeyProvider } from "../components/platform/headscaleKeys";
 import { isSecretLeaf } from "../plan/mockRuntime";
 import { planStack, type Plan } from "../plan/plan";
+import { checkPlan } from "../plan/policyRunner";
 import { readStackConfig } from "../plan/stackConfig";
 import { FakeHeadscaleApi } from "./support/fakeHeadscaleApi";
 import { DROPLET, firewallsOf, ofType, runcmd, userData, type Inputs } from "./support/cloud";
@@ -100,4 +101,8 @@ test("prod + headscale: the pre-auth key provider as Pulumi serializes it (what 
     await fake.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test("prod + headscale: the policy pack passes over the plan", async () => {
+  assert.deepEqual(await checkPlan(plan), []);
 });

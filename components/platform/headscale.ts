@@ -203,7 +203,7 @@ export class HeadscaleServer extends pulumi.ComponentResource {
       `${name}-node`,
       { name: args.node.name, region: args.region as pulumi.Input<digitalocean.Region>, size: args.node.size, image: DROPLET_IMAGE, ...(args.vpcId ? { vpcUuid: args.vpcId } : {}), userData, tags: [tag], monitoring: true, ipv6: false },
       // cloud-init runs once: a later edit could only apply by replacing the node.
-      { ...child, ignoreChanges: ["userData"] },
+      { ...child, ignoreChanges: ["userData"], additionalSecretOutputs: ["userData"] },
     );
     new digitalocean.VolumeAttachment(`${name}-state-attach`, { dropletId: droplet.id.apply(Number), volumeId: volume.id }, child);
     const plan = headscaleFirewallPlan({ tag, derp: args.derp });
