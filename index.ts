@@ -10,7 +10,11 @@ import { Coturn } from "./components/services/coturn";
 import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
 import { FederationGate } from "./components/services/federationGate";
 import { Postgres, POSTGRES_USER } from "./components/services/postgres";
-import { CERT_RESOLVER } from "./components/render/traefik";
+import { Backup } from "./components/services/backup";
+import { BackupBucket } from "./components/platform/backupBucket";
+import { CERT_RESOLVER, FUNNEL_ENTRYPOINT, TRAEFIK_PORTS } from "./components/render/traefik";
+import { Funnel, FUNNEL_USER } from "./components/services/funnel";
+import { wellKnownDocuments } from "./components/render/funnel";
 
 // Tailscale and Headscale hand out addresses from CGNAT space (and this ULA prefix for IPv6).
 const VPN_SOURCE_RANGES = ["100.64.0.0/10", "fd7a:115c:a1e0::/48"];
@@ -35,6 +39,7 @@ function cloudPlatform(settings: Settings): CloudPlatform {
     nodes: settings.nodes,
     sshKeys: settings.sshKeys,
     admins: settings.admins,
+    deployerTag: settings.deployerTag || undefined,
     dockerSocketGid: settings.dockerSocketGid,
     domain: settings.domain,
     matrixFqdn: settings.matrixFqdn,
@@ -51,6 +56,11 @@ function cloudPlatform(settings: Settings): CloudPlatform {
       settings.vpn === "headscale" && settings.acmeCa !== "none"
         ? { fqdn: settings.headscaleFqdn, image: settings.images.headscale, acmeCa: settings.acmeCa, derp: settings.headscaleDerp }
         : undefined,
+    spacesBackups: settings.backupPlan?.repository.kind === "spaces",
+    funnel:
+      settings.ingress === "funnel"
+        ? { cloudflareAccountId: settings.cloudflareAccountId, wellKnown: wellKnownDocuments({ fqdn: settings.funnelFqdn }) }
+        : undefined,
   });
 }
 
@@ -64,19 +74,40 @@ function localDockerSocketGid(): number | undefined {
 }
 
 async function main(): Promise<Record<string, unknown>> {
-  const settings = loadSettings({ localDockerSocketGid: localDockerSocketGid() });
+  const settings = loadSettings({
+    localDockerSocketGid: localDockerSocketGid(),
+    spacesKeysInEnv: Boolean(process.env.SPACES_ACCESS_KEY_ID && process.env.SPACES_SECRET_ACCESS_KEY),
+  });
   const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
   const platform: Platform = cloud ?? localPlatform(settings);
   try {
-    return services(settings, platform);
+    return services(settings, platform, cloud?.funnel?.authKey);
   } finally {
     // Cloud nodes' cloud-init is rendered once every service has asked for its storage.
     cloud?.seal();
   }
 }
 
-function services(settings: Settings, platform: Platform): Record<string, unknown> {
+function services(settings: Settings, platform: Platform, funnelAuthKey?: pulumi.Output<string>): Record<string, unknown> {
   const onSwarm: pulumi.ComponentResourceOptions = { providers: [platform.provider] };
+
+  // Ingress funnel: the only way in, proxying to Traefik's funnel entrypoint.
+  let funnel: Funnel | undefined;
+  if (settings.ingress === "funnel") {
+    if (!funnelAuthKey) throw new Error("ingress funnel: the platform gave no Funnel auth key");
+    funnel = new Funnel(
+      "funnel",
+      {
+        image: settings.images.tailscale,
+        fqdn: settings.funnelFqdn,
+        authKey: funnelAuthKey,
+        storage: platform.storage("funnel", "edge", FUNNEL_USER),
+        upstream: `http://traefik:${TRAEFIK_PORTS.funnel}`,
+        constraints: [roleConstraint("edge")],
+      },
+      onSwarm,
+    );
+  }
 
   const socketProxy = new SocketProxy("socket-proxy", { image: settings.images.socketProxy, dockerSocketGid: settings.dockerSocketGid }, onSwarm);
   // Only with an allowlist: Traefik asks the gate about every inbound federation request.
@@ -103,6 +134,7 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
               storage: platform.storage("acme", "edge", TRAEFIK_USER),
             },
       dashboard: settings.dashboard ? { allowedSourceRanges: VPN_SOURCE_RANGES } : undefined,
+      funnel: funnel && { networkId: funnel.networkId },
       constraints: [roleConstraint("edge")],
     },
     onSwarm,
@@ -142,8 +174,10 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
         onSwarm,
       )
     : undefined;
-  const httpsSuffix = settings.httpsPort === 443 ? "" : `:${settings.httpsPort}`;
+  // Through Funnel the client API is on the ts.net name's port 443.
+  const httpsSuffix = settings.httpsPort === 443 || funnel ? "" : `:${settings.httpsPort}`;
   const publicBaseUrl = `https://${settings.matrixFqdn}${httpsSuffix}`;
+  const dendriteStorage = platform.storage("dendrite", "db", DENDRITE_USER);
   const dendrite = new Dendrite(
     "dendrite",
     {
@@ -168,18 +202,22 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
       },
       turn: coturn && { uris: coturn.uris, sharedSecret: coturn.sharedSecret, userLifetime: settings.turnUserLifetime },
       denyNetworks: privateRanges,
-      storage: platform.storage("dendrite", "db", DENDRITE_USER),
+      storage: dendriteStorage,
       edgeNetworkId: traefik.edgeNetworkId,
       certResolver: settings.acmeCa === "none" ? undefined : CERT_RESOLVER,
       federationCertDomain: settings.delegation === "srv" ? settings.serverName : undefined,
+      funnelEntryPoint: funnel ? FUNNEL_ENTRYPOINT : undefined,
       memoryLimitMb: Math.min(2048, Math.max(384, Math.round(platform.nodeMemoryMb("db") * 0.3))),
       constraints: [roleConstraint("db")],
     },
     onSwarm,
   );
 
+  const backup = settings.backupPlan && backups(settings, settings.backupPlan, postgres, dendriteStorage, onSwarm);
+
   return {
     target: settings.target,
+    ingress: settings.ingress,
     serverName: settings.serverName,
     matrixUrl: publicBaseUrl,
     signingKeyId: dendrite.signingKeyId,
@@ -188,6 +226,48 @@ function services(settings: Settings, platform: Platform): Record<string, unknow
     ...(coturn ? { turnUris: coturn.uris } : {}),
     ...platform.outputs,
     ...(traefik.dashboardPassword ? { traefikDashboardPassword: traefik.dashboardPassword } : {}),
+    ...(backup ?? {}),
+  };
+}
+
+/** Backups of the database and media: the repository (a Spaces bucket made here, or from settings) and the services. */
+function backups(
+  settings: Settings,
+  plan: NonNullable<Settings["backupPlan"]>,
+  postgres: Postgres,
+  dendriteStorage: ReturnType<Platform["storage"]>,
+  onSwarm: pulumi.ComponentResourceOptions,
+): Record<string, unknown> {
+  const repo = plan.repository;
+  const bucket = repo.kind === "spaces" ? new BackupBucket("backup-bucket", { stack: settings.stack, region: repo.region }) : undefined;
+  const s3 =
+    repo.kind === "spaces" && bucket
+      ? { url: bucket.repository, credentials: { accessKeyId: bucket.accessKeyId, secretAccessKey: bucket.secretAccessKey } }
+      : repo.kind === "s3"
+        ? { url: repo.url, credentials: { accessKeyId: settings.secrets.backupS3AccessKeyId!, secretAccessKey: settings.secrets.backupS3SecretAccessKey! } }
+        : undefined;
+  const repository = repo.kind === "path" ? { hostPath: repo.path } : s3!;
+  const backup = new Backup(
+    "backup",
+    {
+      resticImage: settings.images.restic,
+      postgresImage: settings.images.postgres,
+      snapshotHost: `hm-${settings.stack}`,
+      repository,
+      database: { host: postgres.host, port: postgres.port, name: postgres.database, user: postgres.user, password: postgres.password, networkId: postgres.networkId },
+      dendriteStorage,
+      user: DENDRITE_USER,
+      intervalHours: plan.intervalHours,
+      retention: plan.retention,
+      constraints: [roleConstraint("db")],
+    },
+    onSwarm,
+  );
+  return {
+    backupRepository: backup.repository,
+    // Without it no backup can be read: keep a copy outside Pulumi state (README, "Backups").
+    backupRepositoryPassword: backup.repositoryPassword,
+    ...(s3 ? { backupS3AccessKeyId: pulumi.secret(s3.credentials.accessKeyId), backupS3SecretAccessKey: pulumi.secret(s3.credentials.secretAccessKey) } : {}),
   };
 }
 

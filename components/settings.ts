@@ -1,6 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { meshAddressCollisions } from "./render/wireguard";
+import { FUNNEL_FQDN } from "./render/funnel";
 
 /**
  * The stack config schema: the only description of what a site can set. `index.ts` is the only
@@ -35,6 +36,9 @@ export const DROPLET_SIZES = {
 export type DropletSize = keyof typeof DROPLET_SIZES;
 const dropletSizeNames = Object.keys(DROPLET_SIZES) as [DropletSize, ...DropletSize[]];
 
+// Regions with Spaces Standard Storage (docs.digitalocean.com/products/spaces/details/availability, generated 2026-03-23).
+export const SPACES_REGIONS = ["nyc3", "ams3", "sfo2", "sfo3", "sgp1", "lon1", "fra1", "tor1", "blr1", "syd1", "atl1"] as const;
+
 // "headscale": the Headscale control node (vpn: headscale); it carries no other role and joins no swarm.
 export const NODE_ROLES = ["manager", "edge", "db", "turn", "headscale"] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
@@ -42,10 +46,15 @@ export type NodeRole = (typeof NODE_ROLES)[number];
 // Pinned images, tags checked 2026-11 against the upstream Dockerfiles and release tags.
 // Never a floating tag: see `pinnedImage`.
 export const DEFAULT_IMAGES = {
+  // tailscale/tailscale release tag v1.102.3 (53a0d65); build_docker.sh tags images v${VERSION_SHORT},
+  // entrypoint /usr/local/bin/containerboot, binaries tailscale and tailscaled in /usr/local/bin.
+  tailscale: "tailscale/tailscale:v1.102.3",
   // ls92 added `chroot /` to its HAProxy config, which a non-root proxy cannot do; ls91 has none.
   socketProxy: "lscr.io/linuxserver/socket-proxy:3.4.3-r0-ls91",
   traefik: "traefik:v3.7.13",
   postgres: "postgres:17.9-alpine",
+  // restic/restic docker/Dockerfile.release at v0.19.1: Alpine, /usr/bin/restic, no USER.
+  restic: "restic/restic:0.19.1",
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
   coturn: "coturn/coturn:4.17.0",
   headscale: "headscale/headscale:0.29.2",
@@ -73,6 +82,10 @@ export const DOCKER_SOCKET_GID_RANGE = [65000, 65533] as const;
 export interface HostFacts {
   /** Group of /var/run/docker.sock here, when it exists: the local target's default dockerSocketGid. */
   localDockerSocketGid?: number;
+  /** Whether DigitalOcean's Spaces keys reach the provider (its config or SPACES_* environment); unknown: not checked. */
+  spacesKeys?: boolean;
+  /** SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY are both set for the provider. */
+  spacesKeysInEnv?: boolean;
 }
 
 const pinnedImage = z
@@ -94,6 +107,10 @@ const cidr4 = z.string().refine((v) => {
   const [ip, len, ...rest] = v.split("/");
   return rest.length === 0 && ipv4.safeParse(ip).success && /^\d+$/.test(len ?? "") && Number(len) <= 32;
 }, { message: "is not an IPv4 CIDR range (a.b.c.d/n)" });
+
+/** A restic repository: an S3 URL (restic docs, "Amazon S3": s3:https://host[:port]/bucket[/prefix]) or an absolute path. */
+const S3_REPOSITORY = /^s3:https:\/\/[a-z0-9.-]+(:\d{1,5})?\/[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](\/[A-Za-z0-9._-]+)*$/;
+const LOCAL_REPOSITORY = /^\/(?:[A-Za-z0-9_.-]+\/)*[A-Za-z0-9_.-]+$/;
 
 /** A string that may be empty (unset); when set it must pass `check`. */
 function optionalString(check: (v: string) => boolean, message: string) {
@@ -151,12 +168,28 @@ export const settingsSchema = z.strictObject({
   headscaleHost: hostLabel,
   /** Run Headscale's embedded DERP relay (opens 3478/udp on the control node). */
   headscaleDerp: z.boolean(),
+  deployerTag: optionalString((v) => /^tag:[A-Za-z][A-Za-z0-9-]*$/.test(v), "is not a Tailscale tag (tag:name: a letter, then letters, digits, -)"),
   region: optionalString((v) => (DO_REGIONS as readonly string[]).includes(v), `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}`),
   vpcRange: cidr4,
   meshCidr: cidr4,
   meshPskVersion: z.number().int().min(1),
   cloudflareZoneId: optionalString((v) => /^[a-f0-9]{32}$/.test(v), "is not a Cloudflare zone id (32 lower-case hex characters, on the zone's overview page)"),
   sshKeys: z.array(z.string().min(1)),
+  backup: z.enum(["auto", "on", "off"]),
+  backupRepository: optionalString((v) => S3_REPOSITORY.test(v) || (LOCAL_REPOSITORY.test(v) && !v.split("/").includes("..")), "is not a restic repository; allowed: s3:https://HOST/BUCKET[/PREFIX] or an absolute path"),
+  backupS3AccessKeyId: z.string(),
+  backupS3SecretAccessKey: z.string(),
+  backupSpacesRegion: optionalString((v) => (SPACES_REGIONS as readonly string[]).includes(v), `is not a region with Spaces; allowed: ${SPACES_REGIONS.join(", ")}`),
+  backupIntervalHours: z.number().int().min(1).max(24),
+  backupKeepDaily: z.number().int().min(1).max(366),
+  backupKeepWeekly: z.number().int().min(0).max(260),
+  backupKeepMonthly: z.number().int().min(0).max(600),
+  /** public: Traefik's ports open to the internet; funnel: reachable only through Tailscale Funnel. */
+  ingress: z.enum(["public", "funnel"]),
+  funnelFqdn: optionalString((v) => FUNNEL_FQDN.test(v), "is not a Tailscale Funnel name <host>.<tailnet>.ts.net (the tailnet's DNS name is on the admin console's DNS page)"),
+  /** With ingress funnel, TURN (UDP) cannot go through Funnel: its ports are opened only if this says so. */
+  funnelTurnPorts: z.boolean(),
+  cloudflareAccountId: optionalString((v) => /^[a-f0-9]{32}$/.test(v), "is not a Cloudflare account id (32 lower-case hex characters, on the account's overview page)"),
   nodes: z.array(nodeSchema),
   images: z.strictObject(
     Object.fromEntries(Object.keys(DEFAULT_IMAGES).map((k) => [k, pinnedImage.optional()])) as Record<ImageName, z.ZodOptional<typeof pinnedImage>>,
@@ -165,7 +198,7 @@ export const settingsSchema = z.strictObject({
 type RawSettings = z.infer<typeof settingsSchema>;
 
 /** Secret keys: values must arrive encrypted (`pulumi config set --secret`). */
-export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem"] as const;
+export const SECRET_KEYS = ["acmeDnsToken", "turnTlsCertPem", "turnTlsKeyPem", "backupS3AccessKeyId", "backupS3SecretAccessKey"] as const;
 
 /**
  * Defaults of the keys Pulumi.yaml does not declare (the rest are there): object-valued keys, and
@@ -178,9 +211,21 @@ export const OBJECT_DEFAULTS: Partial<Record<keyof RawSettings, unknown>> = {
   acmeDnsToken: "",
   turnTlsCertPem: "",
   turnTlsKeyPem: "",
+  backupS3AccessKeyId: "",
+  backupS3SecretAccessKey: "",
 };
 
 type SecretKey = (typeof SECRET_KEYS)[number];
+
+/** Where backups go: a Spaces bucket the program creates, any S3 endpoint, or a path on the (local) node. */
+export type BackupRepository = { kind: "spaces"; region: string } | { kind: "s3"; url: string } | { kind: "path"; path: string };
+
+/** Resolved backup settings; absent when backups are off. */
+export interface BackupSettings {
+  repository: BackupRepository;
+  intervalHours: number;
+  retention: { daily: number; weekly: number; monthly: number };
+}
 
 export interface Settings extends Omit<RawSettings, "images" | "serverName" | "dockerSocketGid" | SecretKey> {
   /** Group owning /var/run/docker.sock where the socket proxy runs. */
@@ -197,6 +242,8 @@ export interface Settings extends Omit<RawSettings, "images" | "serverName" | "d
   headscaleFqdn: string;
   /** Whether Traefik must serve /.well-known/matrix/* for the server name. */
   servesWellKnown: boolean;
+  /** Backups, when on (the S3 keys of an "s3" repository are in `secrets`). */
+  backupPlan?: BackupSettings;
 }
 
 export class SettingsError extends Error {
@@ -293,7 +340,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
 
   const serverName = s.serverName === "" ? s.domain : s.serverName;
-  const matrixFqdn = fqdn(s.matrixHost, s.domain);
+  // Through Funnel the Matrix APIs are served on the ts.net name, nowhere else.
+  const matrixFqdn = s.ingress === "funnel" && s.funnelFqdn !== "" ? s.funnelFqdn : fqdn(s.matrixHost, s.domain);
   const turnFqdn = fqdn(s.turnHost, s.domain);
   const headscaleFqdn = fqdn(s.headscaleHost, s.domain);
 
@@ -341,10 +389,13 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     problems.push(`${PROJECT}:acmeDnsToken: is set but acmeCa is "none"; choose letsencrypt or drop the token`);
   }
 
+  problems.push(...ingressProblems(s));
+
   if (s.target === "local") {
     for (const [key, value] of Object.entries(publicPorts)) {
       if (value < 1024) problems.push(`${PROJECT}:${key}: ${value} is a privileged port; the local target publishes unprivileged ports (1024-65535)`);
     }
+    if (s.deployerTag !== "") problems.push(`${PROJECT}:deployerTag: target "local" has no tailnet; it is for target "digitalocean" with vpn "tailscale"`);
     if (s.nodes.length > 0) problems.push(`${PROJECT}:nodes: target "local" runs on the local Docker engine; droplet nodes and sizes are for target "digitalocean"`);
     if (s.region !== "") problems.push(`${PROJECT}:region: target "local" has no region; it is for target "digitalocean"`);
     if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
@@ -358,7 +409,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.region === "") problems.push(`${PROJECT}:region: is required for target "digitalocean"; allowed: ${DO_REGIONS.join(", ")}`);
     if (s.vpn === "none") problems.push(`${PROJECT}:vpn: cloud nodes have no open SSH port, so admins need a VPN; allowed: tailscale, headscale`);
     if (s.acmeCa !== "none" && s.acmeEmail === "") problems.push(`${PROJECT}:acmeEmail: is required when acmeCa is "${s.acmeCa}" (the CA's expiry notices)`);
-    if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
+    if (s.acmeCa === "none" && s.ingress === "public") problems.push(`${PROJECT}:acmeCa: "none" leaves a public server without a trusted certificate; allowed: letsencrypt, letsencrypt-staging`);
+    if (s.deployerTag !== "" && s.vpn !== "tailscale") problems.push(`${PROJECT}:deployerTag: is a Tailscale tag for CI runners; it needs vpn "tailscale" (vpn is "${s.vpn}")`);
     if (s.vpn === "tailscale" && s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
     if (s.turnEnabled && s.turnExternalIp !== "") problems.push(`${PROJECT}:turnExternalIp: is for the local target; on DigitalOcean the TURN node's public address is used`);
     const [gidMin, gidMax] = DOCKER_SOCKET_GID_RANGE;
@@ -372,13 +424,21 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));
   }
 
+  const backup = backupPlan(s, problems);
+  if (backup?.repository.kind === "spaces" && facts.spacesKeys === false) {
+    // The provider creates buckets with Spaces keys, not the API token (@pulumi/digitalocean provider.d.ts).
+    problems.push(
+      `digitalocean:spacesAccessId: is not set, and the backups' Spaces bucket needs it and digitalocean:spacesSecretKey (\`pulumi config set --secret digitalocean:spacesAccessId ...\`, or SPACES_ACCESS_KEY_ID/SPACES_SECRET_ACCESS_KEY); or set hardened-matrix:backup to off`,
+    );
+  }
+
   if (problems.length > 0) throw new SettingsError(problems);
 
   const images = { ...DEFAULT_IMAGES };
   for (const [name, ref] of Object.entries(s.images)) if (ref) images[name as ImageName] = ref;
 
-  const { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, ...plain } = s;
-  const secretValues: Record<SecretKey, string> = { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem };
+  const { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, backupS3AccessKeyId, backupS3SecretAccessKey, ...plain } = s;
+  const secretValues: Record<SecretKey, string> = { acmeDnsToken, turnTlsCertPem, turnTlsKeyPem, backupS3AccessKeyId, backupS3SecretAccessKey };
   const secrets: Settings["secrets"] = {};
   for (const key of SECRET_KEYS) if (secretValues[key] !== "") secrets[key] = pulumi.secret(secretValues[key]);
   return {
@@ -392,8 +452,81 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     matrixFqdn,
     turnFqdn,
     headscaleFqdn,
-    servesWellKnown: s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
+    // With Funnel the server name's documents come from Cloudflare (components/platform/wellKnown.ts), not Traefik.
+    servesWellKnown: s.ingress === "public" && s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
+    ...(backup ? { backupPlan: backup } : {}),
   };
+}
+
+/**
+ * Backups are on by default where there is somewhere off the node to put them: on DigitalOcean (a
+ * Spaces bucket in the stack's region), and on the local target only once backupRepository names a
+ * repository (the local target is a try-out with no off-site store; a copy on the same disk is no backup).
+ */
+function backupPlan(s: RawSettings, problems: string[]): BackupSettings | undefined {
+  const key = (k: string) => `${PROJECT}:${k}`;
+  const isS3 = s.backupRepository.startsWith("s3:");
+  const isPath = s.backupRepository.startsWith("/");
+  const hasKeys = s.backupS3AccessKeyId !== "" || s.backupS3SecretAccessKey !== "";
+  if (isS3 && (s.backupS3AccessKeyId === "" || s.backupS3SecretAccessKey === "")) {
+    problems.push(`${key(s.backupS3AccessKeyId === "" ? "backupS3AccessKeyId" : "backupS3SecretAccessKey")}: is missing; an s3: backupRepository needs both backupS3AccessKeyId and backupS3SecretAccessKey (set with --secret)`);
+  }
+  if (!isS3 && hasKeys) {
+    problems.push(`${key(s.backupS3AccessKeyId !== "" ? "backupS3AccessKeyId" : "backupS3SecretAccessKey")}: is set but backupRepository is not an s3: URL; the program's own Spaces bucket gets its own key`);
+  }
+  if (s.backupSpacesRegion !== "" && (s.target !== "digitalocean" || s.backupRepository !== "")) {
+    problems.push(`${key("backupSpacesRegion")}: only applies to the Spaces bucket of target "digitalocean" with an empty backupRepository`);
+  }
+  if (s.target === "digitalocean" && isPath) {
+    problems.push(`${key("backupRepository")}: "${s.backupRepository}" is a path on the node, which is not off-site; allowed on digitalocean: empty (a Spaces bucket) or s3:https://HOST/BUCKET`);
+  }
+  const on = s.backup === "on" || (s.backup === "auto" && (s.target === "digitalocean" || s.backupRepository !== ""));
+  if (!on) return undefined;
+  let repository: BackupRepository;
+  if (isS3) repository = { kind: "s3", url: s.backupRepository };
+  else if (isPath) repository = { kind: "path", path: s.backupRepository };
+  else if (s.target === "digitalocean") {
+    const region = s.backupSpacesRegion || s.region;
+    if (s.region !== "" && !(SPACES_REGIONS as readonly string[]).includes(region)) {
+      problems.push(`${key("backupSpacesRegion")}: region "${region}" has no Spaces; set backupSpacesRegion to one of ${SPACES_REGIONS.join(", ")}, or backupRepository`);
+    }
+    repository = { kind: "spaces", region };
+  } else {
+    problems.push(`${key("backupRepository")}: is required when backup is "on" for target "local" (an absolute path on this machine or s3:https://HOST/BUCKET)`);
+    return undefined;
+  }
+  return {
+    repository,
+    intervalHours: s.backupIntervalHours,
+    retention: { daily: s.backupKeepDaily, weekly: s.backupKeepWeekly, monthly: s.backupKeepMonthly },
+  };
+}
+
+/** `ingress: funnel` and the keys that go with it. */
+function ingressProblems(s: RawSettings): string[] {
+  const problems: string[] = [];
+  const key = (k: string) => `${PROJECT}:${k}`;
+  if (s.ingress === "public") {
+    if (s.cloudflareAccountId !== "") problems.push(`${key("cloudflareAccountId")}: is set but ingress is "public"; it is used only by ingress "funnel"`);
+    if (s.funnelFqdn !== "") problems.push(`${key("funnelFqdn")}: is set but ingress is "public"; it only applies to ingress "funnel"`);
+    if (s.funnelTurnPorts) problems.push(`${key("funnelTurnPorts")}: is true but ingress is "public"; it only applies to ingress "funnel"`);
+    return problems;
+  }
+  if (s.target === "local") problems.push(`${key("ingress")}: "funnel" needs a Tailscale tailnet, which target "local" has none of; allowed: public`);
+  else if (s.vpn !== "tailscale") problems.push(`${key("ingress")}: "funnel" works only with vpn "tailscale" (Funnel is a Tailscale service; Headscale has none); vpn is "${s.vpn}"; allowed: public`);
+  if (s.funnelFqdn === "") problems.push(`${key("funnelFqdn")}: is required with ingress "funnel": the node's name <host>.<tailnet>.ts.net (the tailnet's DNS name is on the admin console's DNS page)`);
+  if (s.delegation !== "well-known") {
+    problems.push(`${key("delegation")}: "${s.delegation}" cannot work with ingress "funnel" (the certificate is for the ts.net name, so only /.well-known/matrix/server with an explicit port can delegate to it); allowed: well-known`);
+  }
+  if (s.target !== "local") {
+    if (s.acmeCa !== "none") problems.push(`${key("acmeCa")}: "${s.acmeCa}" with ingress "funnel": Tailscale holds the ts.net certificate and no port is open for an ACME challenge; allowed: none`);
+    if (s.cloudflareAccountId === "") problems.push(`${key("cloudflareAccountId")}: is required with ingress "funnel": a Cloudflare Worker on the zone serves /.well-known/matrix for ${s.serverName || s.domain}`);
+  }
+  if (s.turnEnabled && !s.funnelTurnPorts) {
+    problems.push(`${key("turnEnabled")}: TURN is UDP and cannot go through Funnel, so with ingress "funnel" it needs its own ports open to the internet; set turnEnabled false, or set funnelTurnPorts true to open them`);
+  }
+  if (!s.turnEnabled && s.funnelTurnPorts) problems.push(`${key("funnelTurnPorts")}: is true but turnEnabled is false; there are no TURN ports to open`);
+  return problems;
 }
 
 function cidrBounds(cidr: string): [number, number] {
@@ -484,7 +617,7 @@ function inPrivateRange(cidr: string): boolean {
  * 443 and can't share it with Traefik, and it must run before the swarm (which needs the VPN).
  */
 function headscaleProblems(
-  s: Pick<RawSettings, "vpn" | "nodes" | "admins" | "headscaleHost" | "headscaleDerp">,
+  s: Pick<RawSettings, "vpn" | "nodes" | "admins" | "headscaleHost" | "headscaleDerp" | "ingress" | "deployerTag" | "acmeCa">,
   names: { matrixFqdn: string; turnFqdn: string; serverName: string; headscaleFqdn: string },
 ): string[] {
   const problems: string[] = [];
@@ -501,6 +634,9 @@ function headscaleProblems(
     }
   }
   if (s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
+  if (s.ingress === "funnel") problems.push(`${PROJECT}:ingress: "funnel" is a Tailscale service and does not exist with vpn "headscale"; allowed: public`);
+  if (s.deployerTag !== "") problems.push(`${PROJECT}:deployerTag: CI runners join Tailscale's tailnet, which vpn "headscale" does not use; allowed: "" (empty)`);
+  if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: Headscale serves its control protocol over HTTPS with a certificate from ACME; allowed: letsencrypt, letsencrypt-staging`);
   if (s.headscaleHost === "@") problems.push(`${PROJECT}:headscaleHost: "@" would put Headscale on the domain itself; allowed: a DNS label of its own`);
   for (const [what, name] of [["the Matrix host", names.matrixFqdn], ["the TURN host", names.turnFqdn], ["the server name", names.serverName]] as const) {
     if (names.headscaleFqdn === name) problems.push(`${PROJECT}:headscaleHost: ${names.headscaleFqdn} is also ${what}; Headscale needs a name of its own (its own node answers it)`);
@@ -554,7 +690,8 @@ export function settingsFromConfig(stack: string, all: Record<string, string>, i
     raw[key] = (SECRET_KEYS as readonly string[]).includes(key) ? value : decodeConfigValue(value);
     if (isSecret(fullKey)) secretKeys.add(fullKey);
   }
-  return parseSettings(stack, raw, secretKeys, facts);
+  const spacesKeys = ("digitalocean:spacesAccessId" in all && "digitalocean:spacesSecretKey" in all) || facts.spacesKeysInEnv === true;
+  return parseSettings(stack, raw, secretKeys, { ...facts, spacesKeys });
 }
 
 function isSecretConfig(key: string): boolean {

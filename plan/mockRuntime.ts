@@ -146,6 +146,10 @@ function computedOutputs(type: string, name: string, inputs: State): State {
       return { urn: `do:vpc:${digest(seed).toString("hex").slice(0, 8)}` };
     case "tailscale:index/tailnetKey:TailnetKey":
       return { key: secret(`tskey-auth-mock${mockString(seed, 24, false)}`) };
+    case "digitalocean:index/spacesBucket:SpacesBucket":
+      return { bucketDomainName: `${inputs.name}.${inputs.region}.digitaloceanspaces.com`, endpoint: `${inputs.region}.digitaloceanspaces.com`, urn: `do:space:${inputs.name}` };
+    case "digitalocean:index/spacesKey:SpacesKey":
+      return { accessKey: `DO00${mockString(seed, 16, false).toUpperCase()}`, secretKey: secret(mockString(seed + "secret", 43, false)) };
     case "docker:index/service:Service":
     case "docker:index/network:Network":
     case "docker:index/volume:Volume":

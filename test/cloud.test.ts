@@ -213,9 +213,10 @@ test("dev: stack outputs: addresses, Matrix URL and a monthly cost from the pric
   assert.match(node.publicIpv4, /^203\.0\.113\./);
   assert.match(node.privateIpv4, /^10\.110\.0\./);
   assert.equal(plan.outputs.matrixUrl, "https://matrix.example.org");
-  // s-1vcpu-2gb (12) + 31 GiB of volumes at 0.10; the reserved IP is free while assigned.
-  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 15.1);
+  // s-1vcpu-2gb (12) + 31 GiB of volumes at 0.10 + the Spaces subscription of the backups (5); the reserved IP is free while assigned.
+  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 20.1);
   assert.equal(estimateMonthlyCost(["s-1vcpu-2gb", "s-2vcpu-4gb"], [10, 1], 1, tablePrice), 37.1);
+  assert.equal(estimateMonthlyCost(["s-1vcpu-2gb", "s-2vcpu-4gb"], [10, 1], 1, tablePrice, true), 42.1);
   assert.throws(() => tablePrice("s-99vcpu"), /no price known/);
 });
 
@@ -257,4 +258,14 @@ test("dev: the docker provider waits until every node has finished its bootstrap
     assert.ok(deps.has(w.urn));
     assert.match((w.inputs as Inputs).create, /^ssh .* root@100\.\d+\.\d+\.\d+ 'timeout 900 sh -c "until test -f \/var\/lib\/hardened-matrix\/bootstrap-complete; do sleep 5; done"'$/);
   }
+});
+
+test("a deployer tag reaches the tailnet policy the program owns (CI runners: SSH to the nodes only)", async () => {
+  const withCi = await planStack("dev", { "hardened-matrix:deployerTag": "tag:hm-ci" });
+  assert.equal(withCi.error, undefined);
+  const policy = JSON.parse(String(raw(withCi, named(withCi, "cloud-tailnet-acl")).acl));
+  assert.deepEqual(policy.tagOwners["tag:hm-ci"], ["group:hm-admins"]);
+  assert.ok(policy.acls.some((r: Inputs) => r.src[0] === "tag:hm-ci" && r.dst.join() === "tag:hm-dev:22"));
+  const plain = JSON.parse(String(raw(plan, named(plan, "cloud-tailnet-acl")).acl));
+  assert.equal(JSON.stringify(plain).includes("hm-ci"), false);
 });

@@ -28,7 +28,7 @@ const allRoles: CloudInitInput = {
     { name: "hm-prod-acme", mountPoint: "/mnt/acme", fsType: "ext4" },
     { name: "hm-prod-jetstream", mountPoint: "/mnt/jetstream", fsType: "ext4" },
   ],
-  wireguard: { port: 51820 },
+  wireguard: { port: 51820, fromCidr: "10.110.0.0/24" },
   timezone: "Etc/UTC",
 };
 const noVolumes: CloudInitInput = { ...allRoles, hostname: "hm-prod-2", tailscale: { ...allRoles.tailscale, hostname: "hm-prod-2" }, volumes: [], wireguard: undefined };
@@ -228,7 +228,7 @@ describe("cloud-init user data", () => {
   });
 
   test("the WireGuard port is opened in an active host firewall only when a mesh is configured", () => {
-    assert.ok(render(allRoles).doc.runcmd.some((l) => l.includes("ufw allow 51820/udp")));
+    assert.ok(render(allRoles).doc.runcmd.some((l) => l.includes("ufw allow proto udp from 10.110.0.0/24 to any port 51820;")));
     assert.equal(render(noVolumes).doc.runcmd.some((l) => l.includes("ufw")), false);
   });
 
@@ -250,7 +250,8 @@ describe("cloud-init user data", () => {
     bad({ volumes: [{ name: "a", mountPoint: "/mnt/a", fsType: "ext4" }, { name: "b", mountPoint: "/mnt/a/b", fsType: "ext4" }] }, /overlaps/);
     bad({ adminUser: "root" }, /adminUser/);
     bad({ timezone: "Etc/UTC; rm -rf /" }, /timezone/);
-    bad({ wireguard: { port: 0 } }, /wireguard.port/);
+    bad({ wireguard: { port: 0, fromCidr: "10.110.0.0/24" } }, /wireguard.port/);
+    bad({ wireguard: { port: 51820, fromCidr: "anywhere" } }, /wireguard.fromCidr/);
     // Every problem at once.
     assert.throws(() => renderCloudInit({ ...allRoles, hostname: "A", adminUser: "root" }), (e: Error) => /hostname/.test(e.message) && /adminUser/.test(e.message));
   });

@@ -110,8 +110,8 @@ test("prod: admins and key; the docker provider goes to the first manager over t
   const nodes = plan.outputs.nodes as Inputs;
   assert.equal((named(plan, "cloud-swarm-docker").inputs as Inputs).host, `ssh://root@${nodes["hm-prod-1"].tailnetIpv4}`);
   assert.equal(new Set(NODES.map((n) => nodes[n].tailnetIpv4)).size, 3, "every node has its own tailnet address");
-  // 12 + 24 + 12 droplets + 31 GiB * 0.10.
-  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 51.1);
+  // 12 + 24 + 12 droplets + 31 GiB * 0.10 + Spaces for the backups (5).
+  assert.equal(plan.outputs.estimatedMonthlyCostUsd, 56.1);
 });
 
 test("prod: each node's tailnet address is the device that joined after its droplet, not an older device of the same hostname", () => {

@@ -148,3 +148,19 @@ describe("firewall plans", () => {
     assert.throws(() => firewallPlans({ ...base, wireguardPort: 70000 }), /wireguardPort/);
   });
 });
+
+describe("firewall plans without public ingress (ingress funnel)", () => {
+  test("no inbound rule from anywhere: no edge plan, ICMP and the mesh only from the cluster's droplets", () => {
+    const plans = firewallPlans({ ...base, turn: undefined, tailscaleDirectPort: undefined, publicIngress: false });
+    assert.deepEqual(plans.map((p) => p.name), ["hm-prod-cluster"]);
+    const inbound = plans.flatMap((p) => p.inbound);
+    assert.deepEqual(inbound.filter((r) => (r.sourceAddresses ?? []).length > 0), []);
+    assert.ok(inbound.every((r) => r.sourceTags?.length === 1 && r.sourceTags[0] === CLUSTER));
+    assert.ok(plans[0]!.outbound.length > 0, "egress stays open (Tailscale's control plane and DERP are reached outwards)");
+  });
+
+  test("TURN ports, when explicitly opened, are the only public rules", () => {
+    const plans = firewallPlans({ ...base, tailscaleDirectPort: undefined, publicIngress: false });
+    assert.deepEqual(plans.filter((p) => p.inbound.some((r) => r.sourceAddresses)).map((p) => p.name), ["hm-prod-turn"]);
+  });
+});

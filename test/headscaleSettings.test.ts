@@ -50,6 +50,12 @@ test("combinations that cannot work are refused, each naming its key", () => {
   assert.ok(clash.some((p) => p.startsWith(`hardened-matrix:headscaleHost: ${s.matrixFqdn} is also the Matrix host`)), clash.join("\n"));
 });
 
+test("Tailscale-only features are refused with vpn headscale, naming their keys", () => {
+  const hs = { "hardened-matrix:vpn": "headscale", "hardened-matrix:nodes": withControl() };
+  assert.ok(problems({ ...hs, "hardened-matrix:ingress": "funnel" }).some((p) => p.startsWith('hardened-matrix:ingress: "funnel" is a Tailscale service')));
+  assert.ok(problems({ ...hs, "hardened-matrix:deployerTag": "tag:hm-ci" }).some((p) => p.startsWith("hardened-matrix:deployerTag: CI runners join Tailscale's tailnet")));
+});
+
 test("a headscale role or DERP without vpn headscale is refused", () => {
   assert.ok(problems({ "hardened-matrix:nodes": withControl() }).some((p) => p === `hardened-matrix:nodes[${prodNodes().length}].roles: "headscale" is only for vpn "headscale" (vpn is "tailscale")`));
   assert.ok(problems({ "hardened-matrix:headscaleDerp": true }).includes('hardened-matrix:headscaleDerp: is only for vpn "headscale" (vpn is "tailscale"); allowed: false'));

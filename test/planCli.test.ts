@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { copyFileSync, mkdtempSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
@@ -76,4 +76,19 @@ test("nothing is registered when validation fails (only the stack itself exists)
   const plan = await planStack("local", { "hardened-matrix:domain": "bad domain", "hardened-matrix:turnPort": 0 });
   assert.ok(plan.error);
   assert.deepEqual(plan.resources.map((r) => r.type), ["pulumi:pulumi:Stack"]);
+});
+
+test("a cloud stack whose backups need a Spaces bucket but give the provider no Spaces keys is refused, naming the key", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-config-"));
+  copyFileSync(path.join(ROOT, "Pulumi.yaml"), path.join(dir, "Pulumi.yaml"));
+  const dev = readFileSync(path.join(ROOT, "Pulumi.dev.yaml"), "utf8");
+  const withoutSpaces = dev.replace(/^  digitalocean:spaces(AccessId|SecretKey):\n    secure: .*\n/gm, "");
+  assert.notEqual(withoutSpaces, dev);
+  writeFileSync(path.join(dir, "Pulumi.nospaces.yaml"), withoutSpaces);
+  const r = runPlanCli(["--stack", "nospaces", "--config-dir", dir, "--out", path.join(dir, "out")]);
+  assert.equal(r.status, 1, r.stdout);
+  assert.match(r.stderr, /^  digitalocean:spacesAccessId: is not set, and the backups' Spaces bucket needs it/m);
+  // Backups off: nothing needs the keys.
+  writeFileSync(path.join(dir, "Pulumi.nobackup.yaml"), `${withoutSpaces}  hardened-matrix:backup: "off"\n`);
+  assert.equal(runPlanCli(["--stack", "nobackup", "--config-dir", dir, "--out", path.join(dir, "out")]).status, 0);
 });

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { postgresServerArgs, postgresTuning, renderPostgresInitScript } from "../components/render/postgres";
-import { findTool, skipReason } from "./support/realTool";
+import { findTools } from "./support/realTool";
 
 // A real PostgreSQL (Debian's) runs the rendered init script the way the postgres image's entrypoint
 // does: first a socket-only temporary server started with the service's own args, the superuser's
@@ -24,10 +24,7 @@ const needed = {
   timeout: ["timeout", "coreutils"],
   ...(isRoot ? { setpriv: ["setpriv", "util-linux"] } : {}),
 } as const;
-type ToolName = keyof typeof needed | "setpriv";
-const tools = Object.fromEntries(Object.entries(needed).map(([k, [name, pkg]]) => [k, findTool(name, pkg)])) as Partial<Record<ToolName, string>>;
-const missing = Object.entries(needed).find(([k]) => tools[k as ToolName] === undefined);
-const skip = missing ? skipReason(missing[1][0], missing[1][1]) : undefined;
+const { tools, skip } = findTools<keyof typeof needed | "setpriv">(needed);
 // psql from the same major version as the server (findTool may return a symlink into that directory).
 const pgBin = tools.postgres ? dirname(realpathSync(tools.postgres)) : "";
 

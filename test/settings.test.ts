@@ -228,3 +228,14 @@ test("SRV delegation needs the DNS-01 token (a certificate for the server name) 
   // The local target has no ACME at all, so it cannot delegate by SRV.
   assert.ok(problemsFor("local", { "hardened-matrix:delegation": "srv" }).some((p) => p.startsWith('hardened-matrix:delegation: "srv" needs hardened-matrix:acmeDnsToken')));
 });
+
+test("deployerTag: a Tailscale tag, only with vpn tailscale on DigitalOcean", () => {
+  assert.equal(settingsFor("dev", { "hardened-matrix:deployerTag": "tag:hm-ci" }).deployerTag, "tag:hm-ci");
+  assert.equal(settingsFor("dev").deployerTag, "");
+  assert.deepEqual(problemsFor("dev", { "hardened-matrix:deployerTag": "hm-ci" }), [
+    'hardened-matrix:deployerTag: "hm-ci" is not a Tailscale tag (tag:name: a letter, then letters, digits, -)',
+  ]);
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:deployerTag": "tag:hm-ci" }), [
+    'hardened-matrix:deployerTag: target "local" has no tailnet; it is for target "digitalocean" with vpn "tailscale"',
+  ]);
+});

@@ -14,6 +14,7 @@ interface Policy {
   acls?: { action: string; src: string[]; dst: string[] }[];
   ssh?: { action: string; src: string[]; dst: string[]; users: string[] }[];
   tests?: { src: string; accept?: string[]; deny?: string[] }[];
+  nodeAttrs?: { target: string[]; attr: string[] }[];
 }
 
 function matches(policy: Policy, selector: string, d: Device): boolean {
@@ -106,11 +107,11 @@ describe("tailnet policy", () => {
   });
 
   test("the policy's own tests (which Tailscale runs on every update) hold under the evaluator", () => {
-    for (const variant of [input, { ...input, adminPorts: [22, 5432] }]) {
+    for (const variant of [input, { ...input, adminPorts: [22, 5432] }, { ...input, deployerTag: "tag:hm-ci" }]) {
       const p = JSON.parse(renderTailnetPolicy(variant)) as Policy;
       assert.ok((p.tests ?? []).length > 0);
       for (const t of p.tests ?? []) {
-        const src: Device = { user: t.src, tags: [] };
+        const src: Device = t.src.startsWith("tag:") ? { tags: [t.src] } : { user: t.src, tags: [] };
         assert.ok((t.deny ?? []).length > 0, "a test must also assert a denial");
         for (const [list, expected] of [[t.accept ?? [], true], [t.deny ?? [], false]] as const) {
           for (const entry of list) {
@@ -123,6 +124,21 @@ describe("tailnet policy", () => {
     }
   });
 
+  test("a deployer tag (CI runners) reaches the nodes' SSH as root and nothing else; without it, nothing", () => {
+    const withCi = JSON.parse(renderTailnetPolicy({ ...input, deployerTag: "tag:hm-ci" })) as Policy;
+    const runner: Device = { tags: ["tag:hm-ci"] };
+    assert.equal(mayReach(withCi, runner, node, 22), true);
+    for (const port of [9443, 2377, 5432, 8008]) assert.equal(mayReach(withCi, runner, node, port), false, `port ${port}`);
+    assert.equal(mayReach(withCi, runner, alice, 22), false, "not admins' devices");
+    assert.equal(mayReach(withCi, node, runner, 22), false, "nodes cannot reach back into the runner");
+    assert.equal(sshAction(withCi, runner, node, "root"), "accept");
+    assert.equal(sshAction(withCi, runner, node, "postgres"), undefined);
+    assert.deepEqual(withCi.tagOwners?.["tag:hm-ci"], [ADMIN_GROUP], "only admins may mint keys carrying it");
+    assert.equal(mayReach(policy, runner, node, 22), false, "no deployer tag configured: runners are strangers");
+    assert.throws(() => renderTailnetPolicy({ ...input, deployerTag: "hm-ci" }), /deployerTag/);
+    assert.throws(() => renderTailnetPolicy({ ...input, deployerTag: "tag:hm-node" }), /differ from the node tag/);
+  });
+
   test("invalid input is refused with a clear message", () => {
     assert.throws(() => renderTailnetPolicy({ ...input, admins: [] }), /admins is empty/);
     assert.throws(() => renderTailnetPolicy({ ...input, admins: ["not-an-email"] }), /not an email/);
@@ -133,5 +149,40 @@ describe("tailnet policy", () => {
 
   test("rendering is deterministic JSON", () => {
     assert.equal(renderTailnetPolicy(input), renderTailnetPolicy({ ...input, adminPorts: [9443, 22] }));
+  });
+});
+
+// nodeAttrs: a device gets every attr of every entry whose target selects it (Tailscale's policy
+// syntax reference, "nodeAttrs"; the funnel attribute is tailcfg.NodeAttrFunnel = "funnel" in
+// tailscale/tailscale v1.102.3 tailcfg/tailcfg.go).
+function attrsOf(policy: Policy, d: Device): string[] {
+  return (policy.nodeAttrs ?? []).filter((n) => n.target.some((t) => matches(policy, t, d))).flatMap((n) => n.attr);
+}
+
+describe("tailnet policy with a Funnel device", () => {
+  const withFunnel = JSON.parse(renderTailnetPolicy({ ...input, funnelTag: "tag:hm-funnel" })) as Policy;
+  const funnelDevice: Device = { user: "alice@example.com", tags: ["tag:hm-funnel"] };
+
+  test("only the Funnel device's tag carries the funnel attribute", () => {
+    assert.deepEqual(attrsOf(withFunnel, funnelDevice), ["funnel"]);
+    for (const d of [node, otherNode, alice, mallory, strayTagged]) assert.deepEqual(attrsOf(withFunnel, d), [], JSON.stringify(d));
+    assert.deepEqual(withFunnel.tagOwners?.["tag:hm-funnel"], [ADMIN_GROUP]);
+  });
+
+  test("the Funnel device reaches nothing on the tailnet and nothing reaches it", () => {
+    for (const port of [22, 443, 8081, 9443]) {
+      assert.equal(mayReach(withFunnel, funnelDevice, node, port), false);
+      assert.equal(mayReach(withFunnel, alice, funnelDevice, port), false);
+      assert.equal(mayReach(withFunnel, node, funnelDevice, port), false);
+    }
+    assert.equal(sshAction(withFunnel, alice, funnelDevice, "root"), undefined);
+    assert.ok(withFunnel.tests?.[0]?.deny?.includes("tag:hm-funnel:443"));
+  });
+
+  test("without a Funnel device there are no node attributes; the tag must differ from the node tag", () => {
+    assert.equal(policy.nodeAttrs, undefined);
+    assert.deepEqual(attrsOf(policy, node), []);
+    assert.throws(() => renderTailnetPolicy({ ...input, funnelTag: "tag:hm-node" }), /differ from nodeTag/);
+    assert.throws(() => renderTailnetPolicy({ ...input, funnelTag: "funnel" }), /tag:name/);
   });
 });

@@ -15,6 +15,7 @@ import { WireGuardMesh } from "./mesh";
 import { DOCKER_SSH_OPTS } from "./remote";
 import { SwarmCluster } from "./swarm";
 import { meshAddress } from "../render/wireguard";
+import { WellKnownWorker } from "./wellKnown";
 
 export { DOCKER_SSH_OPTS } from "./remote";
 
@@ -28,18 +29,22 @@ export const STORAGE_PLACEMENT: Record<StoragePurpose, { role: NodeRole; sizeGib
   dendrite: { role: "db", sizeGib: 20, why: "media store and JetStream (Dendrite runs next to Postgres)" },
   acme: { role: "edge", sizeGib: 1, why: "Traefik's ACME account and certificates" },
   headscale: { role: "edge", sizeGib: 1, why: "Headscale's SQLite database and keys" },
+  funnel: { role: "edge", sizeGib: 1, why: "the Funnel device's tailscaled state (its node key and certificate)" },
 };
 
 // DigitalOcean list prices, checked 2026-11-23 (https://www.digitalocean.com/pricing):
 // block storage USD 0.10 per GiB-month; a reserved IPv4 is free while assigned to a droplet.
 export const VOLUME_PRICE_PER_GIB = 0.1;
 export const RESERVED_IP_ASSIGNED_PRICE = 0;
+// Spaces: USD 5 per month per account (not per bucket), 250 GiB stored and 1 TiB out included; USD 0.02
+// per further GiB (DigitalOcean's answer in digitalocean.com/community/questions/prices-explanation-5-per-space-or-5-for-spaces, checked 2026-11-23).
+export const SPACES_SUBSCRIPTION_PRICE = 5;
 
-/** Monthly cost in USD, rounded to cents: droplets at `priceOf` plus volumes plus reserved IPs. */
-export function estimateMonthlyCost(sizes: string[], volumeGib: number[], reservedIps: number, priceOf: (size: string) => number): number {
+/** Monthly cost in USD, rounded to cents: droplets at `priceOf` plus volumes plus reserved IPs, plus Spaces if used. */
+export function estimateMonthlyCost(sizes: string[], volumeGib: number[], reservedIps: number, priceOf: (size: string) => number, spaces = false): number {
   const droplets = sizes.reduce((sum, s) => sum + priceOf(s), 0);
   const volumes = volumeGib.reduce((sum, g) => sum + g * VOLUME_PRICE_PER_GIB, 0);
-  return Math.round((droplets + volumes + reservedIps * RESERVED_IP_ASSIGNED_PRICE) * 100) / 100;
+  return Math.round((droplets + volumes + reservedIps * RESERVED_IP_ASSIGNED_PRICE + (spaces ? SPACES_SUBSCRIPTION_PRICE : 0)) * 100) / 100;
 }
 
 export function tablePrice(size: string): number {
@@ -68,6 +73,8 @@ export interface CloudPlatformArgs {
   nodes: NodeSettings[];
   sshKeys: string[];
   admins: string[];
+  /** Tag of CI runners allowed to deploy over the tailnet (SSH to the nodes only). */
+  deployerTag?: string;
   dockerSocketGid: number;
   domain: string;
   matrixFqdn: string;
@@ -82,6 +89,13 @@ export interface CloudPlatformArgs {
   delegation: "well-known" | "srv" | "none";
   /** vpn: headscale: the self-hosted control server replaces Tailscale's (unset: Tailscale). */
   headscale?: { fqdn: string; image: string; acmeCa: "letsencrypt" | "letsencrypt-staging"; derp: boolean };
+  /** The stack keeps its backups in a Spaces bucket (counted in the cost estimate). */
+  spacesBackups?: boolean;
+  /**
+   * Ingress funnel: no public inbound port, a tagged device key for the Funnel container, its
+   * state volume, and the server name's well-known documents served by a Cloudflare Worker.
+   */
+  funnel?: { cloudflareAccountId: string; wellKnown: { server: string; client: string } };
 }
 
 function nodeWith(nodes: NodeSettings[], role: NodeRole): NodeSettings {
@@ -114,6 +128,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
   private readonly volumes: Array<VolumeSpec & { purpose: StoragePurpose; role: NodeRole }>;
   private sealOwners!: (owners: Partial<Record<StoragePurpose, string>>) => void;
   private sealed = false;
+  /** Ingress funnel: the Funnel device's tag and its single-use auth key (secret). */
+  readonly funnel?: { tag: string; authKey: pulumi.Output<string> };
 
   constructor(name: string, args: CloudPlatformArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:platform:Cloud", name, {}, opts);
@@ -126,7 +142,15 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     args = { ...args, nodes: args.nodes.filter((n) => n !== controlNode) };
     this.args = args;
     // Root over Tailscale SSH: the docker provider connects as root.
-    const policy = { admins: args.admins, nodeTag, adminPorts: [22, args.ports.admin], sshUsers: ["root"] };
+    const funnelTag = `tag:${prefix}-funnel`;
+    const policy = {
+      admins: args.admins,
+      nodeTag,
+      adminPorts: [22, args.ports.admin],
+      sshUsers: ["root"],
+      deployerTag: args.deployerTag,
+      funnelTag: args.funnel ? funnelTag : undefined,
+    };
 
     if (args.headscale) {
       if (!controlNode) throw new Error('vpn "headscale" needs a node with role "headscale"');
@@ -153,7 +177,14 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     const authKeyFor = (node: string): pulumi.Output<string> => (tailnet instanceof HeadscaleServer ? tailnet.authKeyFor(node) : tailnet.authKey);
     const loginServer = tailnet instanceof HeadscaleServer ? tailnet.apiUrl : undefined;
 
-    const purposes: StoragePurpose[] = ["postgres", "dendrite", "acme"];
+    // With Funnel, Tailscale holds the certificate: no ACME state, the Funnel device's state instead.
+    const purposes: StoragePurpose[] = args.funnel ? ["postgres", "dendrite", "funnel"] : ["postgres", "dendrite", "acme"];
+    if (args.funnel) {
+      // Funnel is a Tailscale service (FACTS.md); settings refuse it with vpn: headscale.
+      if (!(tailnet instanceof Tailnet)) throw new Error('ingress "funnel" needs vpn "tailscale"');
+      tailnet.enableHttpsCertificates(`${name}-tailnet-https`);
+      this.funnel = { tag: funnelTag, authKey: tailnet.deviceKey(`${name}-funnel-key`, funnelTag, `hardened-matrix ${args.stack} funnel`) };
+    }
     this.volumes = purposes.map((purpose) => {
       const place = STORAGE_PLACEMENT[purpose];
       return {
@@ -176,7 +207,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           hostname: node.name,
           dockerGid: args.dockerSocketGid,
           tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true, ...(loginServer ? { loginServer } : {}) },
-          wireguard: { port: WIREGUARD_PORT },
+          wireguard: { port: WIREGUARD_PORT, fromCidr: args.vpcRange },
           volumes: here.map((v) => ({ name: v.name, mountPoint: `/mnt/${v.name}`, fsType: "ext4" as const })),
           directories: here.filter((v) => ownerOf[v.purpose]).map((v) => ({ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! })),
         });
@@ -203,6 +234,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           federationPort: args.ports.federation,
           turn: args.turn ? { port: args.turn.port, tlsPort: args.turn.tlsPort, minPort: args.turn.minPort, maxPort: args.turn.maxPort } : undefined,
           wireguardPort: WIREGUARD_PORT,
+          publicIngress: args.funnel === undefined,
         }),
       },
       child,
@@ -283,9 +315,17 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         wellKnownFqdn: args.servesWellKnown ? args.serverName : undefined,
         srv: args.delegation === "srv" ? { serverName: args.serverName, port: args.ports.federation } : undefined,
         caa: { issuer: "letsencrypt.org", iodefEmail: args.acmeEmail || undefined },
+        publicEdge: args.funnel === undefined,
       },
       child,
     );
+    if (args.funnel) {
+      new WellKnownWorker(
+        `${name}-well-known`,
+        { accountId: args.funnel.cloudflareAccountId, zoneId: args.cloudflareZoneId, serverName: args.serverName, documents: args.funnel.wellKnown, scriptName: `${prefix}-well-known` },
+        child,
+      );
+    }
 
     // The Headscale control node and its 1 GiB state volume count too.
     const sizes = [...args.nodes.map((n) => n.size), ...(tailnet instanceof HeadscaleServer && controlNode ? [controlNode.size] : [])];
@@ -306,7 +346,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         ]),
       ),
       edgeIpv4,
-      estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price)),
+      ...(args.funnel ? { wellKnownServer: args.funnel.wellKnown.server, wellKnownClient: args.funnel.wellKnown.client } : {}),
+      estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price, args.spacesBackups ?? false)),
       ...(tailnet instanceof HeadscaleServer
         ? {
             headscaleUrl: tailnet.apiUrl,

@@ -20,6 +20,8 @@ export interface DnsArgs {
   srv?: { serverName: string; port: number };
   /** CAA: the only CA allowed to issue, and where it reports refused requests. */
   caa: { issuer: string; iodefEmail?: string };
+  /** False with ingress funnel: the Matrix host is a ts.net name and nothing points at the edge. */
+  publicEdge?: boolean;
 }
 
 /**
@@ -40,9 +42,12 @@ export class Dns extends pulumi.ComponentResource {
       return r;
     };
 
-    const aRecords = new Map<string, pulumi.Input<string>>([[args.matrixFqdn, args.edgeIpv4]]);
-    if (args.wellKnownFqdn) aRecords.set(args.wellKnownFqdn, args.edgeIpv4);
-    if (args.headscaleFqdn) aRecords.set(args.headscaleFqdn, args.edgeIpv4);
+    const aRecords = new Map<string, pulumi.Input<string>>();
+    if (args.publicEdge !== false) {
+      aRecords.set(args.matrixFqdn, args.edgeIpv4);
+      if (args.wellKnownFqdn) aRecords.set(args.wellKnownFqdn, args.edgeIpv4);
+      if (args.headscaleFqdn) aRecords.set(args.headscaleFqdn, args.edgeIpv4);
+    }
     if (args.turn && !aRecords.has(args.turn.fqdn)) aRecords.set(args.turn.fqdn, args.turn.ipv4);
     for (const [fqdn, ip] of aRecords) {
       record(`a-${fqdn}`, { name: fqdn, type: "A", content: ip, proxied: false, comment: "hardened-matrix" });

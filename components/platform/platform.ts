@@ -11,7 +11,7 @@ export function roleConstraint(role: string): string {
 }
 
 /** What persistent data a stateful service keeps; each gets its own protected storage. */
-export type StoragePurpose = "postgres" | "dendrite" | "acme" | "headscale";
+export type StoragePurpose = "postgres" | "dendrite" | "acme" | "headscale" | "funnel";
 
 /**
  * The layer under the services: the local engine, or cloud nodes. Every stack runs the same

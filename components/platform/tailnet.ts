@@ -46,6 +46,34 @@ export class Tailnet extends pulumi.ComponentResource {
   }
 
   /**
+   * Turns on HTTPS certificates for the tailnet's ts.net names, which Funnel needs. Only that field
+   * is sent: the provider leaves every setting it is not given untouched, and deleting the resource
+   * changes nothing (tailscale/terraform-provider-tailscale tailscale/resource_tailnet_settings.go:
+   * Optional+Computed fields, nil when unknown; Delete is a no-op). MagicDNS, which HTTPS also
+   * needs, is on by default and left to the admin (its resource turns it off on delete).
+   */
+  enableHttpsCertificates(name: string): void {
+    new tailscale.TailnetSettings(name, { httpsEnabled: true }, { parent: this });
+  }
+
+  /**
+   * A single-use, pre-authorized key for one more device carrying `tag` (which the policy must own),
+   * e.g. the Funnel container. Single use: the device keeps its identity in its state directory and
+   * never logs in again (containerboot TS_AUTH_ONCE); the key expires within the hour either way.
+   * Never recreated by a refresh: a new key would change the Swarm secret and restart the service
+   * (the only ingress) for a key it never uses. A device that lost its state needs
+   * `pulumi up --replace <this key's urn>`.
+   */
+  deviceKey(name: string, tag: string, description: pulumi.Input<string>): pulumi.Output<string> {
+    const key = new tailscale.TailnetKey(
+      name,
+      { reusable: false, ephemeral: false, preauthorized: true, expiry: AUTH_KEY_EXPIRY_SECONDS, tags: [tag], description, recreateIfInvalid: "never" },
+      { parent: this, dependsOn: [this.acl] },
+    );
+    return pulumi.secret(key.key);
+  }
+
+  /**
    * The tailnet IPv4 address of the machine `hostname` that was created at `machine.createdAt`,
    * waiting (up to 10 minutes) until it has joined. A replaced droplet leaves its old device in the
    * tailnet under the same hostname (tagged devices do not expire), and the provider's getDevice

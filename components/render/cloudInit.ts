@@ -21,7 +21,7 @@ export interface CloudInitInput {
   };
   volumes: CloudInitVolume[];
   /** Opens the WireGuard UDP port in a host firewall, if the image runs one (wg0.conf arrives later, over the VPN). */
-  wireguard?: { port: number };
+  wireguard?: { port: number; /** Only peers from here (the VPC) may reach it. */ fromCidr: string };
   /** Optional non-root admin with passwordless sudo and a locked password (a Tailscale SSH target). */
   adminUser?: string;
   timezone?: string;
@@ -127,6 +127,7 @@ function validate(c: CloudInitInput): void {
   if (c.wireguard && !(Number.isInteger(c.wireguard.port) && c.wireguard.port >= 1 && c.wireguard.port <= 65535)) {
     problems.push(`wireguard.port ${c.wireguard.port} is not a port number`);
   }
+  if (c.wireguard && !/^\d+\.\d+\.\d+\.\d+\/\d+$/.test(c.wireguard.fromCidr)) problems.push(`wireguard.fromCidr "${c.wireguard.fromCidr}" is not an IPv4 CIDR`);
   if (c.adminUser !== undefined && (!UNIX_USER.test(c.adminUser) || c.adminUser === "root")) {
     problems.push(`adminUser "${c.adminUser}" is not a valid non-root user name`);
   }
@@ -380,7 +381,7 @@ export function renderCloudInit(c: CloudInitInput): string {
   }
   if (c.wireguard) {
     // DigitalOcean's images run no host firewall by default; if ufw is active, open the port.
-    runcmd.push(`if command -v ufw >/dev/null 2>&1 && ufw status | grep -q '^Status: active'; then ufw allow ${c.wireguard.port}/udp; fi`);
+    runcmd.push(`if command -v ufw >/dev/null 2>&1 && ufw status | grep -q '^Status: active'; then ufw allow proto udp from ${c.wireguard.fromCidr} to any port ${c.wireguard.port}; fi`);
   }
   const up = [
     "tailscale up",

@@ -27,6 +27,12 @@ export interface DendriteRoutesInput {
    * federation routers have no Host rule, so they match that Host, but ACME must be told the name.
    */
   federationCertDomain?: string;
+  /**
+   * Ingress funnel: every router sits on this one plain-HTTP entrypoint, which only the Funnel
+   * container reaches (Tailscale ended TLS for the ts.net name); client and federation APIs share
+   * port 443 there, as /.well-known/matrix/server says.
+   */
+  funnelEntryPoint?: string;
 }
 
 export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, string> {
@@ -37,9 +43,14 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
   };
   const router = (name: string, entryPoint: "websecure" | "federation", rule: string, extra: { middlewares?: string[]; priority?: number } = {}) => {
     const key = `traefik.http.routers.${i.service}-${name}`;
-    labels[`${key}.entrypoints`] = entryPoint;
+    labels[`${key}.entrypoints`] = i.funnelEntryPoint ?? entryPoint;
     labels[`${key}.rule`] = rule;
     labels[`${key}.service`] = i.service;
+    if (i.funnelEntryPoint) {
+      if (extra.middlewares) labels[`${key}.middlewares`] = extra.middlewares.join(",");
+      if (extra.priority !== undefined) labels[`${key}.priority`] = String(extra.priority);
+      return;
+    }
     labels[`${key}.tls`] = "true";
     if (i.certResolver) labels[`${key}.tls.certresolver`] = i.certResolver;
     // traefik/traefik v3.7 pkg/provider/acme/provider.go watchNewDomains: a router's tls.domains are requested as given.

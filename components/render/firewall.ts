@@ -27,6 +27,11 @@ export interface FirewallInput {
   turn: { port: number; tlsPort: number; minPort: number; maxPort: number } | undefined;
   wireguardPort: number;
   tailscaleDirectPort?: number;
+  /**
+   * False with ingress funnel: the edge opens nothing to the internet (Tailscale carries every
+   * request over its own outbound connections), and ICMP is accepted only from the cluster.
+   */
+  publicIngress?: boolean;
 }
 
 /**
@@ -109,11 +114,15 @@ export function firewallPlans(input: FirewallInput): FirewallPlan[] {
           sourceTags: [input.clusterTag],
           reason: "WireGuard mesh between the cluster's own droplets; Swarm runs only inside it",
         },
-        { protocol: "icmp", sourceAddresses: anywhere(), reason: "path MTU discovery (wg0's MTU depends on it) and diagnostics" },
+        input.publicIngress === false
+          ? { protocol: "icmp", sourceTags: [input.clusterTag], reason: "path MTU discovery and diagnostics between the cluster's droplets (funnel: nothing from the internet)" }
+          : { protocol: "icmp", sourceAddresses: anywhere(), reason: "path MTU discovery (wg0's MTU depends on it) and diagnostics" },
       ],
       outbound: outboundRules(),
     },
-    {
+  ];
+  if (input.publicIngress !== false) {
+    plans.push({
       name: `${base}-edge`,
       tags: [roleTags.get("edge")!],
       inbound: [
@@ -122,8 +131,8 @@ export function firewallPlans(input: FirewallInput): FirewallPlan[] {
         { protocol: "tcp", portRange: String(input.federationPort), sourceAddresses: anywhere(), reason: "Matrix federation" },
       ],
       outbound: outboundRules(),
-    },
-  ];
+    });
+  }
   if (input.turn) {
     const t = input.turn;
     plans.push({

@@ -8,6 +8,17 @@ export interface TailnetPolicyInput {
   adminPorts: number[];
   /** Local users admins may become over Tailscale SSH, e.g. ["root"] or the admin user. */
   sshUsers: string[];
+  /**
+   * A tag for deploying machines that are no admin's device (CI runners): they reach the nodes'
+   * SSH (the docker provider and remote steps run over it) and nothing else, not the dashboard.
+   */
+  deployerTag?: string;
+  /**
+   * The tag of the Funnel device (ingress funnel): it alone gets the `funnel` node attribute
+   * (tailscale/tailscale v1.102.3 tailcfg/tailcfg.go NodeAttrFunnel = "funnel"), and no ACL rule
+   * names it, so it reaches nothing on the tailnet and nothing on the tailnet reaches it.
+   */
+  funnelTag?: string;
 }
 
 export const ADMIN_GROUP = "group:hm-admins";
@@ -24,6 +35,7 @@ export interface TailnetPolicy {
   tagOwners: Record<string, string[]>;
   acls: { action: "accept"; src: string[]; dst: string[] }[];
   ssh: { action: "accept" | "check"; src: string[]; dst: string[]; users: string[] }[];
+  nodeAttrs?: { target: string[]; attr: string[] }[];
   tests: { src: string; accept: string[]; deny: string[] }[];
 }
 
@@ -35,8 +47,12 @@ function validate(p: TailnetPolicyInput): void {
   if (!TAG.test(p.nodeTag)) problems.push(`nodeTag "${p.nodeTag}" must look like tag:name`);
   if (p.adminPorts.length === 0) problems.push("adminPorts is empty");
   for (const port of p.adminPorts) if (!Number.isInteger(port) || port < 1 || port > 65535) problems.push(`admin port ${port} is not a port number`);
+  if (p.funnelTag !== undefined && (!TAG.test(p.funnelTag) || p.funnelTag === p.nodeTag)) problems.push(`funnelTag "${p.funnelTag}" must look like tag:name and differ from nodeTag`);
   if (p.sshUsers.length === 0) problems.push("sshUsers is empty");
   for (const u of p.sshUsers) if (!UNIX_USER.test(u)) problems.push(`ssh user "${u}" is not a Unix user name`);
+  if (p.deployerTag !== undefined && (!TAG.test(p.deployerTag) || p.deployerTag === p.nodeTag)) {
+    problems.push(`deployerTag "${p.deployerTag}" must look like tag:name and differ from the node tag`);
+  }
   if (problems.length > 0) throw new Error(`invalid tailnet policy input:\n  - ${problems.join("\n  - ")}`);
 }
 
@@ -44,27 +60,40 @@ export function tailnetPolicy(p: TailnetPolicyInput): TailnetPolicy {
   validate(p);
   const ports = [...new Set(p.adminPorts)].sort((a, b) => a - b);
   const denied = PROBE_DENIED_PORTS.find((port) => !ports.includes(port)) ?? 5432;
+  const deployer = p.deployerTag;
   return {
     groups: { [ADMIN_GROUP]: [...p.admins] },
-    // Only admins may bring a device up with the node tag (the auth keys they mint carry it).
-    tagOwners: { [p.nodeTag]: [ADMIN_GROUP] },
-    // Tailscale denies by default: these two rules are all the traffic the tailnet carries.
+    // Only admins may bring a device up with the node tag (the auth keys they mint carry it), the deployer or the funnel tag.
+    tagOwners: {
+      [p.nodeTag]: [ADMIN_GROUP],
+      ...(deployer ? { [deployer]: [ADMIN_GROUP] } : {}),
+      ...(p.funnelTag ? { [p.funnelTag]: [ADMIN_GROUP] } : {}),
+    },
+    // Tailscale denies by default: these rules are all the traffic the tailnet carries.
     acls: [
       { action: "accept", src: [ADMIN_GROUP], dst: [`${p.nodeTag}:${ports.join(",")}`] },
+      // Deploying runners: SSH only (the docker provider is ssh://root@node).
+      ...(deployer ? [{ action: "accept" as const, src: [deployer], dst: [`${p.nodeTag}:22`] }] : []),
       // Nodes may talk to each other over the tailnet (Swarm itself runs over wg0).
       { action: "accept", src: [p.nodeTag], dst: [`${p.nodeTag}:*`] },
     ],
     // "accept", not "check": the program reaches nodes non-interactively (remote commands over
     // SSH), which a browser re-authentication would break; admins already passed the tailnet's
-    // login and device approval, and only they can reach port 22 at all.
-    ssh: [{ action: "accept", src: [ADMIN_GROUP], dst: [p.nodeTag], users: [...new Set(p.sshUsers)] }],
+    // login and device approval, and only they (and the deployer tag) can reach port 22 at all.
+    ssh: [
+      { action: "accept", src: [ADMIN_GROUP], dst: [p.nodeTag], users: [...new Set(p.sshUsers)] },
+      ...(deployer ? [{ action: "accept" as const, src: [deployer], dst: [p.nodeTag], users: ["root"] }] : []),
+    ],
+    ...(p.funnelTag ? { nodeAttrs: [{ target: [p.funnelTag], attr: ["funnel"] }] } : {}),
     // Tailscale refuses a policy whose tests fail, so a broken rule never reaches the tailnet.
     tests: [
       {
         src: p.admins[0],
         accept: ports.map((port) => `${p.nodeTag}:${port}`),
-        deny: [`${p.nodeTag}:${denied}`],
+        // The Funnel device is reached from the internet only, never over the tailnet.
+        deny: [`${p.nodeTag}:${denied}`, ...(p.funnelTag ? [`${p.funnelTag}:443`] : [])],
       },
+      ...(deployer ? [{ src: deployer, accept: [`${p.nodeTag}:22`], deny: ports.filter((port) => port !== 22).map((port) => `${p.nodeTag}:${port}`) }] : []),
     ],
   };
 }

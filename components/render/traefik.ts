@@ -1,7 +1,9 @@
 import { stringify } from "yaml";
 
 /** Ports Traefik listens on inside its container: unprivileged, so it needs no capability. */
-export const TRAEFIK_PORTS = { web: 8080, websecure: 8443, federation: 8448, admin: 9443, ping: 8082, adminLoopback: 9444 } as const;
+export const TRAEFIK_PORTS = { web: 8080, websecure: 8443, federation: 8448, admin: 9443, ping: 8082, adminLoopback: 9444, funnel: 8081 } as const;
+/** Ingress funnel: the plain-HTTP entrypoint the Funnel container proxies to (Tailscale ended TLS). */
+export const FUNNEL_ENTRYPOINT = "funnel";
 export const TRAEFIK_STATIC_PATH = "/etc/traefik/traefik.yml";
 export const TRAEFIK_DYNAMIC_PATH = "/etc/traefik/dynamic.yml";
 export const ACME_STORAGE_DIR = "/acme";
@@ -51,6 +53,8 @@ export interface TraefikStaticInput {
   /** Largest media upload (MiB): sets how long the client entrypoint waits for a request body. */
   maxUploadMb: number;
   dashboard: boolean;
+  /** Ingress funnel: add the plain-HTTP `funnel` entrypoint. */
+  funnel?: boolean;
   acme?: {
     ca: keyof typeof ACME_SERVERS;
     email: string;
@@ -98,6 +102,17 @@ export function renderTraefikStatic(i: TraefikStaticInput): string {
         ? { admin: { address: `:${TRAEFIK_PORTS.admin}` }, "admin-loopback": { address: `127.0.0.1:${TRAEFIK_PORTS.adminLoopback}` } }
         : {}),
       ping: { address: `:${TRAEFIK_PORTS.ping}` },
+      // Only the Funnel container reaches it, over an overlay shared with Traefik alone; the
+      // same upload timeout as websecure, since client uploads arrive here.
+      ...(i.funnel
+        ? {
+            [FUNNEL_ENTRYPOINT]: {
+              address: `:${TRAEFIK_PORTS.funnel}`,
+              http: { middlewares: [SECURITY_HEADERS] },
+              transport: { respondingTimeouts: { readTimeout: `${uploadReadTimeoutSeconds(i.maxUploadMb)}s`, writeTimeout: "0s", idleTimeout: "180s" } },
+            },
+          }
+        : {}),
     },
     providers: {
       swarm: { endpoint: i.socketProxyEndpoint, exposedByDefault: false, network: i.edgeNetwork, refreshSeconds: 15 },

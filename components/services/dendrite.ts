@@ -39,6 +39,8 @@ export interface DendriteArgs {
   certResolver?: string;
   /** SRV delegation: the server name, which the federation entrypoint needs a certificate for. */
   federationCertDomain?: string;
+  /** Ingress funnel: Traefik's entrypoint for requests from the Funnel container. */
+  funnelEntryPoint?: string;
   memoryLimitMb: number;
   constraints: string[];
 }
@@ -102,6 +104,7 @@ export class Dendrite extends pulumi.ComponentResource {
       federation: args.federation,
       certResolver: args.certResolver,
       federationCertDomain: args.federationCertDomain,
+      funnelEntryPoint: args.funnelEntryPoint,
     });
     this.service = hardenedService(
       `${name}-service`,

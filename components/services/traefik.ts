@@ -43,6 +43,11 @@ export interface TraefikArgs {
   };
   /** Dashboard on the admin entrypoint, only from these source ranges (the VPN), behind basic auth. */
   dashboard?: { allowedSourceRanges: string[] };
+  /**
+   * Ingress funnel: requests arrive only from the Funnel container on this network (its id), at the
+   * plain-HTTP funnel entrypoint; the public ports are not published.
+   */
+  funnel?: { networkId: pulumi.Input<string> };
   /** Placement: the node carrying the edge role. */
   constraints: string[];
 }
@@ -72,6 +77,7 @@ export class Traefik extends pulumi.ComponentResource {
           edgeNetwork,
           maxUploadMb: args.maxUploadMb,
           dashboard: args.dashboard !== undefined,
+          funnel: args.funnel !== undefined,
           acme: args.acme && { ca: args.acme.ca, email: args.acme.email, dnsTokenFile: args.acme.dnsToken ? DNS_TOKEN_FILE : undefined },
         }),
       ),
@@ -111,9 +117,13 @@ export class Traefik extends pulumi.ComponentResource {
       publishMode: "host",
     });
     const ports = [
-      publish(TRAEFIK_PORTS.web, args.ports.http, "web"),
-      publish(TRAEFIK_PORTS.websecure, args.ports.https, "websecure"),
-      publish(TRAEFIK_PORTS.federation, args.ports.federation, "federation"),
+      ...(args.funnel
+        ? []
+        : [
+            publish(TRAEFIK_PORTS.web, args.ports.http, "web"),
+            publish(TRAEFIK_PORTS.websecure, args.ports.https, "websecure"),
+            publish(TRAEFIK_PORTS.federation, args.ports.federation, "federation"),
+          ]),
       ...(args.dashboard ? [publish(TRAEFIK_PORTS.admin, args.ports.admin, "admin")] : []),
     ];
 
@@ -137,7 +147,7 @@ export class Traefik extends pulumi.ComponentResource {
         // v3.7/alpine/Dockerfile puts the binary in /usr/local/bin, on PATH (the scratch variant's
         // /traefik is not). Needs the ping entry point, which the static config enables (render/traefik.ts).
         healthcheck: { test: ["traefik", "healthcheck", "--ping", `--configFile=${TRAEFIK_STATIC_PATH}`], intervalSeconds: 15, startPeriodSeconds: 20 },
-        networkIds: [edge.id, args.socketProxyNetworkId, ...(args.extraNetworkIds ?? [])],
+        networkIds: [edge.id, args.socketProxyNetworkId, ...(args.extraNetworkIds ?? []), ...(args.funnel ? [args.funnel.networkId] : [])],
         constraints: args.constraints,
         ports,
         // ACME storage supports one instance (FACTS): exactly one replica, stopped before its successor starts.

@@ -27,3 +27,35 @@ export function findTool(name: string, debianPackage: string): string | undefine
 export function skipReason(name: string, debianPackage: string): string {
   return `${name} not installed (apt-get install ${debianPackage}); CI runs this test`;
 }
+
+/**
+ * Finds every tool a real-program test needs (`key: [program, Debian package]`); `skip` names the first
+ * one missing (only off CI: in CI `findTool` throws instead).
+ */
+export function findTools<K extends string>(needed: { [P in K]?: readonly string[] }): { tools: Partial<Record<K, string>>; skip?: string } {
+  const tools: Partial<Record<K, string>> = {};
+  let skip: string | undefined;
+  for (const [key, spec] of Object.entries(needed) as Array<[K, readonly string[] | undefined]>) {
+    const [name, pkg] = spec ?? [];
+    if (name === undefined || pkg === undefined) continue;
+    tools[key] = findTool(name, pkg);
+    if (tools[key] === undefined && skip === undefined) skip = skipReason(name, pkg);
+  }
+  return { tools, skip };
+}
+
+/** Polls `probe` every half second until it returns a value, or fails after `timeoutMs` with its last error. */
+export async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const until = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > until) throw new Error(`${what}: not within ${timeoutMs} ms${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
