@@ -52,6 +52,10 @@ function cloudPlatform(settings: Settings): CloudPlatform {
       : undefined,
     servesWellKnown: settings.servesWellKnown,
     delegation: settings.delegation,
+    headscale:
+      settings.vpn === "headscale" && settings.acmeCa !== "none"
+        ? { fqdn: settings.headscaleFqdn, image: settings.images.headscale, acmeCa: settings.acmeCa, derp: settings.headscaleDerp }
+        : undefined,
     spacesBackups: settings.backupPlan?.repository.kind === "spaces",
     funnel:
       settings.ingress === "funnel"

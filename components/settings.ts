@@ -39,7 +39,8 @@ const dropletSizeNames = Object.keys(DROPLET_SIZES) as [DropletSize, ...DropletS
 // Regions with Spaces Standard Storage (docs.digitalocean.com/products/spaces/details/availability, generated 2026-03-23).
 export const SPACES_REGIONS = ["nyc3", "ams3", "sfo2", "sfo3", "sgp1", "lon1", "fra1", "tor1", "blr1", "syd1", "atl1"] as const;
 
-export const NODE_ROLES = ["manager", "edge", "db", "turn"] as const;
+// "headscale": the Headscale control node (vpn: headscale); it carries no other role and joins no swarm.
+export const NODE_ROLES = ["manager", "edge", "db", "turn", "headscale"] as const;
 export type NodeRole = (typeof NODE_ROLES)[number];
 
 // Pinned images, tags checked 2026-11 against the upstream Dockerfiles and release tags.
@@ -163,6 +164,10 @@ export const settingsSchema = z.strictObject({
   swarmAddressPool: cidr4,
   vpn: z.enum(["none", "tailscale", "headscale"]),
   admins: z.array(z.email({ message: "is not an email address" })),
+  /** Label under the domain for the Headscale control server (vpn: headscale). */
+  headscaleHost: hostLabel,
+  /** Run Headscale's embedded DERP relay (opens 3478/udp on the control node). */
+  headscaleDerp: z.boolean(),
   deployerTag: optionalString((v) => /^tag:[A-Za-z][A-Za-z0-9-]*$/.test(v), "is not a Tailscale tag (tag:name: a letter, then letters, digits, -)"),
   region: optionalString((v) => (DO_REGIONS as readonly string[]).includes(v), `is not a DigitalOcean region slug; allowed: ${DO_REGIONS.join(", ")}`),
   vpcRange: cidr4,
@@ -233,6 +238,8 @@ export interface Settings extends Omit<RawSettings, "images" | "serverName" | "d
   /** FQDN Traefik serves the client and federation APIs on. */
   matrixFqdn: string;
   turnFqdn: string;
+  /** FQDN of the Headscale control server (used only with vpn: headscale). */
+  headscaleFqdn: string;
   /** Whether Traefik must serve /.well-known/matrix/* for the server name. */
   servesWellKnown: boolean;
   /** Backups, when on (the S3 keys of an "s3" repository are in `secrets`). */
@@ -336,6 +343,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   // Through Funnel the Matrix APIs are served on the ts.net name, nowhere else.
   const matrixFqdn = s.ingress === "funnel" && s.funnelFqdn !== "" ? s.funnelFqdn : fqdn(s.matrixHost, s.domain);
   const turnFqdn = fqdn(s.turnHost, s.domain);
+  const headscaleFqdn = fqdn(s.headscaleHost, s.domain);
 
   if (s.delegation === "none" && !isUnder(serverName, s.domain)) {
     problems.push(`${PROJECT}:serverName: "${serverName}" is not under the domain "${s.domain}"; with delegation "none" it must be (or set delegation to well-known or srv)`);
@@ -392,6 +400,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     if (s.region !== "") problems.push(`${PROJECT}:region: target "local" has no region; it is for target "digitalocean"`);
     if (s.cloudflareZoneId !== "") problems.push(`${PROJECT}:cloudflareZoneId: target "local" has no public DNS; it is for target "digitalocean"`);
     if (s.vpn !== "none") problems.push(`${PROJECT}:vpn: target "local" has no VPN; allowed: none`);
+    if (s.headscaleDerp) problems.push(`${PROJECT}:headscaleDerp: is for vpn "headscale" on target "digitalocean"; allowed: false`);
     if (s.acmeCa !== "none") problems.push(`${PROJECT}:acmeCa: target "local" uses Traefik's self-signed certificate; allowed: none`);
     if (s.dockerSocketGid === undefined && facts.localDockerSocketGid === 0) {
       problems.push(`${PROJECT}:dockerSocketGid: /var/run/docker.sock here belongs to group 0 (root), and the socket proxy never runs in the root group; give the socket a group of its own (Docker's "docker" group) or set dockerSocketGid (1-65535)`);
@@ -409,9 +418,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
       problems.push(`${PROJECT}:dockerSocketGid: ${s.dockerSocketGid} may already be taken on a fresh Debian droplet; allowed: ${gidMin}-${gidMax} (Debian Policy's reserved class, which nothing allocates; default ${DOCKER_SOCKET_GID})`);
     }
     if (s.cloudflareZoneId === "") problems.push(`${PROJECT}:cloudflareZoneId: is required for target "digitalocean" (the Cloudflare zone of ${s.domain}; its overview page shows the id)`);
-    if (s.vpn === "headscale") {
-      problems.push(`${PROJECT}:vpn: "headscale" on DigitalOcean needs the Headscale component, which this version does not have yet; allowed: tailscale`);
-    }
+    problems.push(...headscaleProblems(s, { matrixFqdn, turnFqdn, serverName, headscaleFqdn }));
     problems.push(...vpcProblems(s.vpcRange, s.swarmAddressPool));
     problems.push(...meshProblems(s.meshCidr, s.vpcRange, s.swarmAddressPool, s.nodes));
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));
@@ -444,6 +451,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     images,
     matrixFqdn,
     turnFqdn,
+    headscaleFqdn,
     // With Funnel the server name's documents come from Cloudflare (components/platform/wellKnown.ts), not Traefik.
     servesWellKnown: s.ingress === "public" && s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
     ...(backup ? { backupPlan: backup } : {}),
@@ -602,6 +610,38 @@ function inPrivateRange(cidr: string): boolean {
     const [r0, r1] = cidrBounds(r);
     return v0 >= r0 && v1 <= r1;
   });
+}
+
+/**
+ * vpn: headscale needs one control node of its own: Headscale serves its control protocol on public
+ * 443 and can't share it with Traefik, and it must run before the swarm (which needs the VPN).
+ */
+function headscaleProblems(
+  s: Pick<RawSettings, "vpn" | "nodes" | "admins" | "headscaleHost" | "headscaleDerp" | "ingress" | "deployerTag" | "acmeCa">,
+  names: { matrixFqdn: string; turnFqdn: string; serverName: string; headscaleFqdn: string },
+): string[] {
+  const problems: string[] = [];
+  const controlNodes = s.nodes.map((n, i) => ({ n, i })).filter(({ n }) => n.roles.includes("headscale"));
+  if (s.vpn !== "headscale") {
+    for (const { i } of controlNodes) problems.push(`${PROJECT}:nodes[${i}].roles: "headscale" is only for vpn "headscale" (vpn is "${s.vpn}")`);
+    if (s.headscaleDerp) problems.push(`${PROJECT}:headscaleDerp: is only for vpn "headscale" (vpn is "${s.vpn}"); allowed: false`);
+    return problems;
+  }
+  if (controlNodes.length !== 1) problems.push(`${PROJECT}:nodes: has ${controlNodes.length} nodes with role "headscale"; allowed: exactly one while vpn is "headscale"`);
+  for (const { n, i } of controlNodes) {
+    if (n.roles.length !== 1) {
+      problems.push(`${PROJECT}:nodes[${i}].roles: the "headscale" node carries no other role (it serves Headscale on public 80/443 and joins no swarm); allowed: ["headscale"]`);
+    }
+  }
+  if (s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
+  if (s.ingress === "funnel") problems.push(`${PROJECT}:ingress: "funnel" is a Tailscale service and does not exist with vpn "headscale"; allowed: public`);
+  if (s.deployerTag !== "") problems.push(`${PROJECT}:deployerTag: CI runners join Tailscale's tailnet, which vpn "headscale" does not use; allowed: "" (empty)`);
+  if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: Headscale serves its control protocol over HTTPS with a certificate from ACME; allowed: letsencrypt, letsencrypt-staging`);
+  if (s.headscaleHost === "@") problems.push(`${PROJECT}:headscaleHost: "@" would put Headscale on the domain itself; allowed: a DNS label of its own`);
+  for (const [what, name] of [["the Matrix host", names.matrixFqdn], ["the TURN host", names.turnFqdn], ["the server name", names.serverName]] as const) {
+    if (names.headscaleFqdn === name) problems.push(`${PROJECT}:headscaleHost: ${names.headscaleFqdn} is also ${what}; Headscale needs a name of its own (its own node answers it)`);
+  }
+  return problems;
 }
 
 function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {

@@ -154,10 +154,22 @@ function computedOutputs(type: string, name: string, inputs: State): State {
     case "docker:index/network:Network":
     case "docker:index/volume:Volume":
       return { name: inputs.name ?? name };
+    // Headscale's dynamic resources (components/platform/headscale*.ts): what their create returns.
+    case "pulumi-nodejs:dynamic/headscale:SealingKey":
+      return { publicKeyPem: MOCK_PUBLIC_KEY_PEM, privateKeyPem: secret(`-----BEGIN PRIVATE KEY-----\nmock${mockString(seed, 40, false)}\n-----END PRIVATE KEY-----\n`) };
+    case "pulumi-nodejs:dynamic/headscale:ApiKeyHandover":
+      return { apiKey: secret(`hskey-api-${mockString(seed, 12, false)}-${mockString(seed + "s", 64, false)}`) };
+    case "pulumi-nodejs:dynamic/headscale:NodeAddress":
+      return { ipv4: mockIpv4(seed, "100.64.0") };
+    case "pulumi-nodejs:dynamic/headscale:PreAuthKey":
+      return { key: secret(`hskey-auth-${mockString(seed, 12, false)}-${mockString(seed + "s", 64, false)}`), expiration: "2026-01-01T13:00:00Z", expired: false };
     default:
       return {};
   }
 }
+
+/** A well-formed RSA public key PEM for planning (a real key's shape; its private half exists nowhere). */
+const MOCK_PUBLIC_KEY_PEM = `-----BEGIN PUBLIC KEY-----\n${mockBytes("hm-mock-sealing-key", 294).toString("base64").replace(/(.{64})/g, "$1\n")}\n-----END PUBLIC KEY-----\n`;
 
 /** When every mock droplet was created. */
 export const MOCK_DROPLET_CREATED_AT = "2026-01-01T12:00:00Z";

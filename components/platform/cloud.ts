@@ -10,6 +10,7 @@ import { firewallPlans } from "../render/firewall";
 import { renderTailnetPolicy } from "../render/tailscaleAcl";
 import { DROPLET_SIZES, type DropletSize, type NodeRole, type NodeSettings } from "../settings";
 import { Tailnet } from "./tailnet";
+import { deployerJoinCommand, deployerOnTailnetCheck, HeadscaleServer } from "./headscale";
 import { WireGuardMesh } from "./mesh";
 import { DOCKER_SSH_OPTS } from "./remote";
 import { SwarmCluster } from "./swarm";
@@ -86,6 +87,8 @@ export interface CloudPlatformArgs {
   /** Traefik serves /.well-known/matrix on the server name: it must point at the edge. */
   servesWellKnown: boolean;
   delegation: "well-known" | "srv" | "none";
+  /** vpn: headscale: the self-hosted control server replaces Tailscale's (unset: Tailscale). */
+  headscale?: { fqdn: string; image: string; acmeCa: "letsencrypt" | "letsencrypt-staging"; derp: boolean };
   /** The stack keeps its backups in a Spaces bucket (counted in the cost estimate). */
   spacesBackups?: boolean;
   /**
@@ -115,7 +118,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
   readonly privateRanges: string[];
   readonly outputs: Record<string, pulumi.Input<unknown>>;
   readonly nodes: Nodes;
-  readonly tailnet: Tailnet;
+  /** The VPN's control plane: Tailscale's hosted one, or our Headscale server. */
+  readonly tailnet: Tailnet | HeadscaleServer;
   readonly dns: Dns;
   readonly mesh: WireGuardMesh;
   readonly swarm: SwarmCluster;
@@ -129,35 +133,58 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
 
   constructor(name: string, args: CloudPlatformArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:platform:Cloud", name, {}, opts);
-    this.args = args;
     const child = { parent: this };
     const prefix = `hm-${args.stack}`;
     const clusterTag = `hardened-matrix-${args.stack}`;
     const nodeTag = `tag:${prefix}`;
+    // The Headscale control node is no cluster member: HeadscaleServer owns it.
+    const controlNode = args.nodes.find((n) => n.roles.includes("headscale"));
+    args = { ...args, nodes: args.nodes.filter((n) => n !== controlNode) };
+    this.args = args;
+    // Root over Tailscale SSH: the docker provider connects as root.
     const funnelTag = `tag:${prefix}-funnel`;
+    const policy = {
+      admins: args.admins,
+      nodeTag,
+      adminPorts: [22, args.ports.admin],
+      sshUsers: ["root"],
+      deployerTag: args.deployerTag,
+      funnelTag: args.funnel ? funnelTag : undefined,
+    };
 
-    this.tailnet = new Tailnet(
-      `${name}-tailnet`,
-      {
-        // Root over Tailscale SSH: the docker provider connects as root.
-        policy: renderTailnetPolicy({
-          admins: args.admins,
-          nodeTag,
-          adminPorts: [22, args.ports.admin],
-          sshUsers: ["root"],
-          deployerTag: args.deployerTag,
-          funnelTag: args.funnel ? funnelTag : undefined,
-        }),
-        nodeTag,
-        description: `hardened-matrix ${args.stack} nodes`,
-      },
-      child,
-    );
+    if (args.headscale) {
+      if (!controlNode) throw new Error('vpn "headscale" needs a node with role "headscale"');
+      this.tailnet = new HeadscaleServer(
+        `${name}-headscale`,
+        {
+          stack: args.stack,
+          region: args.region,
+          node: { name: controlNode.name, size: controlNode.size },
+          fqdn: args.headscale.fqdn,
+          zoneId: args.cloudflareZoneId,
+          image: args.headscale.image,
+          acmeEmail: args.acmeEmail,
+          acmeCa: args.headscale.acmeCa,
+          derp: args.headscale.derp,
+          policy,
+        },
+        child,
+      );
+    } else {
+      this.tailnet = new Tailnet(`${name}-tailnet`, { policy: renderTailnetPolicy(policy), nodeTag, description: `hardened-matrix ${args.stack} nodes` }, child);
+    }
+    const tailnet = this.tailnet;
+    const authKeyFor = (node: string): pulumi.Output<string> => (tailnet instanceof HeadscaleServer ? tailnet.authKeyFor(node) : tailnet.authKey);
+    const loginServer = tailnet instanceof HeadscaleServer ? tailnet.apiUrl : undefined;
 
     // With Funnel, Tailscale holds the certificate: no ACME state, the Funnel device's state instead.
     const purposes: StoragePurpose[] = args.funnel ? ["postgres", "dendrite", "funnel"] : ["postgres", "dendrite", "acme"];
-    if (args.funnel) this.tailnet.enableHttpsCertificates(`${name}-tailnet-https`);
-    if (args.funnel) this.funnel = { tag: funnelTag, authKey: this.tailnet.deviceKey(`${name}-funnel-key`, funnelTag, `hardened-matrix ${args.stack} funnel`) };
+    if (args.funnel) {
+      // Funnel is a Tailscale service (FACTS.md); settings refuse it with vpn: headscale.
+      if (!(tailnet instanceof Tailnet)) throw new Error('ingress "funnel" needs vpn "tailscale"');
+      tailnet.enableHttpsCertificates(`${name}-tailnet-https`);
+      this.funnel = { tag: funnelTag, authKey: tailnet.deviceKey(`${name}-funnel-key`, funnelTag, `hardened-matrix ${args.stack} funnel`) };
+    }
     this.volumes = purposes.map((purpose) => {
       const place = STORAGE_PLACEMENT[purpose];
       return {
@@ -174,12 +201,12 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
     const owners = new Promise<Partial<Record<StoragePurpose, string>>>((resolve) => (this.sealOwners = resolve));
     const userData: Record<string, pulumi.Output<string>> = {};
     for (const node of args.nodes) {
-      userData[node.name] = pulumi.all([owners, this.tailnet.authKey]).apply(([ownerOf, authKey]) => {
+      userData[node.name] = pulumi.all([owners, authKeyFor(node.name)]).apply(([ownerOf, authKey]) => {
         const here = this.volumes.filter((v) => v.node === node.name);
         return renderCloudInit({
           hostname: node.name,
           dockerGid: args.dockerSocketGid,
-          tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true },
+          tailscale: { authKey, tags: [nodeTag], hostname: node.name, ssh: true, ...(loginServer ? { loginServer } : {}) },
           wireguard: { port: WIREGUARD_PORT, fromCidr: args.vpcRange },
           volumes: here.map((v) => ({ name: v.name, mountPoint: `/mnt/${v.name}`, fsType: "ext4" as const })),
           directories: here.filter((v) => ownerOf[v.purpose]).map((v) => ({ path: `/mnt/${v.name}/${v.purpose}`, owner: ownerOf[v.purpose]! })),
@@ -222,7 +249,14 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       (node) =>
         new command.local.Command(
           `${name}-${node.name}-bootstrapped`,
-          { create: bootstrapWaitCommand(tailnetIpv4[node.name]!), interpreter: ["/bin/sh", "-c"] },
+          {
+            // With Headscale the deployer joins during the first run: say how, rather than time out.
+            create:
+              tailnet instanceof HeadscaleServer
+                ? pulumi.interpolate`${tailnetIpv4[node.name]!.apply((ip) => deployerOnTailnetCheck(DOCKER_SSH_OPTS, ip, deployerJoinCommand(tailnet.apiUrl, tailnet.adminKeyName)))}\n${bootstrapWaitCommand(tailnetIpv4[node.name]!)}`
+                : bootstrapWaitCommand(tailnetIpv4[node.name]!),
+            interpreter: ["/bin/sh", "-c"],
+          },
           child,
         ),
     );
@@ -293,8 +327,9 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       );
     }
 
-    const sizes = args.nodes.map((n) => n.size);
-    const volumeGib = this.volumes.map((v) => v.sizeGib);
+    // The Headscale control node and its 1 GiB state volume count too.
+    const sizes = [...args.nodes.map((n) => n.size), ...(tailnet instanceof HeadscaleServer && controlNode ? [controlNode.size] : [])];
+    const volumeGib = [...this.volumes.map((v) => v.sizeGib), ...(tailnet instanceof HeadscaleServer ? [1] : [])];
     // Live prices on a real deployment; the dated table in a preview (and as the fallback).
     const priceOf: pulumi.Output<(size: string) => number> = pulumi.runtime.isDryRun()
       ? pulumi.output(tablePrice)
@@ -313,6 +348,14 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       edgeIpv4,
       ...(args.funnel ? { wellKnownServer: args.funnel.wellKnown.server, wellKnownClient: args.funnel.wellKnown.client } : {}),
       estimatedMonthlyCostUsd: priceOf.apply((price) => estimateMonthlyCost(sizes, volumeGib, 1, price, args.spacesBackups ?? false)),
+      ...(tailnet instanceof HeadscaleServer
+        ? {
+            headscaleUrl: tailnet.apiUrl,
+            headscaleIpv4: tailnet.publicIpv4,
+            // The deployer's own device joins with this (README "Headscale mode"); single-use, one hour.
+            headscaleAdminAuthKey: tailnet.adminAuthKey,
+          }
+        : {}),
     };
     this.registerOutputs({ edgeIpv4 });
   }

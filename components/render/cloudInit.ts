@@ -11,7 +11,14 @@ export interface CloudInitVolume {
 export interface CloudInitInput {
   hostname: string;
   /** The auth key is a secret, so the whole user data is: keep it a secret output. */
-  tailscale: { authKey: string; hostname: string; tags: string[]; ssh: boolean };
+  tailscale: {
+    authKey: string;
+    hostname: string;
+    tags: string[];
+    ssh: boolean;
+    /** Headscale's URL (vpn: headscale). Its tag-only pre-auth key gives the node its tags, so none are advertised. */
+    loginServer?: string;
+  };
   volumes: CloudInitVolume[];
   /** Opens the WireGuard UDP port in a host firewall, if the image runs one (wg0.conf arrives later, over the VPN). */
   wireguard?: { port: number; /** Only peers from here (the VPC) may reach it. */ fromCidr: string };
@@ -95,6 +102,7 @@ function validate(c: CloudInitInput): void {
   if (!DNS_LABEL.test(ts.hostname)) problems.push(`tailscale.hostname "${ts.hostname}" is not a DNS label`);
   if (!/[A-Za-z0-9]/.test(ts.authKey) || /\s/.test(ts.authKey)) problems.push("tailscale.authKey is empty or contains whitespace");
   if (ts.tags.length === 0) problems.push("tailscale.tags is empty; a server joins as a tagged device");
+  if (ts.loginServer !== undefined && !/^https:\/\/[a-z0-9.-]+$/.test(ts.loginServer)) problems.push(`tailscale.loginServer "${ts.loginServer}" must be https://<host>`);
   for (const tag of ts.tags) {
     if (!TAILSCALE_TAG.test(tag)) problems.push(`tailscale tag "${tag}" must look like tag:name (start with "tag:", then a letter, letters, digits, "-")`);
   }
@@ -379,7 +387,7 @@ export function renderCloudInit(c: CloudInitInput): string {
     "tailscale up",
     `--auth-key=file:${TAILSCALE_AUTHKEY_FILE}`,
     `--hostname=${ts.hostname}`,
-    `--advertise-tags=${ts.tags.join(",")}`,
+    ...(ts.loginServer ? [`--login-server=${ts.loginServer}`] : [`--advertise-tags=${ts.tags.join(",")}`]),
     `--ssh=${ts.ssh}`,
     "--timeout=300s",
   ];

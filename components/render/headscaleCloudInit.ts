@@ -1,0 +1,103 @@
+import { Document } from "yaml";
+import { HEADSCALE_CONFIG_DIR, HEADSCALE_PORTS, HEADSCALE_STATE_DIR } from "./headscale";
+import { renderBootstrapScript, type BootstrapScriptInput } from "./headscaleBootstrap";
+
+/**
+ * User data of the Headscale control node: Headscale starts from first boot under systemd (not
+ * from the swarm, which needs the VPN first), its state on a retained volume, then the bootstrap
+ * hands the sealed API key over. Nothing here is secret (the sealing key is public), so the node
+ * needs no secret in its user data at all.
+ */
+export interface HeadscaleCloudInitInput {
+  hostname: string;
+  image: string;
+  configYaml: string;
+  policyHujson: string;
+  /** DigitalOcean volume name holding Headscale's database and noise key. */
+  volumeName: string;
+  derp: boolean;
+  bootstrap: Omit<BootstrapScriptInput, "bindAddress" | "port" | "stateDir">;
+}
+
+export const STATE_MOUNT = "/mnt/headscale-state";
+export const BOOTSTRAP_SCRIPT_PATH = "/usr/local/sbin/hm-headscale-bootstrap";
+export const BOOTSTRAP_STATE_DIR = "/var/lib/hm-headscale-bootstrap";
+export const HEADSCALE_UNIT = "headscale.service";
+export const BOOTSTRAP_UNIT = "hm-headscale-bootstrap.service";
+
+/**
+ * docker run as upstream documents it (juanfont/headscale v0.29.2 docs/setup/install/container.md:
+ * --read-only, --tmpfs /var/run/headscale, config read-only, `serve`), with every capability dropped
+ * but binding 443. Metrics (9090) and gRPC (50443) are not published: they bind the container's loopback.
+ */
+export function headscaleUnit(image: string, derp: boolean): string {
+  const run = [
+    "/usr/bin/docker run --rm --name headscale",
+    "--read-only --tmpfs /var/run/headscale",
+    "--cap-drop ALL --cap-add NET_BIND_SERVICE --security-opt no-new-privileges",
+    `--volume ${HEADSCALE_CONFIG_DIR}:${HEADSCALE_CONFIG_DIR}:ro`,
+    `--volume ${STATE_MOUNT}:${HEADSCALE_STATE_DIR}`,
+    `--publish ${HEADSCALE_PORTS.https}:${HEADSCALE_PORTS.https}/tcp`,
+    ...(derp ? [`--publish ${HEADSCALE_PORTS.stun}:${HEADSCALE_PORTS.stun}/udp`] : []),
+    `${image} serve`,
+  ].join(" \\\n  ");
+  return `[Unit]
+Description=Headscale control server (hardened-matrix)
+Requires=docker.service
+After=docker.service network-online.target
+Wants=network-online.target
+RequiresMountsFor=${STATE_MOUNT}
+
+[Service]
+ExecStartPre=-/usr/bin/docker rm -f headscale
+ExecStart=${run}
+ExecStop=/usr/bin/docker stop headscale
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+`;
+}
+
+export function bootstrapUnit(): string {
+  return `[Unit]
+Description=Headscale bootstrap: seal an API key for Pulumi (hardened-matrix)
+Requires=${HEADSCALE_UNIT}
+After=${HEADSCALE_UNIT}
+ConditionPathExists=!${BOOTSTRAP_STATE_DIR}/done
+
+[Service]
+Type=simple
+ExecStart=${BOOTSTRAP_SCRIPT_PATH}
+`;
+}
+
+export function renderHeadscaleCloudInit(c: HeadscaleCloudInitInput): string {
+  const script = renderBootstrapScript({ ...c.bootstrap, bindAddress: "0.0.0.0", port: HEADSCALE_PORTS.http, stateDir: BOOTSTRAP_STATE_DIR });
+  const device = `/dev/disk/by-id/scsi-0DO_Volume_${c.volumeName}`;
+  const config = {
+    hostname: c.hostname,
+    package_update: true,
+    // Debian's docker engine; openssl seals, python3 serves the blob (both in Debian 12's image already).
+    packages: ["docker.io", "openssl", "python3"],
+    // Formats the volume only if it carries no filesystem yet: a retained volume keeps its state.
+    fs_setup: [{ label: "hs-state", filesystem: "ext4", device, overwrite: false }],
+    mounts: [[device, STATE_MOUNT, "ext4", "defaults,nofail,discard", "0", "2"]],
+    write_files: [
+      { path: `${HEADSCALE_CONFIG_DIR}/config.yaml`, permissions: "0644", content: c.configYaml },
+      { path: `${HEADSCALE_CONFIG_DIR}/policy.hujson`, permissions: "0644", content: c.policyHujson },
+      { path: BOOTSTRAP_SCRIPT_PATH, permissions: "0700", content: script },
+      { path: `/etc/systemd/system/${HEADSCALE_UNIT}`, permissions: "0644", content: headscaleUnit(c.image, c.derp) },
+      { path: `/etc/systemd/system/${BOOTSTRAP_UNIT}`, permissions: "0644", content: bootstrapUnit() },
+    ],
+    runcmd: [
+      // No SSH on this node at all: the firewall has no port 22 and the daemon does not run.
+      ["systemctl", "disable", "--now", "ssh.service"],
+      ["systemctl", "daemon-reload"],
+      ["systemctl", "enable", "--now", HEADSCALE_UNIT],
+      ["systemctl", "start", "--no-block", BOOTSTRAP_UNIT],
+    ],
+  };
+  return `#cloud-config\n${new Document(config, { aliasDuplicateObjects: false }).toString({ lineWidth: 0 })}`;
+}

@@ -1,0 +1,120 @@
+import { randomBytes } from "node:crypto";
+import { createServer, type IncomingMessage, type Server } from "node:http";
+
+/**
+ * A fake of Headscale 0.29.2's pre-auth key API on 127.0.0.1, built from its OpenAPI document
+ * (juanfont/headscale v0.29.2 gen/openapiv2/headscale/v1/headscale.swagger.json):
+ *   POST /api/v1/preauthkey            body v1CreatePreAuthKeyRequest -> v1CreatePreAuthKeyResponse
+ *   GET  /api/v1/preauthkey                                           -> v1ListPreAuthKeysResponse
+ *   POST /api/v1/preauthkey/expire     body v1ExpirePreAuthKeyRequest -> {}
+ *   DELETE /api/v1/preauthkey?id=N                                    -> v1DeletePreAuthKeyResponse {}
+ *   GET  /api/v1/user?email=E                                         -> v1ListUsersResponse
+ *   GET  /api/v1/node                                                 -> v1ListNodesResponse
+ * uint64 fields are JSON strings (protojson). Behaviour from hscontrol: 401 "Unauthorized" in plain
+ * text without the right Bearer key (app.go); a missing id is a plain error, which grpc-gateway
+ * maps to codes.Unknown, HTTP 500 (grpcv1.go returns it unwrapped); InvalidArgument (HTTP 400, rpcStatus) for a tag that
+ * is not tag:name (grpcv1.go validateTag); lists show `hskey-auth-<prefix>-***` (types/preauth_key.go).
+ * Request members outside the document's definitions are refused (stricter than upstream).
+ */
+export interface FakeKey {
+  id: string;
+  prefix: string;
+  secret: string;
+  reusable: boolean;
+  ephemeral: boolean;
+  used: boolean;
+  expiration?: string;
+  createdAt: string;
+  aclTags: string[];
+}
+
+const CREATE_MEMBERS = new Set(["user", "reusable", "ephemeral", "expiration", "aclTags"]);
+
+export class FakeHeadscaleApi {
+  readonly keys = new Map<string, FakeKey>();
+  readonly requests: { method: string; url: string; body: unknown }[] = [];
+  /** v1User entries (GET /api/v1/user?email=). */
+  readonly users: { id: string; name: string; email: string }[] = [];
+  /** v1Node entries (GET /api/v1/node). */
+  readonly nodes: { id: string; name: string; givenName: string; ipAddresses: string[]; createdAt: string; tags: string[] }[] = [];
+  /** Set to make every call fail with this HTTP status and rpcStatus message. */
+  failWith?: { status: number; code: number; message: string };
+  private nextId = 1;
+  private server?: Server;
+  url = "";
+
+  constructor(readonly apiKey: string) {}
+
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      void this.handle(req).then(({ status, body }) => {
+        res.writeHead(status, { "Content-Type": typeof body === "string" ? "text/plain" : "application/json" });
+        res.end(typeof body === "string" ? body : JSON.stringify(body));
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as { port: number }).port}`;
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private proto(k: FakeKey) {
+    return { id: k.id, key: `hskey-auth-${k.prefix}-***`, reusable: k.reusable, ephemeral: k.ephemeral, used: k.used, expiration: k.expiration, createdAt: k.createdAt, aclTags: k.aclTags };
+  }
+
+  private async handle(req: IncomingMessage): Promise<{ status: number; body: unknown }> {
+    let raw = "";
+    for await (const chunk of req) raw += String(chunk);
+    const body = raw === "" ? undefined : (JSON.parse(raw) as Record<string, unknown>);
+    this.requests.push({ method: req.method ?? "", url: req.url ?? "", body });
+    if (req.headers.authorization !== `Bearer ${this.apiKey}`) return { status: 401, body: "Unauthorized" };
+    if (this.failWith) return { status: this.failWith.status, body: { code: this.failWith.code, message: this.failWith.message, details: [] } };
+    const url = new URL(req.url ?? "/", "http://x");
+    const invalid = (message: string) => ({ status: 400, body: { code: 3, message, details: [] } });
+    if (url.pathname === "/api/v1/preauthkey" && req.method === "POST") {
+      for (const k of Object.keys(body ?? {})) if (!CREATE_MEMBERS.has(k)) return invalid(`unknown field "${k}"`);
+      const tags = (body?.aclTags ?? []) as string[];
+      for (const t of tags) if (!/^tag:[a-z0-9][a-z0-9-]*$/.test(t)) return invalid(`tag must start with the string 'tag:', got: ${t}`);
+      const expiration = body?.expiration as string | undefined;
+      if (expiration !== undefined && Number.isNaN(Date.parse(expiration))) return invalid("invalid google.protobuf.Timestamp value");
+      if (body?.user !== undefined && !this.users.some((u) => u.id === body.user)) return { status: 500, body: { code: 2, message: "record not found", details: [] } };
+      const k: FakeKey = {
+        id: String(this.nextId++),
+        prefix: randomBytes(6).toString("hex"),
+        secret: randomBytes(32).toString("hex"),
+        reusable: body?.reusable === true,
+        ephemeral: body?.ephemeral === true,
+        used: false,
+        expiration,
+        createdAt: new Date().toISOString(),
+        aclTags: tags,
+      };
+      this.keys.set(k.id, k);
+      return { status: 200, body: { preAuthKey: { ...this.proto(k), key: `hskey-auth-${k.prefix}-${k.secret}` } } };
+    }
+    if (url.pathname === "/api/v1/user" && req.method === "GET") {
+      const email = url.searchParams.get("email");
+      return { status: 200, body: { users: this.users.filter((u) => email === null || u.email === email) } };
+    }
+    if (url.pathname === "/api/v1/node" && req.method === "GET") {
+      return { status: 200, body: { nodes: this.nodes } };
+    }
+    if (url.pathname === "/api/v1/preauthkey" && req.method === "GET") {
+      return { status: 200, body: { preAuthKeys: [...this.keys.values()].map((k) => this.proto(k)) } };
+    }
+    if (url.pathname === "/api/v1/preauthkey/expire" && req.method === "POST") {
+      const k = this.keys.get(String(body?.id));
+      if (!k) return { status: 500, body: { code: 2, message: "record not found", details: [] } };
+      k.expiration = new Date().toISOString();
+      return { status: 200, body: {} };
+    }
+    if (url.pathname === "/api/v1/preauthkey" && req.method === "DELETE") {
+      const id = url.searchParams.get("id") ?? "";
+      if (!this.keys.delete(id)) return { status: 500, body: { code: 2, message: "record not found", details: [] } };
+      return { status: 200, body: {} };
+    }
+    return { status: 404, body: { code: 5, message: "Not Found", details: [] } };
+  }
+}
