@@ -103,13 +103,14 @@ describe("Headscale policy", () => {
     assert.deepEqual(policy, JSON.parse(renderTailnetPolicy(pin)));
   });
 
-  test("admins reach nodes on the admin ports only; others and nodes-to-admins are denied", () => {
+  test("admins reach nodes on the admin ports only; others, nodes-to-admins and nodes-to-nodes are denied", () => {
     assert.equal(mayReach(policy, alice, node, 22), true);
     assert.equal(mayReach(policy, alice, node, 9443), true);
     assert.equal(mayReach(policy, alice, node, 5432), false);
     assert.equal(mayReach(policy, mallory, node, 22), false);
     assert.equal(mayReach(policy, node, alice, 22), false);
-    assert.equal(mayReach(policy, node, otherNode, 2377), true, "the Tailscale policy lets nodes reach each other; kept the same");
+    // Nodes talk over the WireGuard mesh only: the VPN gives them nothing of each other (issue 11).
+    for (const port of [22, 2377, 5432]) assert.equal(mayReach(policy, node, otherNode, port), false, `node to node on ${port}`);
   });
 
   test("Tailscale SSH for admins only, as root only", () => {
