@@ -44,7 +44,6 @@ before(async () => {
       domain: "example.net",
       matrixFqdn: "matrix.example.net",
       edgeIpv4: "192.0.2.10",
-      headscaleFqdn: "vpn.example.net",
       turn: { fqdn: "matrix.example.net", ipv4: "192.0.2.99" },
       srv: { serverName: "example.net", port: 443 },
       caa: { issuer: "letsencrypt.org" },
@@ -88,7 +87,7 @@ const byName = (name: string) => {
 test("Dns: headscale and SRV records, one A record per name even when TURN shares the Matrix host, no iodef without an email", () => {
   const records = run.resources.filter((r) => r.type === "cloudflare:index/dnsRecord:DnsRecord" && r.parent === byName("dns").urn).map((r) => r.inputs as Inputs);
   const a = records.filter((r) => r.type === "A").map((r) => `${r.name}=${r.content}`).sort();
-  assert.deepEqual(a, ["matrix.example.net=192.0.2.10", "vpn.example.net=192.0.2.10"]);
+  assert.deepEqual(a, ["matrix.example.net=192.0.2.10"]);
   assert.deepEqual(records.filter((r) => r.type === "SRV").map((r) => r.name), ["_matrix-fed._tcp.example.net", "_matrix._tcp.example.net"]);
   assert.deepEqual(records.filter((r) => r.type === "CAA").map((r) => r.data.tag).sort(), ["issue", "issuewild"]);
   assert.equal(byName("dns").type, "hardened-matrix:cloud:Dns");

@@ -12,8 +12,6 @@ export interface DnsArgs {
   edgeIpv4: pulumi.Input<string>;
   /** TURN host and the public address of the TURN node (its own address: relayed packets leave from it). */
   turn?: { fqdn: string; ipv4: pulumi.Input<string> };
-  /** Headscale's public name, served by Traefik on the edge. */
-  headscaleFqdn?: string;
   /** The server name, when Traefik must serve its /.well-known/matrix files (it then points at the edge). */
   wellKnownFqdn?: string;
   /** SRV delegation: `_matrix-fed._tcp.<serverName>` to the Matrix host's federation port. */
@@ -46,7 +44,6 @@ export class Dns extends pulumi.ComponentResource {
     if (args.publicEdge !== false) {
       aRecords.set(args.matrixFqdn, args.edgeIpv4);
       if (args.wellKnownFqdn) aRecords.set(args.wellKnownFqdn, args.edgeIpv4);
-      if (args.headscaleFqdn) aRecords.set(args.headscaleFqdn, args.edgeIpv4);
     }
     if (args.turn && !aRecords.has(args.turn.fqdn)) aRecords.set(args.turn.fqdn, args.turn.ipv4);
     for (const [fqdn, ip] of aRecords) {
