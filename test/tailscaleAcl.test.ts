@@ -1,59 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { ADMIN_GROUP, renderTailnetPolicy, type TailnetPolicyInput } from "../components/render/tailscaleAcl";
-
-// A tiny evaluator of the policy subset Tailscale documents for `acls` and `ssh`: default deny;
-// a tagged device is identified by its tags only (not by the user who created it).
-interface Device {
-  user?: string;
-  tags: string[];
-}
-interface Policy {
-  groups?: Record<string, string[]>;
-  tagOwners?: Record<string, string[]>;
-  acls?: { action: string; src: string[]; dst: string[] }[];
-  ssh?: { action: string; src: string[]; dst: string[]; users: string[] }[];
-  tests?: { src: string; accept?: string[]; deny?: string[] }[];
-  nodeAttrs?: { target: string[]; attr: string[] }[];
-}
-
-function matches(policy: Policy, selector: string, d: Device): boolean {
-  const untagged = d.tags.length === 0;
-  if (selector === "*") return true;
-  if (selector === "autogroup:member") return untagged;
-  if (selector.startsWith("tag:")) return d.tags.includes(selector);
-  if (selector.startsWith("group:")) {
-    const members = policy.groups?.[selector];
-    assert.ok(members, `undefined group ${selector}`);
-    return untagged && d.user !== undefined && members.includes(d.user);
-  }
-  if (selector.includes("@")) return untagged && d.user === selector;
-  throw new Error(`the evaluator does not know selector ${selector}`);
-}
-
-function portMatches(spec: string, port: number): boolean {
-  if (spec === "*") return true;
-  return spec.split(",").some((part) => {
-    const [lo, hi] = part.split("-").map(Number);
-    return port >= lo && port <= (hi ?? lo);
-  });
-}
-
-function mayReach(policy: Policy, src: Device, dst: Device, port: number): boolean {
-  return (policy.acls ?? []).some(
-    (rule) =>
-      rule.action === "accept" &&
-      rule.src.some((s) => matches(policy, s, src)) &&
-      rule.dst.some((entry) => {
-        const cut = entry.lastIndexOf(":");
-        return matches(policy, entry.slice(0, cut), dst) && portMatches(entry.slice(cut + 1), port);
-      }),
-  );
-}
-
-function sshAction(policy: Policy, src: Device, dst: Device, user: string): string | undefined {
-  return (policy.ssh ?? []).find((r) => r.src.some((s) => matches(policy, s, src)) && r.dst.some((t) => matches(policy, t, dst)) && r.users.includes(user))?.action;
-}
+import { mayReach, matches, sshAction, type Device, type Policy } from "./support/tailnetPolicyEvaluator";
 
 const input: TailnetPolicyInput = { admins: ["alice@example.com", "bob@example.com"], nodeTag: "tag:hm-node", adminPorts: [22, 9443], sshUsers: ["root"] };
 const policy = JSON.parse(renderTailnetPolicy(input)) as Policy;

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 
 // A tiny evaluator of the policy subset Tailscale documents (and Headscale 0.29 implements,
 // hscontrol/policy/v2) for `acls` and `ssh`: default deny; a tagged device is identified by its
-// tags only (not by the user who created it). Same semantics as test/tailscaleAcl.test.ts's.
+// tags only (not by the user who created it). test/tailscaleAcl.test.ts and test/headscale.test.ts use it.
 export interface Device {
   user?: string;
   tags: string[];
@@ -13,6 +13,7 @@ export interface Policy {
   acls?: { action: string; src: string[]; dst: string[] }[];
   ssh?: { action: string; src: string[]; dst: string[]; users: string[] }[];
   tests?: { src: string; accept?: string[]; deny?: string[] }[];
+  nodeAttrs?: { target: string[]; attr: string[] }[];
 }
 
 export function matches(policy: Policy, selector: string, d: Device): boolean {
