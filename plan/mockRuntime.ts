@@ -93,7 +93,7 @@ type State = Record<string, unknown>;
 
 /**
  * What a script that declares `# hm-prints: key...` would print: one `key=value` line per key,
- * deterministic. A key ending in "-token" gets a value shaped like a swarm join token.
+ * deterministic. No script prints a secret (a command's output may reach deploy logs).
  */
 function mockPrinted(seed: string, inputs: State): string {
   const plain = (v: unknown): unknown => (v !== null && typeof v === "object" && (v as State)[SIG_KEY] === SECRET_SIG ? (v as State).value : v);
@@ -103,7 +103,7 @@ function mockPrinted(seed: string, inputs: State): string {
   return keys
     .map((k) => {
       const hex = digest(seed, k).toString("hex");
-      return `${k}=${k.endsWith("-token") ? `SWMTKN-1-mock${hex.slice(0, 40)}-${hex.slice(40, 64)}` : `mock${hex.slice(0, 25)}`}\n`;
+      return `${k}=mock${hex.slice(0, 25)}\n`;
     })
     .join("");
 }

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { clusterSkipReason, NetnsCluster, type Capture, type CapturedPacket, type ClusterNode } from "./support/netnsCluster";
-import { meshArtifacts, printed, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
+import { joinStdin, meshArtifacts, printed, type MeshNodeArtifacts } from "./support/meshPlan";
 import { planToDisk, type PlanOnDisk } from "./support/plan";
 import { ofType, type Inputs } from "./support/planned";
 import { eventually } from "./support/realTool";
@@ -10,8 +10,9 @@ import { eventually } from "./support/realTool";
 // The prod plan's own artefacts on real engines: one network namespace per planned node with the VPC
 // address the plan gave it, WireGuard from each node's rendered wg0.conf (unchanged, through the real
 // wg-quick and wireguard-go), one Debian dockerd per node, and the rendered swarm init/join/label scripts
-// run as the program runs them (`sh -s`, the script on stdin, root, the local engine). Traffic stays on a
-// bridge inside a namespace the harness creates.
+// run as the program runs them (`sh -s`, the script on stdin, root, the local engine; a join gets the token
+// line its command reads from the first manager, then the script). Traffic stays on a bridge inside a
+// namespace the harness creates.
 
 const skip = clusterSkipReason();
 const ROLE_LABEL = "hardened-matrix.role.";
@@ -19,6 +20,16 @@ const ROLE_LABEL = "hardened-matrix.role.";
 /** The program runs every script as `sh -s` with the script on stdin (test/support/meshPlan.ts). */
 function runAsProgram(node: ClusterNode, script: string, timeoutMs = 90_000) {
   return node.exec(["sh", "-s"], { stdin: script, timeoutMs });
+}
+
+/**
+ * The token a node's join command reads: its planned `tokenFetch` run on the first manager as the program's
+ * ssh runs it (root, the local engine, no stdin), captured the way `$(...)` captures it (trailing newlines cut).
+ */
+async function fetchToken(mgr: ClusterNode, n: MeshNodeArtifacts): Promise<string> {
+  const r = await mgr.exec(n.tokenFetch!, { timeoutMs: 30_000 });
+  assert.equal(r.code, 0, `${n.tokenFetch!.join(" ")} on ${mgr.name}: ${r.stderr}`);
+  return r.stdout.replace(/\n+$/, "");
 }
 
 async function mustRun(node: ClusterNode, script: string, keys: string[], what: string): Promise<Record<string, string>> {
@@ -119,10 +130,10 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
   let first: MeshNodeArtifacts;
   let last: MeshNodeArtifacts;
   let wgPort: number;
-  const tokens: { worker?: string; manager?: string } = {};
   const nodeIds = new Map<string, string>();
   const image = "hmc-busybox:1";
-  const tokenFor = (n: MeshNodeArtifacts): string => (n.roles.includes("manager") ? tokens.manager! : tokens.worker!);
+  /** The stdin the program's join command sends node n: the token it reads from the first manager, then the script. */
+  const joinInput = async (n: MeshNodeArtifacts): Promise<string> => joinStdin(await fetchToken(cluster.node(first.name), n), n.scripts.join!);
 
   before(async () => {
     plan = planToDisk("prod");
@@ -150,12 +161,16 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     }
     await cluster.startEngines();
     const mgr = cluster.node(first.name);
-    const init = await mustRun(mgr, first.scripts.init!, ["node-id", "worker-token", "manager-token"], "init");
-    tokens.worker = init["worker-token"];
-    tokens.manager = init["manager-token"];
+    const initRun = await runAsProgram(mgr, first.scripts.init!);
+    assert.equal(initRun.code, 0, initRun.stderr);
+    const init = printed(initRun.stdout, ["node-id"]);
+    assert.deepEqual(Object.keys(init), ["node-id"], "the init prints its node id only");
+    const token = await fetchToken(mgr, last);
+    assert.match(token, /^SWMTKN-1-[0-9a-z]+-[0-9a-z]+$/, "the shape the join script accepts");
+    assert.ok(!initRun.stdout.includes(token) && !initRun.stderr.includes(token), "no token in what the init printed");
     nodeIds.set(first.name, init["node-id"]!);
     for (const n of nodes.slice(1, -1)) {
-      const j = await mustRun(cluster.node(n.name), withJoinToken(n.scripts.join!, tokenFor(n)), ["node-id"], "join");
+      const j = await mustRun(cluster.node(n.name), await joinInput(n), ["node-id"], "join");
       nodeIds.set(n.name, j["node-id"]!);
     }
 
@@ -167,7 +182,7 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     const back = await mgr.exec(["busybox", "ping", "-c", "2", "-W", "2", last.meshAddress], { timeoutMs: 10_000 });
     assert.notEqual(back.code, 0, "nor the other way");
 
-    const join = await runAsProgram(bad, withJoinToken(last.scripts.join!, tokenFor(last)));
+    const join = await runAsProgram(bad, await joinInput(last));
     console.log(`# join over the wrong PSK: exit ${join.code}; stderr: ${join.stderr.trim()}`);
     assert.notEqual(join.code, 0, "the join script fails");
     const members = await mgr.mustDocker(["node", "ls", "--format", "{{.Hostname}}"]);
@@ -185,7 +200,7 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     const fresh = await cluster.replaceNode(last.name);
     assert.deepEqual(await mustRun(fresh, last.scripts.wgApply, ["changed"], "wg0 apply"), { changed: "1" });
     await fresh.startEngine();
-    const j = await mustRun(fresh, withJoinToken(last.scripts.join!, tokenFor(last)), ["node-id"], "join");
+    const j = await mustRun(fresh, await joinInput(last), ["node-id"], "join");
     nodeIds.set(last.name, j["node-id"]!);
 
     const mgr = cluster.node(first.name);
@@ -252,10 +267,10 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     const wgAfter = await Promise.all(nodes.map((n) => wgState(cluster.node(n.name))));
     nodes.forEach((n, i) => assert.equal(wgAfter[i], wgBefore[i], `${n.name}: wg0 untouched`));
     const before = await swarmState(mgr);
-    const init = await mustRun(mgr, first.scripts.init!, ["node-id", "worker-token", "manager-token"], "init again");
-    assert.deepEqual(init, { "node-id": nodeIds.get(first.name), "worker-token": tokens.worker, "manager-token": tokens.manager });
+    const init = await mustRun(mgr, first.scripts.init!, ["node-id"], "init again");
+    assert.deepEqual(init, { "node-id": nodeIds.get(first.name) });
     for (const n of nodes.slice(1)) {
-      const j = await mustRun(cluster.node(n.name), withJoinToken(n.scripts.join!, tokenFor(n)), ["node-id"], "join again");
+      const j = await mustRun(cluster.node(n.name), await joinInput(n), ["node-id"], "join again");
       assert.equal(j["node-id"], nodeIds.get(n.name));
     }
     assert.deepEqual(await mustRun(mgr, first.scripts.label!, ["labelled", "removed"], "label again"), { labelled: "0", removed: "0" });

@@ -16,7 +16,7 @@ import { checkPlan } from "../plan/policyRunner";
 import { FORBIDDEN_INBOUND_PORTS } from "../components/render/firewall";
 import { planToDisk } from "./support/plan";
 import { findTool, skipReason } from "./support/realTool";
-import { meshArtifacts, withJoinToken, type MeshNodeArtifacts } from "./support/meshPlan";
+import { meshArtifacts, tokenFetchOf, type MeshNodeArtifacts } from "./support/meshPlan";
 
 // The prod stack's private network under mocks: the WireGuard mesh, the swarm scripts, the provider.
 let plan: Plan;
@@ -34,15 +34,18 @@ test("meshArtifacts: every node with its addresses, wg0.conf and scripts, first 
   assert.deepEqual(mesh.map((n) => n.name), NODES);
   const [first, ...others] = mesh;
   assert.ok(first!.scripts.init && first!.scripts.label && !first!.scripts.join);
-  for (const n of others) assert.ok(n.scripts.join && !n.scripts.init && n.joinToken, n.name);
+  for (const n of others) assert.ok(n.scripts.join && !n.scripts.init && n.joinCreate && n.tokenFetch, n.name);
   for (const n of mesh) {
     assert.match(n.meshAddress, /^10\.77\.\d+\.\d+$/);
     assert.match(n.vpcAddress, /^\d+\.\d+\.\d+\.\d+$/);
     assert.match(n.wgConf, new RegExp(`^Address = ${n.meshAddress.replace(/\./g, "\\.")}/32$`, "m"));
     assert.ok(n.scripts.wgApply.includes(n.wgConf));
   }
-  const join = mesh[1]!.scripts.join!;
-  assert.ok(!withJoinToken(join, "SWMTKN-1-other").includes(mesh[1]!.joinToken!));
+  for (const n of others) {
+    // The token is read from the first manager over the VPN, the worker or manager one by role.
+    assert.equal(tokenFetchOf(n.joinCreate!).host, first!.tailnetAddress, n.name);
+    assert.deepEqual(n.tokenFetch, ["docker", "swarm", "join-token", "-q", n.roles.includes("manager") ? "manager" : "worker"], n.name);
+  }
 });
 
 test("wg0.conf: every other node is a peer at its VPC address on 51820, /32 only, MTU 1420", () => {
@@ -118,25 +121,51 @@ test("swarm scripts: init and join use mesh addresses only; the pool is the conf
   }
 });
 
-test("secrets: join commands' stdin and wg0 files are secret; no token, private key or PSK in clear in resources.json", () => {
+test("secrets: wg0 stdin is secret; no private key or PSK in clear in resources.json", () => {
   const json = stableJson(plan.resources);
-  const secrets = [
-    ...mesh.flatMap((n) => [...field(n.wgConf, "PrivateKey"), ...field(n.wgConf, "PresharedKey")]),
-    ...mesh.flatMap((n) => (n.joinToken ? [n.joinToken] : [])),
-  ];
-  assert.ok(secrets.length >= 3 + 3 + 2);
+  const secrets = mesh.flatMap((n) => [...field(n.wgConf, "PrivateKey"), ...field(n.wgConf, "PresharedKey")]);
+  assert.ok(secrets.length >= 3 + 3);
   for (const s of secrets) assert.ok(!json.includes(s), `in clear in resources.json: ${s.slice(0, 12)}...`);
-  for (const r of ofType(plan, COMMAND).filter((c) => /-(wg0|join)$/.test(c.name))) {
+  for (const r of ofType(plan, COMMAND).filter((c) => /-wg0$/.test(c.name))) {
     assert.equal((r.inputs as Inputs).stdin, "[secret]", r.name);
     assert.match(String(raw(plan, r).create), /^ssh .* root@100\.\d+\.\d+\.\d+ timeout 300 sh -s$/, "the script travels on stdin, not argv");
     const f = plan.files.find((x) => x.path === `${r.name}/stdin.sh`);
     assert.ok(f?.secret, `${r.name}/stdin.sh is written 0600`);
+  }
+  for (const r of ofType(plan, COMMAND).filter((c) => /-join$/.test(c.name))) {
+    assert.match(String(raw(plan, r).create), /\| ssh .* root@100\.\d+\.\d+\.\d+ timeout 300 sh -s$/, "the script travels on stdin, not argv");
+    assert.deepEqual(r.options.additionalSecretOutputs, ["stdout", "stderr"], r.name);
   }
   for (const d of ofType(plan, "digitalocean:index/droplet:Droplet")) {
     const ud = JSON.stringify(raw(plan, d).userData);
     for (const s of secrets) assert.ok(!ud.includes(s), "mesh secrets never go into user data (the metadata service serves it)");
     assert.doesNotMatch(ud, /PrivateKey|SWMTKN/);
   }
+});
+
+test("join tokens: no planned command or script holds one, prints one, or passes one in argv", () => {
+  const commands = ofType(plan, COMMAND);
+  assert.ok(commands.length >= 3 + 3 + 1);
+  const texts = plan.files.filter((f) => /\/(stdin|create)\.sh$/.test(f.path));
+  assert.ok(texts.length >= commands.length);
+  for (const f of texts) {
+    assert.doesNotMatch(f.content, /SWMTKN-\d-[0-9a-z]{10,}/, `${f.path} holds a token`);
+    // A node's script never reads a token (the only reason to would be to print it)...
+    if (f.path.endsWith("stdin.sh")) assert.doesNotMatch(f.content, /join-token/, f.path);
+    // ...and the deployer reads it only into a variable that only printf (a builtin, to a pipe) uses.
+    if (f.path.endsWith("create.sh")) {
+      const lines = f.content.split("\n");
+      if (!lines.some((l) => l.includes("join-token"))) continue;
+      assert.equal(lines.filter((l) => /^hm_secret=\$\(ssh .* -n root@\S+ docker swarm join-token -q (worker|manager)\) \|\| \{ echo "[^$]*" >&2; exit 1; \}$/.test(l)).length, 1, f.path);
+      for (const line of lines.filter((l) => /\$\{?hm_secret/.test(l))) {
+        assert.match(line, /^(case \$hm_secret in|\{ printf 'token=%s\\n' "\$hm_secret"; cat; \} \| ssh [^$]*)$/, `${f.path}: ${line}`);
+      }
+    }
+  }
+  // What the init prints (the mock runtime prints what `# hm-prints:` names): its node id, no token.
+  const init = plan.files.find((f) => f.path.endsWith("-init/stdin.sh"))!;
+  assert.match(init.content, /^# hm-prints: node-id$/m);
+  for (const r of commands) assert.doesNotMatch(JSON.stringify(raw(plan, r)), /SWMTKN-\d-[0-9a-z]{10,}/, r.name);
 });
 
 test("the docker provider reaches the first manager over the VPN, after the cluster is labelled", () => {

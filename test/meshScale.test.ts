@@ -39,10 +39,11 @@ test("adding a node changes no existing node's keys, address or PSKs; it adds a 
     assert.equal(b[name]!.wgConf.split("[Peer]").length, a[name]!.wgConf.split("[Peer]").length + 1);
   }
   const w = b["hm-prod-w1"]!;
-  assert.ok(w.scripts.join && w.joinToken);
+  assert.ok(w.scripts.join && w.tokenFetch);
   // A worker joins with the worker token, managers with the manager token.
-  assert.notEqual(w.joinToken, b["hm-prod-2"]!.joinToken);
-  assert.equal(b["hm-prod-3"]!.joinToken, b["hm-prod-2"]!.joinToken);
+  assert.deepEqual(w.tokenFetch, ["docker", "swarm", "join-token", "-q", "worker"]);
+  assert.deepEqual(b["hm-prod-2"]!.tokenFetch, ["docker", "swarm", "join-token", "-q", "manager"]);
+  assert.deepEqual(b["hm-prod-3"]!.tokenFetch, b["hm-prod-2"]!.tokenFetch);
   // One key, one wg0 step, one join, one droplet, one bootstrap wait: resources per node are constant.
   const added = after.resources.filter((r) => !before.resources.some((x) => x.type === r.type && x.name === r.name));
   assert.deepEqual(added.map((r) => r.type).sort(), [

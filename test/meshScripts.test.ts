@@ -6,6 +6,8 @@ import * as path from "node:path";
 import { after, test } from "node:test";
 import { renderWireguardApplyScript, renderWireguardConfig, WG_CONF_PATH } from "../components/render/wireguard";
 import { renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript } from "../components/render/swarm";
+import { renderSecretFetchCreate } from "../components/platform/remote";
+import { joinStdin } from "./support/meshPlan";
 
 // The scripts' own logic (idempotence, what they change when), run by /bin/sh against stand-ins for
 // systemctl, wg, ip and docker that record every call. The real engines judge them in the cluster
@@ -112,7 +114,7 @@ case "$1 $2" in
   "info --format") f=$(echo "$3" | sed 's/.*\\.Swarm\\.\\([A-Za-z]*\\).*/\\1/'); cat "$S/info.$f" ;;
   "swarm init") echo active >"$S/info.LocalNodeState"; echo true >"$S/info.ControlAvailable" ;;
   "swarm join") echo active >"$S/info.LocalNodeState" ;;
-  "swarm join-token") echo "SWMTKN-1-$4" ;;
+  "swarm join-token") [ -f "$S/token" ] && cat "$S/token" ;;
   "node ls") awk '{ print $1, $2, $3 }' "$S/nodes" ;;
   "node inspect")
     id=$5
@@ -145,13 +147,14 @@ function dockerBox(info: Record<string, string>) {
   return box;
 }
 
-test("swarm init: only when inactive, on the mesh address; prints node id and both tokens; a re-run does not init", () => {
+test("swarm init: only when inactive, on the mesh address; prints its node id and never a token; a re-run does not init", () => {
   const box = dockerBox({ LocalNodeState: "inactive", ControlAvailable: "false", NodeAddr: "10.77.0.1", NodeID: "id1" });
   const script = renderSwarmInitScript({ meshAddress: "10.77.0.1", addressPool: "10.20.0.0/16", otherManagers: ["10.77.0.2", "10.77.0.3"] });
   const first = box.run(script);
   assert.equal(first.status, 0, first.stderr);
   assert.ok(first.calls.includes("docker swarm init --advertise-addr 10.77.0.1 --listen-addr 10.77.0.1:2377 --data-path-addr 10.77.0.1 --default-addr-pool 10.20.0.0/16"));
-  assert.equal(first.stdout, "node-id=id1\nworker-token=SWMTKN-1-worker\nmanager-token=SWMTKN-1-manager\n");
+  assert.equal(first.stdout, "node-id=id1\n");
+  assert.ok(!first.calls.some((c) => c.includes("join-token")), "a command's output may reach deploy logs: the init never reads a token");
   const again = box.run(script);
   assert.equal(again.status, 0, again.stderr);
   assert.ok(!again.calls.some((c) => c.startsWith("docker swarm init")));
@@ -174,18 +177,100 @@ test("swarm init: a replaced first manager never starts a second swarm while ano
   assert.equal(r.stdout, "");
 });
 
-test("swarm join: joins once over the mesh with the token from the script; a joined node is not re-joined", () => {
+const TOKEN = "SWMTKN-1-0abc9digest-7secret";
+
+test("swarm join: joins once over the mesh with the token sent ahead of the script; a joined node is not re-joined", () => {
   const box = dockerBox({ LocalNodeState: "inactive", NodeAddr: "10.77.0.2", NodeID: "id2" });
-  const script = renderSwarmJoinScript({ meshAddress: "10.77.0.2", managerAddress: "10.77.0.1", token: "SWMTKN-1-abc-def" });
-  const first = box.run(script);
+  const script = renderSwarmJoinScript({ meshAddress: "10.77.0.2", managerAddress: "10.77.0.1" });
+  const first = box.run(joinStdin(TOKEN, script));
   assert.equal(first.status, 0, first.stderr);
   assert.deepEqual(first.calls.filter((c) => c.startsWith("docker swarm")), [
-    "docker swarm join --advertise-addr 10.77.0.2 --listen-addr 10.77.0.2:2377 --data-path-addr 10.77.0.2 --token SWMTKN-1-abc-def 10.77.0.1:2377",
+    `docker swarm join --advertise-addr 10.77.0.2 --listen-addr 10.77.0.2:2377 --data-path-addr 10.77.0.2 --token ${TOKEN} 10.77.0.1:2377`,
   ]);
   assert.equal(first.stdout, "node-id=id2\n");
-  const again = box.run(script);
+  const again = box.run(joinStdin(TOKEN, script));
   assert.equal(again.status, 0, again.stderr);
   assert.ok(!again.calls.some((c) => c.startsWith("docker swarm")));
+});
+
+test("swarm join: refuses a missing, empty or malformed token before touching the engine", () => {
+  const box = dockerBox({ LocalNodeState: "inactive", NodeAddr: "10.77.0.2", NodeID: "id2" });
+  const script = renderSwarmJoinScript({ meshAddress: "10.77.0.2", managerAddress: "10.77.0.1" });
+  const cases: Array<[string, RegExp]> = [
+    [script, /no join token: send a line token=/],
+    [joinStdin("", script), /no join token/],
+    [joinStdin("abc-def", script), /not shaped SWMTKN-1-<digest>-<secret>/],
+    [joinStdin("SWMTKN-1-onlydigest", script), /not shaped/],
+    [`token='${TOKEN} x'\n${script}`, /characters other than \[A-Za-z0-9-\]/],
+  ];
+  for (const [stdin, why] of cases) {
+    const r = box.run(stdin);
+    assert.equal(r.status, 1, stdin.split("\n")[0]);
+    assert.match(r.stderr, why);
+    assert.deepEqual(r.calls, [], "nothing ran");
+  }
+});
+
+// The join command's create program, as the deployer runs it (/bin/sh -c, the join script on stdin),
+// against an ssh stand-in that behaves as ssh does with stdin: without -n it forwards all of it to
+// the remote command. Remote commands run here, against the docker stand-in.
+const SSH_SHIM = `
+if env | grep -q '^hm_secret='; then echo "ssh got hm_secret in its environment" >&2; exit 255; fi
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    -o) shift 2 ;;
+    -n) exec </dev/null; shift ;;
+    root@*) host=\${1#root@}; shift; break ;;
+    *) echo "unexpected ssh argument $1" >&2; exit 255 ;;
+  esac
+done
+cat >"$S/stdin.$host"
+sh -c "$*" <"$S/stdin.$host"
+`;
+
+function runCreate(box: ReturnType<typeof sandbox>, create: string, stdin: string) {
+  writeFileSync(path.join(box.dir, "calls"), "");
+  // A variable of that name in the deployer's environment must not carry the token into ssh's environment.
+  const r = spawnSync("/bin/sh", ["-c", create], { input: stdin, encoding: "utf8", env: { PATH: `${box.dir}/bin:/usr/bin:/bin`, hm_secret: "inherited" }, timeout: 20_000 });
+  const calls = readFileSync(path.join(box.dir, "calls"), "utf8").split("\n").filter(Boolean);
+  return { status: r.status ?? -1, stdout: r.stdout, stderr: r.stderr, calls };
+}
+
+test("join command: reads the token on the manager, sends it ahead of the script; it is in no deployer argv and nothing prints it", () => {
+  const box = sandbox({ docker: DOCKER_SHIM, ssh: SSH_SHIM });
+  mkdirSync(`${box.dir}/labels`);
+  for (const [k, v] of Object.entries({ LocalNodeState: "inactive", NodeAddr: "10.77.0.2", NodeID: "id2" })) writeFileSync(`${box.dir}/info.${k}`, `${v}\n`);
+  writeFileSync(`${box.dir}/token`, `${TOKEN}\n`);
+  const script = renderSwarmJoinScript({ meshAddress: "10.77.0.2", managerAddress: "10.77.0.1" });
+  const create = renderSecretFetchCreate({ sourceAddress: "100.64.0.1", sourceCommand: "docker swarm join-token -q worker", nodeAddress: "100.64.0.2", variable: "token" });
+  assert.ok(!create.includes("SWMTKN"));
+  const r = runCreate(box, create, script);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, "node-id=id2\n", "the command prints the node id only");
+  assert.ok(!r.stderr.includes(TOKEN));
+  assert.equal(readFileSync(`${box.dir}/stdin.100.64.0.1`, "utf8"), "", "the manager's ssh reads no stdin (it would swallow the script)");
+  assert.equal(readFileSync(`${box.dir}/stdin.100.64.0.2`, "utf8"), joinStdin(TOKEN, script), "the node gets the token line, then the script");
+  const ssh = r.calls.filter((c) => c.startsWith("ssh "));
+  assert.equal(ssh.length, 2);
+  assert.match(ssh[0]!, / -n root@100\.64\.0\.1 docker swarm join-token -q worker$/);
+  assert.match(ssh[1]!, / root@100\.64\.0\.2 timeout 300 sh -s$/);
+  for (const c of ssh) assert.ok(!c.includes(TOKEN), `the token is in a deployer argv: ${c}`);
+  assert.ok(r.calls.includes(`docker swarm join --advertise-addr 10.77.0.2 --listen-addr 10.77.0.2:2377 --data-path-addr 10.77.0.2 --token ${TOKEN} 10.77.0.1:2377`));
+});
+
+test("join command: a manager that prints no token, or something that is not one, stops it before the node is reached", () => {
+  const box = sandbox({ docker: DOCKER_SHIM, ssh: SSH_SHIM });
+  const create = renderSecretFetchCreate({ sourceAddress: "100.64.0.1", sourceCommand: "docker swarm join-token -q worker", nodeAddress: "100.64.0.2", variable: "token" });
+  for (const printed of [undefined, "", "$(touch pwned)\n", `${TOKEN}\n${TOKEN}\n`]) {
+    if (printed === undefined) rmSync(`${box.dir}/token`, { force: true });
+    else writeFileSync(`${box.dir}/token`, printed);
+    const r = runCreate(box, create, "echo reached\n");
+    assert.notEqual(r.status, 0, JSON.stringify(printed));
+    assert.match(r.stderr, printed === undefined ? /'docker swarm join-token -q worker' failed on 100\.64\.0\.1/ : /'docker swarm join-token -q worker' on 100\.64\.0\.1 printed no single plain value/);
+    assert.ok(!r.calls.some((c) => c.includes("100.64.0.2")), "the node is never reached");
+    assert.equal(r.stdout, "");
+  }
+  assert.throws(() => renderSecretFetchCreate({ sourceAddress: "100.64.0.1", sourceCommand: "cat $(x)", nodeAddress: "100.64.0.2", variable: "token" }), /plain words/);
 });
 
 test("swarm labels: labels by node id, removes stale labels and dead predecessors; a re-run changes nothing", () => {

@@ -1,10 +1,10 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { parsePrinted, renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript } from "../render/swarm";
+import { parsePrinted, renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript, TOKEN_VARIABLE } from "../render/swarm";
 import { NODE_ROLES, type NodeRole } from "../settings";
 import { ROLE_LABEL_PREFIX } from "./platform";
-import { DOCKER_SSH_OPTS, remoteScript } from "./remote";
+import { DOCKER_SSH_OPTS, remoteScript, remoteScriptWithSecret } from "./remote";
 
 export interface SwarmNode {
   /** Also the node's hostname, which is how the swarm names it. */
@@ -25,11 +25,6 @@ export interface SwarmClusterArgs {
   providerAliases?: pulumi.Input<pulumi.Alias>[];
 }
 
-export interface JoinTokens {
-  worker: string;
-  manager: string;
-}
-
 /**
  * The swarm over the mesh: init on the first manager, the other managers join one at a time
  * (each join changes the Raft membership), then the workers, then every node is labelled by role
@@ -38,8 +33,6 @@ export interface JoinTokens {
  */
 export class SwarmCluster extends pulumi.ComponentResource {
   readonly provider: docker.Provider;
-  /** Secret. */
-  readonly joinTokens: pulumi.Output<JoinTokens>;
   readonly managerNodeId: pulumi.Output<string>;
 
   constructor(name: string, args: SwarmClusterArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -57,9 +50,7 @@ export class SwarmCluster extends pulumi.ComponentResource {
         }), triggers: [first.machineId] },
       { ...child, dependsOn: [first.meshReady] },
     );
-    const printed = pulumi.secret(init.stdout).apply((out) => parsePrinted(out, ["node-id", "worker-token", "manager-token"], `swarm init on ${first.name}`));
-    this.joinTokens = pulumi.secret(printed.apply((p) => ({ worker: p["worker-token"]!, manager: p["manager-token"]! })));
-    this.managerNodeId = pulumi.unsecret(printed.apply((p) => p["node-id"]!));
+    this.managerNodeId = pulumi.unsecret(pulumi.secret(init.stdout).apply((out) => parsePrinted(out, ["node-id"], `swarm init on ${first.name}`)["node-id"]!));
 
     const joins: command.local.Command[] = [];
     const joinedIds: pulumi.Output<string>[] = [];
@@ -68,13 +59,18 @@ export class SwarmCluster extends pulumi.ComponentResource {
     // Managers first, one after the other; workers after the last manager, in parallel.
     for (const node of [...others.filter((n) => n.roles.includes("manager")), ...others.filter((n) => !n.roles.includes("manager"))]) {
       const manager = node.roles.includes("manager");
-      const script = this.joinTokens.apply((t) =>
-        renderSwarmJoinScript({ meshAddress: node.meshAddress, managerAddress: first.meshAddress, token: manager ? t.manager : t.worker }),
-      );
-      const join = remoteScript(
+      const join = remoteScriptWithSecret(
         `${name}-${node.name}-join`,
-        // A new token (inside the script) re-runs the join, which leaves an already joined node alone.
-        { address: node.adminAddress, script, triggers: [node.machineId, node.meshAddress, first.meshAddress] },
+        {
+          address: node.adminAddress,
+          script: renderSwarmJoinScript({ meshAddress: node.meshAddress, managerAddress: first.meshAddress }),
+          // The token is fetched from the first manager as the join runs and sent ahead of the script:
+          // a command's output may reach deploy logs, so no command prints it (docker/cli join_token.go: -q prints only the token).
+          secret: { address: first.adminAddress, command: `docker swarm join-token -q ${manager ? "manager" : "worker"}` },
+          variable: TOKEN_VARIABLE,
+          // A new machine, or a new swarm (the manager's node id), re-runs the join, which leaves a joined node alone.
+          triggers: [node.machineId, this.managerNodeId],
+        },
         { ...child, dependsOn: [node.meshReady, previousManager] },
       );
       if (manager) previousManager = join;

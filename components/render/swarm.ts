@@ -13,14 +13,17 @@
 
 /** Docker's swarm control port (2377/tcp); gossip 7946 and VXLAN 4789 follow the data-path address. */
 export const SWARM_PORT = 2377;
-/** The heredoc delimiter a join token is embedded under. */
-export const TOKEN_HEREDOC = "HM_SWARM_TOKEN";
+/**
+ * The join script's first line of stdin assigns this variable (`token=<value>`): the deployer
+ * fetches the token from a manager at run time and sends it ahead of the script, so no rendered
+ * text, argv or printed output on the deployer holds it.
+ */
+export const TOKEN_VARIABLE = "token";
 
 const IPV4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}$/;
 const CIDR4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(\d|[12]\d|3[0-2])$/;
 const HOSTNAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 const LABEL = /^[A-Za-z0-9._-]+$/;
-const TOKEN = /^SWMTKN-[A-Za-z0-9-]+$|^mock-[A-Za-z0-9-]+$/;
 
 function check(problems: string[]): void {
   if (problems.length > 0) throw new Error(`invalid swarm script input:\n  - ${problems.join("\n  - ")}`);
@@ -41,8 +44,8 @@ export interface SwarmInitInput {
 /**
  * Forms the swarm on the first manager (only if the engine is in none, and no other manager
  * already answers on the swarm port: a replaced first manager must never start a second
- * cluster), and prints its node id and both join tokens: `node-id=`, `worker-token=`,
- * `manager-token=`. The tokens are secrets.
+ * cluster), and prints its node id: `node-id=`. It never prints a join token: a command's
+ * output may reach deploy logs (pulumi-command streams it to the engine while it runs).
  */
 export function renderSwarmInitScript(i: SwarmInitInput): string {
   const problems: string[] = [];
@@ -63,7 +66,7 @@ export function renderSwarmInitScript(i: SwarmInitInput): string {
     : "";
   return `#!/bin/sh
 # Forms the swarm on this node, once, on its mesh address only (hardened-matrix SwarmCluster).
-# hm-prints: node-id worker-token manager-token
+# hm-prints: node-id
 set -eu
 ${STATE}
 case $state in
@@ -86,8 +89,6 @@ if [ "$addr" != ${a} ]; then
   exit 1
 fi
 echo "node-id=$(docker info --format '{{.Swarm.NodeID}}')"
-echo "worker-token=$(docker swarm join-token -q worker)"
-echo "manager-token=$(docker swarm join-token -q manager)"
 `;
 }
 
@@ -95,36 +96,40 @@ export interface SwarmJoinInput {
   meshAddress: string;
   /** The first manager's mesh address. */
   managerAddress: string;
-  /** The worker or manager token (a secret: the script holds it, so the script is one). */
-  token: string;
 }
 
 /**
  * Joins this node to the swarm over the mesh, unless it is already in one (a joined node is not
- * re-joined). Prints `node-id=`. The token is inside the script, which reaches the node on
- * stdin; on the node it is an argument of `docker swarm join` for the moment the join takes,
- * the only way the CLI takes it (docker/cli cli/command/swarm/join.go: flag --token).
+ * re-joined). Prints `node-id=`. The script holds no token: it runs as `sh -s` with stdin =
+ * one line `token=<value>` (assigned by sh before the script starts) + the script, and refuses
+ * a missing or malformed token. On the node the token is an argument of `docker swarm join` for
+ * the moment the join takes, the only way the CLI takes it (docker/cli cli/command/swarm/join.go: flag --token).
  */
 export function renderSwarmJoinScript(j: SwarmJoinInput): string {
   const problems: string[] = [];
   if (!IPV4.test(j.meshAddress)) problems.push(`meshAddress "${j.meshAddress}" is not IPv4`);
   if (!IPV4.test(j.managerAddress)) problems.push(`managerAddress "${j.managerAddress}" is not IPv4`);
   if (j.meshAddress === j.managerAddress) problems.push("a node cannot join itself");
-  if (!TOKEN.test(j.token)) problems.push("token is not a swarm join token");
   check(problems);
   const a = j.meshAddress;
   return `#!/bin/sh
 # Joins this node to the swarm over the mesh, once (hardened-matrix SwarmCluster).
+# Run with stdin = a line ${TOKEN_VARIABLE}=<join token>, then this script.
 # hm-prints: node-id
 set -eu
-token=$(cat <<'${TOKEN_HEREDOC}'
-${j.token}
-${TOKEN_HEREDOC}
-)
+# Token shapes: moby/swarmkit ca/config.go GenerateJoinToken (v1 SWMTKN-1-<digest>-<secret>, v2 SWMTKN-2-<fips>-<digest>-<secret>, base 36).
+case \${${TOKEN_VARIABLE}:-} in
+  SWMTKN-1-*-* | SWMTKN-2-*-*-*) ;;
+  '') echo "no join token: send a line ${TOKEN_VARIABLE}=<join token> before this script" >&2; exit 1 ;;
+  *) echo "the join token is not shaped SWMTKN-1-<digest>-<secret>" >&2; exit 1 ;;
+esac
+case \$${TOKEN_VARIABLE} in
+  *[!A-Za-z0-9-]*) echo "the join token has characters other than [A-Za-z0-9-]" >&2; exit 1 ;;
+esac
 ${STATE}
 case $state in
   inactive)
-    docker swarm join --advertise-addr ${a} --listen-addr ${a}:${SWARM_PORT} --data-path-addr ${a} --token "$token" ${j.managerAddress}:${SWARM_PORT} >/dev/null
+    docker swarm join --advertise-addr ${a} --listen-addr ${a}:${SWARM_PORT} --data-path-addr ${a} --token "$${TOKEN_VARIABLE}" ${j.managerAddress}:${SWARM_PORT} >/dev/null
     ;;
   active) ;;
   *)

@@ -14,13 +14,15 @@
  *      systemd on a droplet; a test may instead feed `wg-quick strip`-ed text to `wg setconf`).
  *      Interface address: `meshAddress`/32, one route per peer's AllowedIPs /32, MTU 1420; peers'
  *      endpoints are their `vpcAddress`:51820.
- *   2. `scripts.init` on the first node of the list (the first manager). Prints `node-id`,
- *      `worker-token`, `manager-token`. Before a first init it probes the other managers' mesh
+ *   2. `scripts.init` on the first node of the list (the first manager). Prints `node-id` only:
+ *      no script prints a join token. Before a first init it probes the other managers' mesh
  *      addresses on 2377 with python3 and refuses if one answers (a swarm already runs there).
  *   3. `scripts.join` on every other node, in list order (managers come first and must join one
- *      at a time; workers may join in parallel). The token inside a planned join script is the
- *      plan's mock (`joinToken`): replace it with `withJoinToken(script, real)`, the manager token
- *      for nodes whose `roles` include "manager", else the worker token. Prints `node-id`.
+ *      at a time; workers may join in parallel). The script holds no token: the program's join
+ *      command (`joinCreate`) runs `tokenFetch` (`docker swarm join-token -q manager` for nodes
+ *      whose `roles` include "manager", else `... worker`) on the first manager, then sends
+ *      `joinStdin(token, script)` (a line `token=<value>`, then the script) to `sh -s` on the
+ *      node. Do the same: run `tokenFetch` against the first manager's engine. Prints `node-id`.
  *   4. `scripts.label` on the first manager once every node has joined. Prints `labelled` and
  *      `removed` (counts). Swarm nodes are found by hostname: each engine's hostname must be the
  *      node's `name`.
@@ -30,7 +32,7 @@
 import assert from "node:assert/strict";
 import { reveal, type Plan, type PlannedFile } from "../../plan/plan";
 import { configFromApplyScript } from "../../components/render/wireguard";
-import { TOKEN_HEREDOC, parsePrinted } from "../../components/render/swarm";
+import { TOKEN_VARIABLE, parsePrinted } from "../../components/render/swarm";
 
 export interface MeshNodeArtifacts {
   name: string;
@@ -52,8 +54,10 @@ export interface MeshNodeArtifacts {
     /** First manager only: labels every node, removes dead predecessors. */
     label?: string;
   };
-  /** The token embedded in `scripts.join`, as planned (a mock offline). */
-  joinToken?: string;
+  /** Every node but the first manager: the join command's `create` program, run by /bin/sh on the deployer. */
+  joinCreate?: string;
+  /** What `joinCreate` runs on the first manager (over ssh) to read this node's join token, as argv. */
+  tokenFetch?: string[];
 }
 
 type PlanLike = Pick<Plan, "outputs"> & { files: PlannedFile[] | Map<string, string> };
@@ -66,16 +70,16 @@ function fileText(plan: PlanLike, suffix: string): string | undefined {
   return plan.files.find((f) => f.path.endsWith(suffix))?.content;
 }
 
-/** The embedded join token of a join script. */
-export function joinTokenOf(script: string): string {
-  const m = new RegExp(`<<'${TOKEN_HEREDOC}'\\n(.*)\\n${TOKEN_HEREDOC}\\n`).exec(script);
-  assert.ok(m, "not a join script");
-  return m[1]!;
+/** The stdin the program sends a join script: the token line, then the script. */
+export function joinStdin(token: string, script: string): string {
+  return `${TOKEN_VARIABLE}=${token}\n${script}`;
 }
 
-/** The same join script with `token` in place of the planned one. */
-export function withJoinToken(script: string, token: string): string {
-  return script.split(joinTokenOf(script)).join(token);
+/** The host and the command a join's `create` program reads the token from (its `hm_secret=$(ssh ... root@HOST CMD)` line). */
+export function tokenFetchOf(create: string): { host: string; argv: string[] } {
+  const m = /^hm_secret=\$\(ssh .* -n root@(\S+) ([^)]+)\) \|\| /m.exec(create);
+  assert.ok(m, `not a join command: ${create}`);
+  return { host: m[1]!, argv: m[2]!.split(" ") };
 }
 
 /** `key=value` lines a script printed. */
@@ -97,6 +101,7 @@ export function meshArtifacts(plan: PlanLike): MeshNodeArtifacts[] {
     assert.ok(wgConf, `no wg0.conf inside the apply script of ${name}`);
     const init = fileText(plan, `-${name}-init/stdin.sh`);
     const join = fileText(plan, `-${name}-join/stdin.sh`);
+    const joinCreate = fileText(plan, `-${name}-join/create.sh`);
     const node: MeshNodeArtifacts = {
       name,
       roles: o.roles as string[],
@@ -106,7 +111,7 @@ export function meshArtifacts(plan: PlanLike): MeshNodeArtifacts[] {
       publicKey: String(o.wireguardPublicKey),
       wgConf,
       scripts: { wgApply, ...(init ? { init, label: fileText(plan, "-labels/stdin.sh") } : {}), ...(join ? { join } : {}) },
-      ...(join ? { joinToken: joinTokenOf(join) } : {}),
+      ...(joinCreate ? { joinCreate, tokenFetch: tokenFetchOf(joinCreate).argv } : {}),
     };
     return node;
   });
