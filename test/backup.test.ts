@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { settingsFor, problemsFor } from "./support/settings";
 import { spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,8 +14,6 @@ import {
   renderS3Credentials,
   retentionArgs,
 } from "../components/render/backup";
-import { decodeConfigValue, parseSettings, SettingsError, type Settings } from "../components/settings";
-import { readStackConfig } from "../plan/stackConfig";
 import { findTool, skipReason } from "./support/realTool";
 
 // The backup renderers judged by sh and shellcheck, and the backup settings as a stack file gives them.
@@ -107,25 +106,7 @@ test("secret files: pgpass escapes ':' and '\\\\', the S3 file is the AWS shared
   assert.throws(() => renderS3Credentials("", "x"), /accessKeyId/);
 });
 
-/** The settings a stack file yields, through the same path the CLI takes (as in settings.test.ts). */
-function settingsFor(stack: string, overrides: Record<string, unknown> = {}): Settings {
-  const { values, secretKeys } = readStackConfig(stack, undefined, overrides);
-  const raw: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(values)) {
-    if (key.startsWith("hardened-matrix:")) raw[key.slice("hardened-matrix:".length)] = secretKeys.includes(key) ? value : decodeConfigValue(value);
-  }
-  return parseSettings(stack, raw, new Set(secretKeys));
-}
 
-function problemsFor(stack: string, overrides: Record<string, unknown>): string[] {
-  try {
-    settingsFor(stack, overrides);
-  } catch (e) {
-    assert.ok(e instanceof SettingsError, `expected a SettingsError, got ${String(e)}`);
-    return e.problems;
-  }
-  assert.fail("the settings were accepted");
-}
 
 const secure = { secure: "v1:placeholder" };
 

@@ -1,34 +1,18 @@
 import assert from "node:assert/strict";
+import { settingsFor, problemsFor } from "./support/settings";
 import { before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { FUNNEL_PORT, renderServeConfig, renderWellKnownWorker, serveConfig, wellKnownDocuments } from "../components/render/funnel";
 import { TRAEFIK_PORTS } from "../components/render/traefik";
 import { FUNNEL_USER } from "../components/services/funnel";
-import { decodeConfigValue, parseSettings, SettingsError, type Settings } from "../components/settings";
 import { planStack, type Plan } from "../plan/plan";
-import { readStackConfig } from "../plan/stackConfig";
 import { FIREWALL, named, ofType, raw, RECORD, VOLUME, type Inputs } from "./support/cloud";
 import { plannedFile } from "./support/planned";
 
 const P = "hardened-matrix:";
 const FQDN = "matrix.tail0example.ts.net";
 
-function settingsFor(stack: string, overrides: Record<string, unknown> = {}): Settings {
-  const { values, secretKeys } = readStackConfig(stack, undefined, overrides);
-  const rawValues: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(values)) if (key.startsWith(P)) rawValues[key.slice(P.length)] = decodeConfigValue(value);
-  return parseSettings(stack, rawValues, new Set(secretKeys));
-}
 
-function problemsFor(stack: string, overrides: Record<string, unknown>): string[] {
-  try {
-    settingsFor(stack, overrides);
-  } catch (e) {
-    assert.ok(e instanceof SettingsError, String(e));
-    return e.problems;
-  }
-  assert.fail("the settings were accepted");
-}
 
 describe("settings: ingress", () => {
   test("the funnel stack file is valid: the Matrix host is the ts.net name and Traefik serves no well-known", () => {

@@ -1,35 +1,19 @@
 import assert from "node:assert/strict";
+import { settingsFor, problemsOf } from "./support/settings";
 import { test } from "node:test";
 import { meshAddress, meshAddressCollisions, ipv4ToInt } from "../components/render/wireguard";
-import { decodeConfigValue, parseSettings, SettingsError, type Settings } from "../components/settings";
-import { readStackConfig } from "../plan/stackConfig";
 
 // The mesh settings: meshCidr, meshPskVersion, per-node meshKeyVersion.
-function settingsFor(overrides: Record<string, unknown> = {}): Settings {
-  const { values, secretKeys } = readStackConfig("prod", undefined, overrides);
-  const raw: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(values)) if (key.startsWith("hardened-matrix:")) raw[key.slice("hardened-matrix:".length)] = decodeConfigValue(value);
-  return parseSettings("prod", raw, new Set(secretKeys));
-}
 
-function problems(overrides: Record<string, unknown>): string[] {
-  try {
-    settingsFor(overrides);
-  } catch (e) {
-    assert.ok(e instanceof SettingsError, String(e));
-    return e.problems;
-  }
-  return [];
-}
 
-const meshProblems = (o: Record<string, unknown>) => problems(o).filter((p) => p.startsWith("hardened-matrix:meshCidr") || p.startsWith("hardened-matrix:swarmAddressPool"));
+const meshProblems = (o: Record<string, unknown>) => problemsOf("prod", o).filter((p) => p.startsWith("hardened-matrix:meshCidr") || p.startsWith("hardened-matrix:swarmAddressPool"));
 
 test("prod: the default mesh range is accepted; versions default to 1", () => {
-  const s = settingsFor();
+  const s = settingsFor("prod");
   assert.equal(s.meshCidr, "10.77.0.0/16");
   assert.equal(s.meshPskVersion, 1);
   assert.ok(s.nodes.every((n) => n.meshKeyVersion === undefined));
-  assert.equal(settingsFor({ "hardened-matrix:meshPskVersion": 4 }).meshPskVersion, 4);
+  assert.equal(settingsFor("prod", { "hardened-matrix:meshPskVersion": 4 }).meshPskVersion, 4);
 });
 
 test("meshCidr must be private and clear of the VPC, the swarm pool and the tailnet", () => {
@@ -44,7 +28,7 @@ test("meshCidr must be private and clear of the VPC, the swarm pool and the tail
   assert.ok(tailnet.some((p) => p.includes('overlaps the tailnet range "100.64.0.0/10"')));
   assert.ok(meshProblems({ "hardened-matrix:meshCidr": "8.8.0.0/16" }).some((p) => p.includes("is not inside a private range")));
   assert.ok(meshProblems({ "hardened-matrix:meshCidr": "10.77.0.0/29" }).some((p) => p.includes("must be between a /16 and a /28")));
-  assert.deepEqual(problems({ "hardened-matrix:meshCidr": "10.77.0.0" }), ['hardened-matrix:meshCidr: "10.77.0.0" is not an IPv4 CIDR range (a.b.c.d/n)']);
+  assert.deepEqual(problemsOf("prod", { "hardened-matrix:meshCidr": "10.77.0.0" }), ['hardened-matrix:meshCidr: "10.77.0.0" is not an IPv4 CIDR range (a.b.c.d/n)']);
   assert.deepEqual(meshProblems({ "hardened-matrix:swarmAddressPool": "100.80.0.0/16" }), [
     'hardened-matrix:swarmAddressPool: "100.80.0.0/16" overlaps the tailnet range "100.64.0.0/10"; overlay addresses would shadow VPN addresses',
   ]);
@@ -53,7 +37,7 @@ test("meshCidr must be private and clear of the VPC, the swarm pool and the tail
   ]);
   assert.ok(meshProblems({ "hardened-matrix:swarmAddressPool": "172.30.0.0/16" }).some((p) => p.includes(`overlaps Docker's local bridge pool "172.24.0.0/13"`)));
   assert.deepEqual(meshProblems({ "hardened-matrix:meshCidr": "172.16.0.0/16" }), [], "172.16/16 is private and outside Docker's pools");
-  assert.ok(problems({ "hardened-matrix:meshPskVersion": 0 }).some((p) => p.startsWith("hardened-matrix:meshPskVersion:")));
+  assert.ok(problemsOf("prod", { "hardened-matrix:meshPskVersion": 0 }).some((p) => p.startsWith("hardened-matrix:meshPskVersion:")));
 });
 
 test("two node names hashing to one address: a settings error naming both and how to resolve it", () => {

@@ -1,27 +1,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { decodeConfigValue, parseSettings, SettingsError, type Settings } from "../components/settings";
+import { decodeConfigValue, parseSettings, SettingsError } from "../components/settings";
 import { readStackConfig } from "../plan/stackConfig";
+import { problemsFor, settingsFor } from "./support/settings";
 
-/** The settings a stack file yields, through the same path the CLI takes (Pulumi.yaml defaults + stack file). */
-function settingsFor(stack: string, overrides: Record<string, unknown> = {}): Settings {
-  const { values, secretKeys } = readStackConfig(stack, undefined, overrides);
-  const raw: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(values)) {
-    if (key.startsWith("hardened-matrix:")) raw[key.slice("hardened-matrix:".length)] = key.endsWith(":acmeDnsToken") ? value : decodeConfigValue(value);
-  }
-  return parseSettings(stack, raw, new Set(secretKeys));
-}
 
-function problemsFor(stack: string, overrides: Record<string, unknown>): string[] {
-  try {
-    settingsFor(stack, overrides);
-  } catch (e) {
-    assert.ok(e instanceof SettingsError, `expected a SettingsError, got ${String(e)}`);
-    return e.problems;
-  }
-  assert.fail("the settings were accepted");
-}
 
 test("the local stack file gives the embedded default", () => {
   const s = settingsFor("local");
