@@ -83,9 +83,14 @@ if [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" != true ]; then
   echo "this node is in a swarm but is not a manager" >&2
   exit 1
 fi
-addr=$(docker info --format '{{.Swarm.NodeAddr}}')
-if [ "$addr" != ${a} ]; then
-  echo "the swarm advertises $addr, not the mesh address ${a}: leave it (docker swarm leave --force) and re-run" >&2
+${meshAddressCheckAndId(a, ": leave it (docker swarm leave --force) and re-run")}`;
+}
+
+/** The tail of init and join: the node's swarm must advertise its mesh address; then its node id is printed. */
+function meshAddressCheckAndId(meshAddress: string, hint: string): string {
+  return `addr=$(docker info --format '{{.Swarm.NodeAddr}}')
+if [ "$addr" != ${meshAddress} ]; then
+  echo "this node's swarm advertises $addr, not the mesh address ${meshAddress}${hint}" >&2
   exit 1
 fi
 echo "node-id=$(docker info --format '{{.Swarm.NodeID}}')"
@@ -137,13 +142,7 @@ case $state in
     exit 1
     ;;
 esac
-addr=$(docker info --format '{{.Swarm.NodeAddr}}')
-if [ "$addr" != ${a} ]; then
-  echo "this node's swarm advertises $addr, not the mesh address ${a}" >&2
-  exit 1
-fi
-echo "node-id=$(docker info --format '{{.Swarm.NodeID}}')"
-`;
+${meshAddressCheckAndId(a, "")}`;
 }
 
 export interface SwarmLabelInput {
