@@ -174,3 +174,13 @@ test("the postgres service starts through the start script, mounted executable f
   assert.ok(config, "the mount names no planned config");
   assert.equal(plannedFile(plan, `${config.name}/hm-postgres-start`), renderPostgresStartScript(START));
 });
+
+test("a rotated password reaches Dendrite's config and the backup only after the Postgres service has converged with it", async () => {
+  const plan = await planStack("local");
+  assert.equal(plan.error, undefined, String(plan.error));
+  const pg = named(plan, "postgres-service");
+  const waits = (name: string): boolean => named(plan, name).options.dependsOn.includes(pg.urn);
+  assert.ok(waits("dendrite-config"), "Dendrite's config secret does not wait for the Postgres service");
+  const backupUsers = plan.resources.filter((r) => r.name.startsWith("backup") && r.options.dependsOn.includes(pg.urn));
+  assert.ok(backupUsers.length > 0 || !plan.resources.some((r) => r.name.startsWith("backup")), "the backup takes the password without waiting for Postgres");
+});

@@ -108,7 +108,10 @@ export class Postgres extends pulumi.ComponentResource {
     this.port = pulumi.output(POSTGRES_PORT);
     this.database = pulumi.output(args.database);
     this.user = pulumi.output(args.role);
-    this.password = appPassword.result;
+    // Known only once the service runs with it (convergeConfig: the update has completed, so the start
+    // script has set the role's password): Dendrite's config and the backup, which take it from here,
+    // change only after that, never before Postgres accepts the new password.
+    this.password = pulumi.all([appPassword.result, this.service.id]).apply(([password]) => password);
     this.maxConnections = tuning.maxConnections;
     this.registerOutputs({ networkId: this.networkId, host: this.host, port: this.port, database: this.database, user: this.user, password: this.password });
   }
