@@ -96,6 +96,45 @@ function seconds(n: number): string {
   return `${n}s`;
 }
 
+const DEFAULT_STOP_GRACE_SECONDS = 30;
+
+/** The update settings every service gets (one place, so the converge timeout below can be derived from them). */
+export const UPDATE = { parallelism: 1, delaySeconds: 10, monitorSeconds: 30 } as const;
+export const ROLLBACK = { parallelism: 1, delaySeconds: 5, monitorSeconds: 30 } as const;
+/** What a task may spend being pulled and created before its container starts (a registry far away, a big image). */
+export const PULL_ALLOWANCE_SECONDS = 180;
+/** How often the provider looks at the update (its `delay`), and its own fixed 7 s first wait on an update. */
+export const CONVERGE_POLL_SECONDS = 7;
+
+/**
+ * How long `pulumi up` waits for a service to converge. Swarm reports a task running only once its
+ * healthcheck passed (moby daemon/cluster/executor/container/controller.go: Start waits for "healthy"),
+ * which may take the start period and then `retries` failing checks; the old task first stops (its
+ * grace period), the update monitors the new task, then waits its delay. Enough for one update that
+ * works; a rollback then takes as long again, and the provider reports it as a failure whenever it ends.
+ */
+export function convergeTimeoutSeconds(a: Pick<HardenedServiceArgs, "healthcheck" | "stopGracePeriodSeconds">): number {
+  const h = healthDefaults(a.healthcheck);
+  const becomesHealthy = h.startPeriodSeconds + h.retries * (h.intervalSeconds + h.timeoutSeconds);
+  return PULL_ALLOWANCE_SECONDS + (a.stopGracePeriodSeconds ?? DEFAULT_STOP_GRACE_SECONDS) + becomesHealthy + UPDATE.monitorSeconds + UPDATE.delaySeconds + 2 * CONVERGE_POLL_SECONDS;
+}
+
+function healthDefaults(h: Healthcheck): Required<Healthcheck> {
+  return { test: h.test, intervalSeconds: h.intervalSeconds ?? 30, timeoutSeconds: h.timeoutSeconds ?? 5, retries: h.retries ?? 3, startPeriodSeconds: h.startPeriodSeconds ?? 30 };
+}
+
+/**
+ * Swarm's max-replicas filter counts every task of the service on a node whose desired state is
+ * running (swarmkit manager/scheduler/filter.go MaxReplicasFilter; moby/moby#40797), old task
+ * included: with `start-first` the new task can only start on a node with room for both. So a limit
+ * is set only for stop-first services (the old task is shut down first, then the new one fits), and
+ * a start-first service has none: on a single eligible node it would stay Pending forever while the
+ * old task kept serving (test/updateOrder.real.test.ts shows both on a real engine).
+ */
+export function maxReplicasPerNode(order: "stop-first" | "start-first", replicas: number): number | undefined {
+  return order === "stop-first" && replicas === 1 ? 1 : undefined;
+}
+
 function assertValid(a: HardenedServiceArgs): void {
   const where = `service ${a.serviceName}`;
   const [uid, gid] = a.user.split(":");
@@ -133,7 +172,7 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
     tmpfsOptions: { sizeBytes: t.sizeMb * 1024 * 1024, mode: t.mode ?? DEFAULT_TMPFS_MODE },
   }));
   const labels = { ...(a.labels ?? {}), ...exceptionLabels(a) };
-  const health = a.healthcheck;
+  const health = healthDefaults(a.healthcheck);
   const containerSpec: Spec = {
     image: a.image,
     user: a.user,
@@ -147,20 +186,21 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
     secrets: a.secrets,
     configs: a.configs,
     sysctl: a.sysctls,
-    stopGracePeriod: seconds(a.stopGracePeriodSeconds ?? 30),
+    stopGracePeriod: seconds(a.stopGracePeriodSeconds ?? DEFAULT_STOP_GRACE_SECONDS),
     healthcheck: {
       tests: ["CMD", ...health.test],
-      interval: seconds(health.intervalSeconds ?? 30),
-      timeout: seconds(health.timeoutSeconds ?? 5),
-      retries: health.retries ?? 3,
-      startPeriod: seconds(health.startPeriodSeconds ?? 30),
+      interval: seconds(health.intervalSeconds),
+      timeout: seconds(health.timeoutSeconds),
+      retries: health.retries,
+      startPeriod: seconds(health.startPeriodSeconds),
     },
   };
   const order = a.updateOrder ?? "stop-first";
+  const replicas = a.replicas ?? 1;
   return {
     name: a.serviceName,
     labels: Object.entries(labels).map(([label, value]) => ({ label, value })),
-    mode: { replicated: { replicas: a.replicas ?? 1 } },
+    mode: { replicated: { replicas } },
     taskSpec: {
       containerSpec,
       resources: {
@@ -171,10 +211,16 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
       restartPolicy: { condition: "any", delay: "10s", maxAttempts: 0, window: "2m" },
       logDriver: { name: "json-file", options: { ...LOG_OPTIONS } },
       networksAdvanceds: a.hostNetworkReason !== undefined ? [{ name: "host" }] : a.networkIds.map((id) => ({ id, aliases: a.aliases })),
-      placement: { constraints: a.constraints, maxReplicas: a.replicas === undefined || a.replicas === 1 ? 1 : undefined },
+      placement: { constraints: a.constraints, maxReplicas: maxReplicasPerNode(order, replicas) },
     },
-    updateConfig: { parallelism: 1, delay: "10s", failureAction: "rollback", monitor: "30s", maxFailureRatio: "0", order },
-    rollbackConfig: { parallelism: 1, delay: "5s", failureAction: "pause", monitor: "30s", maxFailureRatio: "0", order },
+    updateConfig: { parallelism: UPDATE.parallelism, delay: seconds(UPDATE.delaySeconds), failureAction: "rollback", monitor: seconds(UPDATE.monitorSeconds), maxFailureRatio: "0", order },
+    rollbackConfig: { parallelism: ROLLBACK.parallelism, delay: seconds(ROLLBACK.delaySeconds), failureAction: "pause", monitor: seconds(ROLLBACK.monitorSeconds), maxFailureRatio: "0", order },
+    // Without it the provider returns as soon as Swarm accepts the spec, and `pulumi up` succeeds while
+    // Swarm rolls a bad update back. With it, an update waits for UpdateStatus "completed" and fails
+    // on "rollback_started/completed" or "paused"; a create that does not converge deletes the service
+    // (kreuzwerker/terraform-provider-docker internal/provider/resource_docker_service_funcs.go
+    // resourceDockerServiceUpdateRefreshFunc, resourceDockerServiceCreate; `(s|m)` durations).
+    convergeConfig: { delay: seconds(CONVERGE_POLL_SECONDS), timeout: seconds(convergeTimeoutSeconds(a)) },
     endpointSpec: a.ports ? { mode: "vip", ports: a.ports } : undefined,
   };
 }
@@ -185,5 +231,9 @@ export const HOST_NETWORK_IGNORED = "taskSpec.networksAdvanceds";
 /** Creates the hardened docker.Service. */
 export function hardenedService(name: string, a: HardenedServiceArgs, opts: pulumi.CustomResourceOptions): docker.Service {
   const ignoreChanges = a.hostNetworkReason !== undefined ? [...(opts.ignoreChanges ?? []), HOST_NETWORK_IGNORED] : opts.ignoreChanges;
-  return new docker.Service(name, hardenedServiceArgs(a), { ...opts, ignoreChanges });
+  // A Swarm service name is unique and `name` and `networks_advanced` are ForceNew
+  // (kreuzwerker/terraform-provider-docker internal/provider/resource_docker_service.go): a
+  // replacement made create-before-delete would create a second service of the same name, which
+  // Swarm refuses. Delete first; a replaced network deletes its services first for the same reason.
+  return new docker.Service(name, hardenedServiceArgs(a), { ...opts, ignoreChanges, deleteBeforeReplace: true });
 }

@@ -68,3 +68,17 @@ test("networks are attached by id, never by name; a host-network service joins h
   assert.deepEqual(host.taskSpec.networksAdvanceds, [{ name: "host" }]);
   assert.throws(() => hardenedServiceArgs({ ...base, hostNetworkReason: "relays a port range" }), /host-network service joins no other network/);
 });
+
+test("updates: converge or fail, with a timeout from the service's own health and grace numbers; start-first never gets maxReplicas 1", () => {
+  const a = hardenedServiceArgs({ ...base, healthcheck: { test: ["app"], startPeriodSeconds: 60, intervalSeconds: 10, retries: 3, timeoutSeconds: 5 }, stopGracePeriodSeconds: 60 }) as any;
+  // stop grace 60 + start 60 + 3 x (10 + 5) + monitor 30 + delay 10, and the pull allowance.
+  assert.ok(Number(a.convergeConfig.timeout.replace(/s$/, "")) >= 60 + 60 + 45 + 30 + 10 + 120, a.convergeConfig.timeout);
+  const slower = hardenedServiceArgs({ ...base, healthcheck: { test: ["app"], startPeriodSeconds: 600 } }) as any;
+  assert.ok(Number(slower.convergeConfig.timeout.replace(/s$/, "")) > Number(a.convergeConfig.timeout.replace(/s$/, "")));
+  assert.equal(a.taskSpec.placement.maxReplicas, 1);
+  assert.equal(a.updateConfig.order, "stop-first");
+  const startFirst = hardenedServiceArgs({ ...base, updateOrder: "start-first" }) as any;
+  assert.equal(startFirst.taskSpec.placement.maxReplicas, undefined);
+  assert.equal(startFirst.updateConfig.order, "start-first");
+  assert.equal(startFirst.rollbackConfig.order, "start-first");
+});

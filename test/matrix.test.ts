@@ -28,6 +28,7 @@ test("the three services are planned with their networks, configs, secrets and v
       "dendrite-signing-key/matrix-signing-key.pem",
       "postgres-dendrite-secret/dendrite-db-password",
       "postgres-init/10-dendrite.sh",
+      "postgres-start/hm-postgres-start",
       "postgres-superuser-secret/postgres-superuser-password",
     ],
   );

@@ -6,7 +6,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { postgresServerArgs, postgresTuning, renderPostgresInitScript } from "../components/render/postgres";
+import { postgresServerArgs, postgresTuning, renderPostgresInitScript, renderPostgresStartScript } from "../components/render/postgres";
 import { findTools } from "./support/realTool";
 
 // A real PostgreSQL (Debian's) runs the rendered init script the way the postgres image's entrypoint
@@ -296,5 +296,78 @@ describe("postgres: the rendered init script and settings on a real PostgreSQL",
     assert.equal(actual.get("max_connections"), String(TUNING.maxConnections));
     // Set on the command line, not taken from a default.
     assert.equal(await superValue("SELECT count(*) FROM pg_settings WHERE source = 'command line' AND name = ANY (ARRAY['" + names.join("','") + "'])"), String(names.length));
+  });
+  // Last: it restarts the server with rotated secrets (defect 11 of issue 15).
+  test("rotation: after a restart with new secrets, the service's start script moves both roles to them; the old passwords are refused", async () => {
+    const NEW_PASSWORD = `${randomBytes(24).toString("base64url")}'" \\$y;-- :pw`;
+    const NEW_SUPER = randomBytes(18).toString("base64url");
+    const tcp = (user: string, password: string): Promise<Run> => psql("SELECT current_user", { user, db: user === DB.role ? DB.database : "postgres", password });
+    // Statement logging on for every later start (what an operator debugging might leave on).
+    assert.equal((await asSuper("ALTER SYSTEM SET log_statement = 'all'")).code, 0);
+    const rotate = (file: string, content: string): void => {
+      rmSync(join(dir, file), { force: true });
+      writeSecret(file, content);
+    };
+    rotate("dendrite.pw", NEW_PASSWORD);
+    rotate("super.pw", NEW_SUPER);
+
+    // The defect: the image's entrypoint on an existing data directory just starts the server; the
+    // init script does not run again, so the role keeps the old password while Dendrite has the new one.
+    assert.equal((await stopServer("fast")).code, 0);
+    await startServer(["-c", "listen_addresses=127.0.0.1"]);
+    const before = await tcp(DB.role, NEW_PASSWORD);
+    assert.notEqual(before.code, 0);
+    assert.match(before.out, /password authentication failed for user "dendrite"/);
+    assert.equal((await stopServer("fast")).code, 0);
+
+    // The fix: the service's command, with a stand-in for the image's entrypoint that only execs the server.
+    const entrypoint = join(dir, "entrypoint.sh");
+    writeFileSync(entrypoint, '#!/bin/sh\nexec "$@"\n', { mode: 0o555 });
+    own(entrypoint);
+    const startText = renderPostgresStartScript({ role: DB.role, passwordFile: join(dir, "dendrite.pw"), superuserPasswordFile: join(dir, "super.pw"), entrypoint });
+    const start = join(dir, "hm-postgres-start");
+    writeFileSync(start, startText, { mode: 0o555 });
+    own(start);
+    const logFrom = serverLog.length;
+    const env = { ...baseEnv(), PGDATA: dataDir, POSTGRES_USER: SUPERUSER, PGHOST: dir, PGPORT: String(port) };
+    const args = [start, "postgres", "-D", dataDir, ...SERVER_ARGS, "-c", `unix_socket_directories=${dir}`, "-c", `port=${port}`, "-c", "listen_addresses=127.0.0.1"];
+    const proc = spawn(tools.timeout!, ["-s", "KILL", "240", ...asPostgres(args[0], args.slice(1)).flat()], { env, stdio: ["ignore", "pipe", "pipe"] });
+    servers.push(proc);
+    proc.stdout!.on("data", (d: Buffer) => (serverLog += d.toString()));
+    proc.stderr!.on("data", (d: Buffer) => (serverLog += d.toString()));
+    // Over TCP only: the temporary server listens on the socket alone, so an answer here is the real server.
+    for (let i = 0; ; i++) {
+      const r = await run(tools.pgIsready!, ["-q", "-h", "127.0.0.1", "-p", String(port), "-t", "1"], baseEnv(), 5000);
+      if (r.code === 0) break;
+      if (proc.exitCode !== null || i > 150) throw new Error(`the start script did not bring the server up:\n${serverLog.slice(logFrom)}`);
+      await sleep(200);
+    }
+    const log = serverLog.slice(logFrom);
+    assert.match(log, new RegExp(`passwords of ${SUPERUSER} and dendrite set from their secrets`));
+    assert.match(log, /statement: SET log_statement = 'none'/, "statement logging was on while the passwords were set");
+
+    const now = await tcp(DB.role, NEW_PASSWORD);
+    assert.equal(now.code, 0, now.out);
+    assert.equal(now.out.trim(), "dendrite");
+    const old = await tcp(DB.role, PASSWORD);
+    assert.notEqual(old.code, 0);
+    assert.match(old.out, /password authentication failed for user "dendrite"/);
+    assert.equal((await tcp(SUPERUSER, NEW_SUPER)).code, 0);
+    assert.notEqual((await tcp(SUPERUSER, SUPER_PASSWORD)).code, 0);
+    assert.match(await superValue("SELECT rolpassword FROM pg_authid WHERE rolname = 'dendrite'"), /^SCRAM-SHA-256\$4096:/);
+    for (const secret of [NEW_PASSWORD, NEW_SUPER, PASSWORD, SUPER_PASSWORD]) {
+      assert.equal(serverLog.includes(secret), false, "a password reached the server log or the script's output");
+      assert.equal(startText.includes(secret), false);
+    }
+
+    // A missing secret stops the start before the real server listens, and leaves no server running.
+    assert.equal((await stopServer("fast")).code, 0);
+    rmSync(join(dir, "dendrite.pw"), { force: true });
+    const failed = await run(...asPostgres(start, ["postgres", "-D", dataDir, "-c", "listen_addresses=127.0.0.1"]), env, 60_000);
+    assert.notEqual(failed.code, 0);
+    assert.match(failed.out, /password file .*dendrite\.pw is missing/);
+    const down = await run(tools.pgIsready!, ["-q", "-h", dir, "-p", String(port), "-t", "1"], baseEnv(), 5000);
+    assert.notEqual(down.code, 0, "the temporary server was left running");
+    writeSecret("dendrite.pw", NEW_PASSWORD);
   });
 });

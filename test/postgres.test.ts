@@ -1,6 +1,10 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { test } from "node:test";
-import { MIN_PASSWORD_LENGTH, postgresServerArgs, postgresTuning, renderPostgresInitScript, type DendriteDatabase } from "../components/render/postgres";
+import { MIN_PASSWORD_LENGTH, postgresServerArgs, postgresTuning, renderPostgresInitScript, renderPostgresStartScript, type DendriteDatabase } from "../components/render/postgres";
+import { planStack } from "../plan/plan";
+import { named, plannedFile, type Inputs } from "./support/planned";
+import { findTool, skipReason } from "./support/realTool";
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -132,4 +136,51 @@ test("init script: names and paths that could escape quoting or collide are refu
   ];
   for (const b of bad) assert.throws(() => renderPostgresInitScript({ ...DB, ...b }), /renderPostgresInitScript/, JSON.stringify(b));
   assert.doesNotThrow(() => renderPostgresInitScript({ database: "matrix_1", role: "a".repeat(63), passwordFile: "/run/secrets/db.pw" }));
+});
+
+const START = { role: "dendrite", passwordFile: "/run/secrets/dendrite-db-password", superuserPasswordFile: "/run/secrets/postgres-superuser-password" };
+const shellcheck = findTool("shellcheck", "shellcheck");
+
+test("start script: shellcheck finds nothing; it syncs only an existing data directory, socket-only, then execs the image's entrypoint", { skip: shellcheck ? false : skipReason("shellcheck", "shellcheck") }, () => {
+  const text = renderPostgresStartScript(START);
+  const r = spawnSync(shellcheck!, ["-s", "sh", "-"], { input: text, encoding: "utf8" });
+  assert.equal(r.status, 0, r.stdout);
+  assert.match(text, /^#!\/bin\/sh\n(#.*\n)*set -eu\n/);
+  assert.match(text, /if \[ -s "\$PGDATA\/PG_VERSION" \]; then\n  pg_ctl -D "\$PGDATA" -w -t 300 -o "-c listen_addresses= /);
+  assert.match(text, /\nexec \/usr\/local\/bin\/docker-entrypoint\.sh "\$@"\n$/);
+  // The files are read by psql's backquote, never put on a command line or in the environment.
+  assert.doesNotMatch(text, /PGPASSWORD|\$\(cat/);
+});
+
+test("start script: names and paths that could escape quoting are refused", () => {
+  assert.throws(() => renderPostgresStartScript({ ...START, role: "x'; DROP" }), /role/);
+  assert.throws(() => renderPostgresStartScript({ ...START, passwordFile: "/run/secrets/a b" }), /passwordFile/);
+  assert.throws(() => renderPostgresStartScript({ ...START, superuserPasswordFile: "../x" }), /superuserPasswordFile/);
+  assert.throws(() => renderPostgresStartScript({ ...START, entrypoint: "/usr/local/bin/$(id)" }), /entrypoint/);
+});
+
+test("the postgres service starts through the start script, mounted executable for its user, with the server arguments after it", async () => {
+  const plan = await planStack("local");
+  assert.equal(plan.error, undefined, String(plan.error));
+  const svc = named(plan, "postgres-service").inputs as Inputs;
+  const c = svc.taskSpec.containerSpec;
+  assert.deepEqual(c.commands, ["/usr/local/sbin/hm-postgres-start"]);
+  assert.equal(c.args[0], "postgres");
+  const mount = (c.configs as Inputs[]).find((m) => m.fileName === "/usr/local/sbin/hm-postgres-start");
+  assert.ok(mount, "the start script is not mounted");
+  assert.equal(mount.fileMode, 0o555);
+  assert.equal(`${mount.fileUid}:${mount.fileGid}`, "70:70");
+  const config = plan.resources.find((r) => r.type === "docker:index/serviceConfig:ServiceConfig" && r.id === mount.configId);
+  assert.ok(config, "the mount names no planned config");
+  assert.equal(plannedFile(plan, `${config.name}/hm-postgres-start`), renderPostgresStartScript(START));
+});
+
+test("a rotated password reaches Dendrite's config and the backup only after the Postgres service has converged with it", async () => {
+  const plan = await planStack("local");
+  assert.equal(plan.error, undefined, String(plan.error));
+  const pg = named(plan, "postgres-service");
+  const waits = (name: string): boolean => named(plan, name).options.dependsOn.includes(pg.urn);
+  assert.ok(waits("dendrite-config"), "Dendrite's config secret does not wait for the Postgres service");
+  const backupUsers = plan.resources.filter((r) => r.name.startsWith("backup") && r.options.dependsOn.includes(pg.urn));
+  assert.ok(backupUsers.length > 0 || !plan.resources.some((r) => r.name.startsWith("backup")), "the backup takes the password without waiting for Postgres");
 });

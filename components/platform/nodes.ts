@@ -111,7 +111,8 @@ export class Nodes extends pulumi.ComponentResource {
       const volume = new digitalocean.Volume(
         v.name,
         { name: v.name, region: args.region, size: v.sizeGib, initialFilesystemType: "ext4", initialFilesystemLabel: v.label, description: v.description },
-        { ...child, protect: true, retainOnDelete: true },
+        // description is ForceNew (digitalocean/terraform-provider-digitalocean digitalocean/volume/resource_volume.go): an edit of its prose must never ask to replace a protected volume.
+        { ...child, protect: true, retainOnDelete: true, ignoreChanges: ["description"] },
       );
       // A volume attaches to one droplet at a time: when its node is replaced, detach before re-attaching.
       new digitalocean.VolumeAttachment(`${v.name}-attachment`, { dropletId: dropletId(v.node), volumeId: volume.id }, { ...child, deleteBeforeReplace: true });

@@ -98,6 +98,95 @@ echo "$0: created role $role and database $db"
 `;
 }
 
+export interface PasswordSync {
+  /** The application's role and its password file (as for the init script). */
+  role: string;
+  passwordFile: string;
+  /** The image superuser's password file (POSTGRES_PASSWORD_FILE); its role is $POSTGRES_USER (default postgres). */
+  superuserPasswordFile: string;
+  /** The image's entrypoint, handed the server command once the passwords are set. */
+  entrypoint?: string;
+}
+
+function safePath(what: string, value: string): string {
+  if (!SAFE_PATH.test(value) || value.split("/").some((part) => part === "." || part === "..")) {
+    throw new Error(`renderPostgresStartScript: ${what} ${JSON.stringify(value)} must be an absolute path of [A-Za-z0-9_.-] segments`);
+  }
+  return value;
+}
+
+/**
+ * The service's command: on every start with an existing data directory, sets each role's password
+ * from its mounted secret file, then hands over to the image's entrypoint. The init script sets the
+ * password only on an empty data directory (the entrypoint runs /docker-entrypoint-initdb.d/ only
+ * then: docker-library/postgres 17/alpine3.22/docker-entrypoint.sh _main, DATABASE_ALREADY_EXISTS),
+ * while the config Dendrite reads follows the generated password: a rotation would lock Dendrite
+ * out. A changed Swarm secret restarts the task, so this runs on every rotation.
+ *
+ * It runs as the service's user against a temporary socket-only server (no TCP listener, as the
+ * entrypoint's own docker_temp_server_start), so no client can connect before the passwords are in
+ * step. The socket is trusted for local users (initdb's default, which the image keeps). A password
+ * never passes through argv, the environment or a log: psql reads the file itself, and the session
+ * logs no statement text, not even on error.
+ */
+export function renderPostgresStartScript(p: PasswordSync): string {
+  const role = identifier("role", p.role);
+  const appFile = safePath("passwordFile", p.passwordFile);
+  const superFile = safePath("superuserPasswordFile", p.superuserPasswordFile);
+  const entrypoint = safePath("entrypoint", p.entrypoint ?? "/usr/local/bin/docker-entrypoint.sh");
+  return `#!/bin/sh
+# Keeps the roles' passwords in step with the mounted secrets on every start, then starts PostgreSQL
+# through the image's entrypoint. On an empty data directory the entrypoint's init does it instead.
+set -eu
+
+su="\${POSTGRES_USER:-postgres}"
+socket="\${PGHOST:-/var/run/postgresql}"
+port="\${PGPORT:-5432}"
+
+sync_password() { # role, password file
+  if [ ! -r "$2" ] || [ ! -s "$2" ]; then
+    echo "$0: the password file $2 is missing, unreadable or empty" >&2
+    return 1
+  fi
+  psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --quiet \\
+    --host "$socket" --port "$port" --username "$su" --dbname postgres \\
+    --set role="$1" --set pwfile="$2" <<'SQL'
+-- Statements carrying a password must never reach the server log, not even when one fails.
+SET log_statement = 'none';
+SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
+SET password_encryption = 'scram-sha-256';
+
+\\set pw \`cat :'pwfile'\`
+SELECT length(:'pw') >= ${MIN_PASSWORD_LENGTH} AS pw_long_enough \\gset
+\\if :pw_long_enough
+\\else
+DO $$ BEGIN RAISE EXCEPTION 'the password file holds fewer than ${MIN_PASSWORD_LENGTH} characters'; END $$;
+\\endif
+SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') AS role_exists \\gset
+\\if :role_exists
+ALTER ROLE :"role" PASSWORD :'pw';
+\\else
+DO $$ BEGIN RAISE EXCEPTION 'the role to set a password for does not exist'; END $$;
+\\endif
+\\unset pw
+SQL
+}
+
+if [ -s "$PGDATA/PG_VERSION" ]; then
+  pg_ctl -D "$PGDATA" -w -t 300 -o "-c listen_addresses= -c unix_socket_directories=$socket -p $port" start
+  if sync_password "$su" '${superFile}' && sync_password '${role}' '${appFile}'; then
+    pg_ctl -D "$PGDATA" -m fast -w -t 300 stop
+    echo "$0: passwords of $su and ${role} set from their secrets"
+  else
+    pg_ctl -D "$PGDATA" -m fast -w -t 300 stop || true
+    exit 1
+  fi
+fi
+exec ${entrypoint} "$@"
+`;
+}
+
 export interface PostgresTuning {
   sharedBuffersMb: number;
   effectiveCacheSizeMb: number;

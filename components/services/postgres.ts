@@ -3,7 +3,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { hardenedService } from "../hardening";
 import { overlayNetwork } from "./network";
-import { postgresServerArgs, postgresTuning, renderPostgresInitScript } from "../render/postgres";
+import { postgresServerArgs, postgresTuning, renderPostgresInitScript, renderPostgresStartScript } from "../render/postgres";
 import { configMount, secretMount, swarmConfig, swarmSecret } from "./swarmFiles";
 
 /** The postgres user of the Alpine image. */
@@ -13,6 +13,8 @@ export const POSTGRES_PORT = 5432;
 const SUPERUSER_PASSWORD_FILE = "/run/secrets/postgres-superuser-password";
 const APP_PASSWORD_FILE = "/run/secrets/dendrite-db-password";
 const DATA_DIR = "/var/lib/postgresql/data";
+// Not on a path the image uses; the image's entrypoint stays where it is and is called by this script.
+const START_SCRIPT = "/usr/local/sbin/hm-postgres-start";
 
 export interface PostgresArgs {
   image: pulumi.Input<string>;
@@ -54,6 +56,13 @@ export class Postgres extends pulumi.ComponentResource {
       renderPostgresInitScript({ database: args.database, role: args.role, passwordFile: APP_PASSWORD_FILE }),
       { parent: this },
     );
+    // Every start: the roles' passwords follow the secrets (a rotation changes the secret, which restarts the task).
+    const startScript = swarmConfig(
+      `${name}-start`,
+      "postgres-start",
+      renderPostgresStartScript({ role: args.role, passwordFile: APP_PASSWORD_FILE, superuserPasswordFile: SUPERUSER_PASSWORD_FILE }),
+      { parent: this },
+    );
 
     const tuning = postgresTuning(args.nodeMemoryMb * 1024 * 1024);
     const memoryLimitMb = Math.round(tuning.memoryLimitBytes / 1024 / 1024);
@@ -63,6 +72,7 @@ export class Postgres extends pulumi.ComponentResource {
         serviceName: POSTGRES_SERVICE,
         image: args.image,
         user: POSTGRES_USER,
+        commands: [START_SCRIPT],
         args: ["postgres", ...postgresServerArgs(tuning)],
         env: { POSTGRES_PASSWORD_FILE: SUPERUSER_PASSWORD_FILE, PGDATA: `${DATA_DIR}/pgdata` },
         tmpfs: [
@@ -74,7 +84,10 @@ export class Postgres extends pulumi.ComponentResource {
         ],
         mounts: [pulumi.output(args.storage).apply((m) => ({ ...m, target: DATA_DIR, readOnly: false }))],
         secrets: [secretMount(superuserSecret, SUPERUSER_PASSWORD_FILE, POSTGRES_USER), secretMount(appSecret, APP_PASSWORD_FILE, POSTGRES_USER)],
-        configs: [{ ...configMount(initScript, "/docker-entrypoint-initdb.d/10-dendrite.sh", POSTGRES_USER), fileMode: 0o555 }],
+        configs: [
+          { ...configMount(initScript, "/docker-entrypoint-initdb.d/10-dendrite.sh", POSTGRES_USER), fileMode: 0o555 },
+          { ...configMount(startScript, START_SCRIPT, POSTGRES_USER), fileMode: 0o555 },
+        ],
         memoryLimitMb,
         memoryReservationMb: Math.round(tuning.memoryReservationBytes / 1024 / 1024),
         // pg_isready is a client program of the server build: docker-library/postgres
@@ -95,7 +108,10 @@ export class Postgres extends pulumi.ComponentResource {
     this.port = pulumi.output(POSTGRES_PORT);
     this.database = pulumi.output(args.database);
     this.user = pulumi.output(args.role);
-    this.password = appPassword.result;
+    // Known only once the service runs with it (convergeConfig: the update has completed, so the start
+    // script has set the role's password): Dendrite's config and the backup, which take it from here,
+    // change only after that, never before Postgres accepts the new password.
+    this.password = pulumi.all([appPassword.result, this.service.id]).apply(([password]) => password);
     this.maxConnections = tuning.maxConnections;
     this.registerOutputs({ networkId: this.networkId, host: this.host, port: this.port, database: this.database, user: this.user, password: this.password });
   }
