@@ -222,3 +222,12 @@ test("deployerTag: a Tailscale tag, only with vpn tailscale on DigitalOcean", ()
     'hardened-matrix:deployerTag: target "local" has no tailnet; it is for target "digitalocean" with vpn "tailscale"',
   ]);
 });
+
+test("every setting has an inert stand-in, so an invalid value never hides the rules across the other keys", async () => {
+  const { settingsSchema, inertValue } = await import("../components/settings");
+  const without = Object.entries(settingsSchema.shape).filter(([, schema]) => {
+    const v = inertValue(schema);
+    return !schema.safeParse(v).success;
+  });
+  assert.deepEqual(without.map(([k]) => k), []);
+});
