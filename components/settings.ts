@@ -420,6 +420,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
 
   problems.push(...ingressProblems(s));
+  const postgresProblem = postgresMajorProblem(s.images.postgres);
+  if (postgresProblem) problems.push(postgresProblem);
 
   if (s.target === "local") {
     for (const [key, value] of Object.entries(publicPorts)) {
@@ -676,6 +678,29 @@ function headscaleProblems(
     if (names.headscaleFqdn === name) problems.push(`${PROJECT}:headscaleHost: ${names.headscaleFqdn} is also ${what}; Headscale needs a name of its own (its own node answers it)`);
   }
   return problems;
+}
+
+/** The PostgreSQL major version of a `postgres:<major>...` image reference. */
+export function postgresMajor(image: string): number | undefined {
+  const m = /(?:^|\/)postgres:(\d+)(?:[.-]|$)/.exec(image);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * PostgreSQL refuses a data directory written by another major version ("database files are
+ * incompatible with server", postgres/postgres src/backend/utils/init/miscinit.c
+ * ValidatePgVersion), so moving the pin across majors would leave the database down; within the
+ * pinned major a new image is a restart (README "Upgrades").
+ */
+function postgresMajorProblem(image: string | undefined): string | undefined {
+  if (image === undefined) return undefined;
+  const pinned = postgresMajor(DEFAULT_IMAGES.postgres);
+  const wanted = postgresMajor(image);
+  if (wanted === pinned) return undefined;
+  return (
+    `${PROJECT}:images.postgres: "${image}" is ${wanted === undefined ? "not a postgres:<major>.<minor> image" : `PostgreSQL ${wanted}`}, but the database is PostgreSQL ${pinned}, ` +
+    `whose data files another major version cannot open; allowed: a postgres:${pinned}.x tag (a major upgrade is a restore into a new stack: README "Upgrades")`
+  );
 }
 
 function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {
