@@ -307,6 +307,33 @@ function keyName(path: PropertyKey[]): string {
   return `${PROJECT}:${String(head)}${rest.map((p) => (typeof p === "number" ? `[${p}]` : `.${String(p)}`)).join("")}`;
 }
 
+/** Stand-ins distinctive enough that a problem quoting one is about a stand-in, not the operator's value. */
+const INERT_TEXTS = ["example.invalid", "10.255.0.0/16", "1h"];
+
+/** The first of a few plain values the key's schema accepts: what an invalid key stands in as while the other rules run. */
+export function inertValue(schema: z.ZodType): unknown {
+  const options = schema instanceof z.ZodEnum ? (schema.options as unknown[]) : [];
+  const candidates: unknown[] = [undefined, "", false, [], {}, ...options, 1024, 1, ...INERT_TEXTS];
+  return candidates.find((c) => schema.safeParse(c).success);
+}
+
+/** `raw` with every invalid top-level key replaced by an inert value and unknown keys dropped, parsed. */
+function withInertValues(raw: Record<string, unknown>, invalid: string[], problems: string[]): RawSettings {
+  const shape = settingsSchema.shape as Record<string, z.ZodType>;
+  const repaired: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(raw)) if (key in shape) repaired[key] = value;
+  for (const key of invalid) if (key in shape) repaired[key] = inertValue(shape[key]!);
+  const again = settingsSchema.safeParse(repaired);
+  // A key no plain value satisfies: the rules across keys cannot run this time.
+  if (!again.success) throw new SettingsError(problems);
+  return again.data;
+}
+
+/** Whether a problem names `key` (as its own key or in its text). */
+function mentions(problem: string, key: string): boolean {
+  return new RegExp(`(^|[^A-Za-z0-9])${key.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}([^A-Za-z0-9]|$)`).test(problem);
+}
+
 /**
  * Validates config values (already JSON-decoded) and derives the typed settings.
  * Reports every problem at once, each naming its key; throws SettingsError.
@@ -329,9 +356,12 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
       const message = value === undefined ? "is required but not set" : `${describe(value)} ${issue.message}`;
       problems.push(`${keyName(issue.path)}: ${message}`);
     }
-    throw new SettingsError(problems);
   }
-  const s = parsed.data;
+  // One round: the rules across keys run too, on an inert stand-in for each invalid key, and what
+  // they say about a key already reported (or that mentions one) is left out.
+  const invalid = parsed.success ? [] : [...new Set(parsed.error.issues.flatMap((i) => (i.path.length > 0 ? [String(i.path[0])] : [])))];
+  const s = parsed.success ? parsed.data : withInertValues(withDefaults, invalid, problems);
+  const reported = problems.length;
 
   for (const key of SECRET_KEYS) {
     if (s[key] !== "" && !secretKeys.has(`${PROJECT}:${key}`)) {
@@ -390,6 +420,8 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   }
 
   problems.push(...ingressProblems(s));
+  const postgresProblem = postgresMajorProblem(s.images.postgres);
+  if (postgresProblem) problems.push(postgresProblem);
 
   if (s.target === "local") {
     for (const [key, value] of Object.entries(publicPorts)) {
@@ -432,6 +464,10 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     );
   }
 
+  if (invalid.length > 0) {
+    const derived = problems.splice(reported).filter((p) => !invalid.some((k) => mentions(p, k)) && !INERT_TEXTS.some((t) => p.includes(t)));
+    problems.push(...derived);
+  }
   if (problems.length > 0) throw new SettingsError(problems);
 
   const images = { ...DEFAULT_IMAGES };
@@ -642,6 +678,29 @@ function headscaleProblems(
     if (names.headscaleFqdn === name) problems.push(`${PROJECT}:headscaleHost: ${names.headscaleFqdn} is also ${what}; Headscale needs a name of its own (its own node answers it)`);
   }
   return problems;
+}
+
+/** The PostgreSQL major version of a `postgres:<major>...` image reference. */
+export function postgresMajor(image: string): number | undefined {
+  const m = /(?:^|\/)postgres:(\d+)(?:[.-]|$)/.exec(image);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * PostgreSQL refuses a data directory written by another major version ("database files are
+ * incompatible with server", postgres/postgres src/backend/utils/init/miscinit.c
+ * ValidatePgVersion), so moving the pin across majors would leave the database down; within the
+ * pinned major a new image is a restart (README "Upgrades").
+ */
+function postgresMajorProblem(image: string | undefined): string | undefined {
+  if (image === undefined) return undefined;
+  const pinned = postgresMajor(DEFAULT_IMAGES.postgres);
+  const wanted = postgresMajor(image);
+  if (wanted === pinned) return undefined;
+  return (
+    `${PROJECT}:images.postgres: "${image}" is ${wanted === undefined ? "not a postgres:<major>.<minor> image" : `PostgreSQL ${wanted}`}, but the database is PostgreSQL ${pinned}, ` +
+    `whose data files another major version cannot open; allowed: a postgres:${pinned}.x tag (a major upgrade is a restore into a new stack: README "Upgrades")`
+  );
 }
 
 function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {

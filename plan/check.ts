@@ -1,12 +1,14 @@
 /**
  * The policy pack over the offline plan: `npm run plan:check -- --stack NAME [--json]`.
  * Plans the stack under mocks (like `npm run plan`) and runs every policy of policy/ on every
- * resource, with no Pulumi CLI. Exit 0: no violation; 1: violations (or the plan failed).
+ * resource, with no Pulumi CLI, and names every provider credential or secret `pulumi up` would
+ * miss. Exit 0: nothing to fix; 1: violations or credential problems (or the plan failed).
  */
 import { parseArgs } from "node:util";
 import { policies } from "../policy/policies";
 import { planStack } from "./plan";
 import { checkPlan, targetsOf } from "./policyRunner";
+import { credentialProblems, stackSettings } from "./credentials";
 
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { stack: { type: "string", short: "s" }, json: { type: "boolean", default: false } } });
@@ -21,12 +23,15 @@ async function main(): Promise<number> {
   }
   const violations = await checkPlan(plan);
   const resources = targetsOf(plan).length;
-  if (values.json) process.stdout.write(`${JSON.stringify({ stack: values.stack, resources, policies: policies.length, violations }, null, 2)}\n`);
+  // What `pulumi up` needs beyond the plan: provider credentials and secrets the CLI can decrypt.
+  const credentials = credentialProblems(values.stack, stackSettings(values.stack));
+  if (values.json) process.stdout.write(`${JSON.stringify({ stack: values.stack, resources, policies: policies.length, violations, credentials }, null, 2)}\n`);
   else {
     for (const v of violations) process.stdout.write(`[${v.policy}] ${v.message}\n`);
-    process.stdout.write(`${values.stack}: ${policies.length} policies over ${resources} resources, ${violations.length} violation(s)\n`);
+    for (const c of credentials) process.stdout.write(`[credentials] ${c}\n`);
+    process.stdout.write(`${values.stack}: ${policies.length} policies over ${resources} resources, ${violations.length} violation(s), ${credentials.length} credential problem(s)\n`);
   }
-  return violations.length === 0 ? 0 : 1;
+  return violations.length === 0 && credentials.length === 0 ? 0 : 1;
 }
 
 main().then(

@@ -6,7 +6,11 @@
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { SettingsError } from "../components/settings";
-import { planStack, renderTree, writePlan } from "./plan";
+import { writeFileSync } from "node:fs";
+import { credentialProblems, stackSettings } from "./credentials";
+import { planStack, renderTree, stableJson, writePlan } from "./plan";
+import { PROJECT_DIR } from "./stackConfig";
+import { renderSummary, summarize } from "./summary";
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
@@ -30,8 +34,12 @@ async function main(): Promise<number> {
     return 1;
   }
   const dir = writePlan(plan, path.resolve(values.out));
+  const projectDir = values["config-dir"] ? path.resolve(values["config-dir"]) : PROJECT_DIR;
+  const settings = stackSettings(values.stack, projectDir);
+  const summary = summarize(plan, settings, credentialProblems(values.stack, settings, process.env, projectDir));
+  writeFileSync(path.join(dir, "summary.json"), stableJson(summary));
   const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  process.stdout.write(`${renderTree(plan)}\n\nwrote ${path.relative(process.cwd(), dir) || dir} in ${seconds.toFixed(1)}s\n`);
+  process.stdout.write(`${renderTree(plan)}\n\nwrote ${path.relative(process.cwd(), dir) || dir} in ${seconds.toFixed(1)}s\n\n${renderSummary(summary)}\n`);
   return 0;
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync, existsSync } from "node:fs";
 import * as path from "node:path";
 import { parse } from "yaml";
-import { SettingsError } from "../components/settings";
+import { PROJECT, SettingsError, settingsFromConfig } from "../components/settings";
 import { fullKey, loadProjectConfig, mergeStackConfig, stackValue, type StackValue } from "./projectConfig";
 
 export const PROJECT_DIR = path.resolve(__dirname, "..");
@@ -40,8 +40,7 @@ export function readStackConfig(stack: string, projectDir = PROJECT_DIR, overrid
     else given.set(k, stackValue(value, securePlaceholder(k)));
   }
   const merged = mergeStackConfig(stack, loaded.project, given);
-  const problems = [...loaded.problems, ...merged.problems];
-  if (problems.length > 0) throw new SettingsError(problems);
+  const problems = [...loaded.problems, ...merged.problems, ...namespaceProblems(name, [...given.keys()])];
 
   const values: Record<string, string> = {};
   const secretKeys: string[] = [];
@@ -49,5 +48,53 @@ export function readStackConfig(stack: string, projectDir = PROJECT_DIR, overrid
     values[k] = v.text;
     if (v.secure) secretKeys.push(k);
   }
+  if (problems.length > 0) {
+    // The program's own rules apply to this project's stack files only (tests load other projects).
+    throw new SettingsError(name === PROJECT ? [...problems, ...programProblems(stack, values, secretKeys, problems)] : problems);
+  }
   return { values, secretKeys };
+}
+
+/** Config namespaces a stack may use: this project's, the providers it depends on, and the engine's own. */
+export function knownNamespaces(projectName: string): string[] {
+  const pkg = JSON.parse(readFileSync(path.join(PROJECT_DIR, "package.json"), "utf8")) as { dependencies?: Record<string, string> };
+  const providers = Object.keys(pkg.dependencies ?? {})
+    .filter((d) => d.startsWith("@pulumi/") && d !== "@pulumi/pulumi")
+    .map((d) => d.slice("@pulumi/".length));
+  return [projectName, ...providers.sort(), "pulumi"];
+}
+
+/**
+ * A key in no namespace the program or a provider reads is ignored by the CLI and by everything
+ * else: a typo there (`hardened_matrix:domain`) would surface only as a missing setting.
+ */
+function namespaceProblems(projectName: string, keys: string[]): string[] {
+  const known = knownNamespaces(projectName);
+  const problems: string[] = [];
+  for (const key of keys) {
+    const namespace = key.split(":", 1)[0]!;
+    if (known.includes(namespace)) continue;
+    const own = `${projectName}:${key.slice(namespace.length + 1)}`;
+    const looksOwn = namespace.replace(/[^a-z0-9]/gi, "").toLowerCase() === projectName.replace(/[^a-z0-9]/gi, "").toLowerCase();
+    problems.push(
+      `${key}: is in the namespace "${namespace}", which nothing reads; allowed: ${known.map((n) => `${n}:`).join(", ")}${looksOwn ? ` (did you mean ${own}?)` : ""}`,
+    );
+  }
+  return problems;
+}
+
+/**
+ * What the program itself would say about the same values, so that every problem of a stack file
+ * shows in one run. Keys the CLI-level checks already named are left out of that pass.
+ */
+function programProblems(stack: string, values: Record<string, string>, secretKeys: string[], earlier: string[]): string[] {
+  const named = new Set(earlier.map((p) => p.slice(0, p.indexOf(": "))));
+  const usable = Object.fromEntries(Object.entries(values).filter(([k]) => !named.has(k)));
+  try {
+    settingsFromConfig(stack, usable, (k) => secretKeys.includes(k), { spacesKeysInEnv: Boolean(process.env.SPACES_ACCESS_KEY_ID && process.env.SPACES_SECRET_ACCESS_KEY) });
+    return [];
+  } catch (e) {
+    if (!(e instanceof SettingsError)) throw e;
+    return e.problems.filter((p) => !named.has(p.slice(0, p.indexOf(": "))));
+  }
 }

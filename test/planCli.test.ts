@@ -63,7 +63,41 @@ test("a stack without a required key is refused as the Pulumi CLI refuses it, be
   writeFileSync(path.join(dir, "Pulumi.nodomain.yaml"), "config:\n  hardened-matrix:target: local\n");
   const r = runPlanCli(["--stack", "nodomain", "--config-dir", dir, "--out", path.join(dir, "out")]);
   assert.equal(r.status, 1);
-  assert.match(r.stderr, /^plan of stack "nodomain" refused: invalid stack config \(1 problem\):\n  hardened-matrix:domain: is required but not set .*"Stack 'nodomain' is missing configuration value 'domain'"/);
+  assert.match(r.stderr, /^plan of stack "nodomain" refused: invalid stack config \(\d+ problems\):\n  hardened-matrix:domain: is required but not set .*"Stack 'nodomain' is missing configuration value 'domain'"/);
+  // In the same run: what the program says of the rest (the defaults are a cloud stack's).
+  assert.match(r.stderr, /hardened-matrix:httpPort: 80 is a privileged port/);
+  assert.doesNotMatch(r.stderr, /example\.invalid/);
+});
+
+test("a stack file with three mistakes of different kinds reports all three in one run", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-config-"));
+  copyFileSync(path.join(ROOT, "Pulumi.yaml"), path.join(dir, "Pulumi.yaml"));
+  const local = readFileSync(path.join(ROOT, "Pulumi.local.yaml"), "utf8");
+  // A namespace typo (the CLI ignores it), a wrong type (the CLI refuses it), a rule across keys (the program refuses it).
+  writeFileSync(
+    path.join(dir, "Pulumi.three.yaml"),
+    `${local}  hardened_matrix:presence: true\n  hardened-matrix:maxUploadMb: lots\n  hardened-matrix:turnMinPort: 50000\n  hardened-matrix:turnMaxPort: 40000\n`,
+  );
+  const r = runPlanCli(["--stack", "three", "--config-dir", dir, "--out", path.join(dir, "out")]);
+  assert.equal(r.status, 1);
+  const lines = r.stderr.trim().split("\n");
+  assert.match(lines[0]!, /\(3 problems\)/);
+  assert.match(r.stderr, /hardened_matrix:presence: is in the namespace "hardened_matrix", which nothing reads; .*\(did you mean hardened-matrix:presence\?\)/);
+  assert.match(r.stderr, /hardened-matrix:maxUploadMb: "lots" is not of type 'integer'/);
+  assert.match(r.stderr, /hardened-matrix:turnMinPort: 50000 must be below turnMaxPort \(40000\)/);
+});
+
+test("a schema problem does not hide the rules across the other keys", () => {
+  const dir = mkdtempSync(path.join(tmpdir(), "hm-config-"));
+  copyFileSync(path.join(ROOT, "Pulumi.yaml"), path.join(dir, "Pulumi.yaml"));
+  const local = readFileSync(path.join(ROOT, "Pulumi.local.yaml"), "utf8");
+  writeFileSync(path.join(dir, "Pulumi.two.yaml"), `${local}  hardened-matrix:turnUserLifetime: forever\n  hardened-matrix:acmeEmail: not-an-email\n  hardened-matrix:region: fra1\n`);
+  const r = runPlanCli(["--stack", "two", "--config-dir", dir, "--out", path.join(dir, "out")]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /hardened-matrix:turnUserLifetime: "forever" must be a duration/);
+  assert.match(r.stderr, /hardened-matrix:acmeEmail: "not-an-email" is not an email address/);
+  assert.match(r.stderr, /hardened-matrix:region: target "local" has no region/);
+  assert.match(r.stderr, /\(3 problems\)/);
 });
 
 test("an unknown stack is refused before anything runs", () => {

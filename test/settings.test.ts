@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { decodeConfigValue, parseSettings, SettingsError } from "../components/settings";
 import { readStackConfig } from "../plan/stackConfig";
-import { problemsFor, settingsFor } from "./support/settings";
+import { problemsFor, problemsOf, settingsFor } from "./support/settings";
 
 
 
@@ -221,4 +221,21 @@ test("deployerTag: a Tailscale tag, only with vpn tailscale on DigitalOcean", ()
   assert.deepEqual(problemsFor("local", { "hardened-matrix:deployerTag": "tag:hm-ci" }), [
     'hardened-matrix:deployerTag: target "local" has no tailnet; it is for target "digitalocean" with vpn "tailscale"',
   ]);
+});
+
+test("every setting has an inert stand-in, so an invalid value never hides the rules across the other keys", async () => {
+  const { settingsSchema, inertValue } = await import("../components/settings");
+  const without = Object.entries(settingsSchema.shape).filter(([, schema]) => {
+    const v = inertValue(schema);
+    return !schema.safeParse(v).success;
+  });
+  assert.deepEqual(without.map(([k]) => k), []);
+});
+
+test("a Postgres image of another major version is refused; a new minor of the pinned major is accepted", () => {
+  const [p, ...rest] = problemsFor("local", { "hardened-matrix:images": { postgres: "postgres:18.1-alpine" } });
+  assert.deepEqual(rest, []);
+  assert.match(p!, /^hardened-matrix:images\.postgres: "postgres:18\.1-alpine" is PostgreSQL 18, but the database is PostgreSQL 17, .*allowed: a postgres:17\.x tag/);
+  assert.deepEqual(problemsOf("local", { "hardened-matrix:images": { postgres: "postgres:17.10-alpine" } }), []);
+  assert.match(problemsFor("local", { "hardened-matrix:images": { postgres: "mirror.example.org/pg:17" } })[0]!, /is not a postgres:<major>\.<minor> image/);
 });
