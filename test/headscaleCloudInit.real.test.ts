@@ -57,6 +57,6 @@ test("Headscale publishes 443 only (and 3478/udp with DERP); never metrics or gR
     assert.match(unit, /--read-only/);
     assert.match(unit, /--cap-drop ALL/);
     assert.ok(doc.runcmd.some((c) => c.join(" ") === "systemctl disable --now ssh.service"));
-    assert.doesNotMatch(text, /hskey-(api|auth)-[A-Za-z0-9]{12}|PRIVATE KEY/, "no secret in the control node's user data");
+    assert.doesNotMatch(text, /hskey-(api|auth)-[A-Za-z0-9_-]{12}|PRIVATE KEY/, "no secret in the control node's user data");
   }
 });
