@@ -53,6 +53,17 @@ describe("HeadscaleServer under mocks", () => {
     assert.equal(ins(a).proxied, false);
   });
 
+  test("replacing the control droplet (the README's recovery): the old node and its volume attachment go first", () => {
+    // DigitalOcean attaches a volume to one droplet at a time and droplet_id is ForceNew
+    // (terraform-provider-digitalocean digitalocean/volume/resource_volume_attachment.go); Pulumi
+    // replaces create-before-delete unless told otherwise (pkg/resource/deploy/step_generator.go).
+    const attach = run.resources.find((r) => r.type === "digitalocean:index/volumeAttachment:VolumeAttachment")!;
+    assert.equal(attach.options.deleteBeforeReplace, true, "the attachment is deleted before its replacement attaches");
+    const droplet = run.resources.find((r) => r.type === "digitalocean:index/droplet:Droplet")!;
+    assert.equal(droplet.options.deleteBeforeReplace, true, "one control node, one holder of the state, at a time");
+    assert.ok(String(ins(attach).dropletId).length > 0);
+  });
+
   test("the API key and the sealing private key are secrets; the user data holds no secret", () => {
     assert.ok(JSON.stringify(run.outputs.headscaleApiKey).startsWith('{"secret":'), JSON.stringify(run.outputs.headscaleApiKey));
     const text = JSON.stringify(run.resources.map((r) => r.inputs));

@@ -260,6 +260,8 @@ export interface HeadscaleServerArgs {
 export class HeadscaleServer extends pulumi.ComponentResource {
   readonly apiUrl: string;
   readonly apiKey: pulumi.Output<string>;
+  /** When the API key in state expires (RFC 3339; renewed by any `pulumi up` in its last 30 days). */
+  readonly apiKeyExpiration: pulumi.Output<string>;
   readonly publicIpv4: pulumi.Output<string>;
   /** Pre-auth key of the first admin's own device: what the deployer joins the tailnet with. */
   readonly adminAuthKey: pulumi.Output<string>;
@@ -297,10 +299,14 @@ export class HeadscaleServer extends pulumi.ComponentResource {
     const droplet = new digitalocean.Droplet(
       `${name}-node`,
       { name: args.node.name, region: args.region as pulumi.Input<digitalocean.Region>, size: args.node.size, image: DROPLET_IMAGE, ...(args.vpcId ? { vpcUuid: args.vpcId } : {}), userData, tags: [tag], monitoring: true, ipv6: false },
-      // cloud-init runs once: a later edit could only apply by replacing the node.
-      { ...child, ignoreChanges: ["userData"], additionalSecretOutputs: ["userData"] },
+      // cloud-init runs once: a later edit could only apply by replacing the node. A replaced node is
+      // gone before its successor exists: one Headscale, one holder of the state volume at a time.
+      { ...child, ignoreChanges: ["userData"], additionalSecretOutputs: ["userData"], deleteBeforeReplace: true },
     );
-    new digitalocean.VolumeAttachment(`${name}-state-attach`, { dropletId: droplet.id.apply(Number), volumeId: volume.id }, child);
+    // droplet_id is ForceNew and a volume attaches to one droplet at a time
+    // (digitalocean/terraform-provider-digitalocean digitalocean/volume/resource_volume_attachment.go):
+    // the old attachment must go before the new one, or the replacement's attach fails.
+    new digitalocean.VolumeAttachment(`${name}-state-attach`, { dropletId: droplet.id.apply(Number), volumeId: volume.id }, { ...child, deleteBeforeReplace: true });
     const plan = headscaleFirewallPlan({ tag, derp: args.derp });
     new digitalocean.Firewall(
       `${name}-fw`,
@@ -321,12 +327,13 @@ export class HeadscaleServer extends pulumi.ComponentResource {
       child,
     );
     this.apiKey = pulumi.secret(handover.apiKey);
+    this.apiKeyExpiration = handover.expiration;
     this.name = name;
     this.nodeTag = args.policy.nodeTag;
     this.adminKeyName = `${name}-admin-key`;
     const admin = new HeadscalePreAuthKey(this.adminKeyName, { apiUrl: this.apiUrl, apiKey: this.apiKey, tags: [], userEmail: args.policy.admins[0]! }, child);
     this.adminAuthKey = pulumi.secret(admin.key);
-    this.registerOutputs({ apiUrl: this.apiUrl, publicIpv4: this.publicIpv4 });
+    this.registerOutputs({ apiUrl: this.apiUrl, publicIpv4: this.publicIpv4, apiKeyExpiration: this.apiKeyExpiration });
   }
 
   /** A tagged, single-use, one-hour key for one cluster node. */
