@@ -121,4 +121,26 @@ describe("Headscale API key renewal", () => {
       await f.stop();
     }
   });
+
+  test("in the run that renews the API key, node keys deleted at its end (with the old key) do not fail it when they are spent", async () => {
+    const f = new FakeHeadscaleApi(`hskey-api-Dd_eEfFgGhHi-${"l2".repeat(32)}`, new Date(day(90)).toISOString());
+    let serverNow = day(1);
+    f.now = () => new Date(serverNow);
+    await f.start();
+    try {
+      at(day(1));
+      const spent = await keys.create({ apiUrl: f.url, apiKey: f.apiKey, tags: ["tag:hm-node"], ttlSeconds: 3600 });
+      serverNow = day(70);
+      at(day(70));
+      const fresh = await keys.create({ apiUrl: f.url, apiKey: f.apiKey, tags: ["tag:hm-node"], ttlSeconds: 3600 });
+      const r = await up({ blobUrl: BLOB, apiUrl: f.url, apiKey: f.apiKey, expiration: new Date(day(90)).toISOString() }, f.url);
+      assert.notEqual(r.outs.apiKey, f.apiKey);
+      serverNow += 60_000;
+      at(serverNow);
+      await keys.delete(spent.id, spent.outs);
+      await assert.rejects(keys.delete(fresh.id, fresh.outs), /HTTP 401/, "an unexpired key is never silently left");
+    } finally {
+      await f.stop();
+    }
+  });
 });
