@@ -59,7 +59,7 @@ describe("dynamic providers after an edit of the program or an SDK bump (real dy
   for (const c of cases) {
     test(`${c.name}: a changed serialized provider neither replaces nor updates, and an Update keeps the outputs`, async () => {
       const text = await serializeProvider(c.provider);
-      const urn = `urn:pulumi:prod::hardened-matrix::pulumi-nodejs:dynamic/${c.name.replace(":", ":")}::x`;
+      const urn = `urn:pulumi:prod::hardened-matrix::pulumi-nodejs:dynamic/${c.name}::x`;
       const oldInputs = { ...c.inputs, __provider: text };
       let id = "1";
       let olds: Record<string, unknown>;

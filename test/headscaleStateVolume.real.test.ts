@@ -21,6 +21,7 @@ const cloudInit = findTool("cloud-init", "cloud-init");
 const losetup = findTool("losetup", "mount");
 const mkfs = findTool("mkfs.ext4", "e2fsprogs");
 const isRoot = process.getuid?.() === 0;
+if (!isRoot && process.env.CI) throw new Error("the Headscale state volume test needs root in CI (loop devices, mount)");
 const skip = !cloudInit ? "cloud-init missing" : !losetup || !mkfs ? "losetup or mkfs.ext4 missing" : !isRoot ? "needs root for loop devices and mount" : false;
 
 const VOLUME = "hm-prod-headscale";
