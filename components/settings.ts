@@ -672,7 +672,10 @@ function headscaleProblems(
   if (s.admins.length === 0) problems.push(`${PROJECT}:admins: lists no one, so no one could reach the nodes over the tailnet; add at least one email`);
   if (s.ingress === "funnel") problems.push(`${PROJECT}:ingress: "funnel" is a Tailscale service and does not exist with vpn "headscale"; allowed: public`);
   if (s.deployerTag !== "") problems.push(`${PROJECT}:deployerTag: CI runners join Tailscale's tailnet, which vpn "headscale" does not use; allowed: "" (empty)`);
-  if (s.acmeCa === "none") problems.push(`${PROJECT}:acmeCa: Headscale serves its control protocol over HTTPS with a certificate from ACME; allowed: letsencrypt, letsencrypt-staging`);
+  // tailscaled verifies the control server with the system roots, then only Let's Encrypt's production
+  // roots baked in (tailscale/tailscale net/tlsdial/tlsdial.go, net/bakedroots/bakedroots.go), and
+  // Pulumi's own calls with Node's public roots: a staging certificate (or none) cannot serve Headscale.
+  if (s.acmeCa !== "letsencrypt") problems.push(`${PROJECT}:acmeCa: "${s.acmeCa}" cannot serve Headscale: its clients (tailscaled, and Pulumi's calls to its API) trust only public roots, which a ${s.acmeCa === "none" ? "missing" : "Let's Encrypt staging"} certificate does not chain to; allowed with vpn "headscale": letsencrypt`);
   if (s.headscaleHost === "@") problems.push(`${PROJECT}:headscaleHost: "@" would put Headscale on the domain itself; allowed: a DNS label of its own`);
   for (const [what, name] of [["the Matrix host", names.matrixFqdn], ["the TURN host", names.turnFqdn], ["the server name", names.serverName]] as const) {
     if (names.headscaleFqdn === name) problems.push(`${PROJECT}:headscaleHost: ${names.headscaleFqdn} is also ${what}; Headscale needs a name of its own (its own node answers it)`);

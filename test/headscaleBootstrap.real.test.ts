@@ -15,7 +15,8 @@ const openssl = findTool("openssl", "openssl");
 const python = findTool("python3", "python3");
 const shellcheck = findTool("shellcheck", "shellcheck");
 
-const FAKE_KEY = `hskey-api-ABCDEFGHIJKL-${"a1".repeat(32)}`;
+// Shaped as upstream makes them: base64url, so `-` and `_` inside (hscontrol/db/api_key.go CreateAPIKey).
+const FAKE_KEY = `hskey-api-AB-DEF_HIJKL-${"a1".repeat(30)}-__-`;
 const work = mkdtempSync(path.join(tmpdir(), "hm-hs-boot-"));
 after(() => rmSync(work, { recursive: true, force: true }));
 

@@ -87,13 +87,14 @@ test("prod + headscale: the pre-auth key provider as Pulumi serializes it (what 
   const r = plan.resources.find((x) => x.name === `cloud-headscale-${prodNodes[0]!.name}-key`)!;
   const code = String((plan.rawInputs.get(r.urn) as Record<string, unknown>).__provider);
   const dir = mkdtempSync(path.join(tmpdir(), "hm-hs-provider-"));
-  const fake = new FakeHeadscaleApi("hskey-api-test");
+  const apiKey = `hskey-api-Test_key-123-${"k1".repeat(32)}`;
+  const fake = new FakeHeadscaleApi(apiKey);
   await fake.start();
   try {
     writeFileSync(path.join(dir, "provider.js"), code);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const provider = (require(path.join(dir, "provider.js")) as { handler: () => Required<typeof preAuthKeyProvider> }).handler();
-    const { id, outs } = await provider.create({ apiUrl: fake.url, apiKey: "hskey-api-test", tags: ["tag:hm-prod"], ttlSeconds: 3600 });
+    const { id, outs } = await provider.create({ apiUrl: fake.url, apiKey, tags: ["tag:hm-prod"], ttlSeconds: 3600 });
     assert.match(String(outs.key), /^hskey-auth-/);
     await provider.delete(id, outs);
     assert.equal(fake.keys.size, 0);

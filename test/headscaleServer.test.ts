@@ -53,10 +53,21 @@ describe("HeadscaleServer under mocks", () => {
     assert.equal(ins(a).proxied, false);
   });
 
+  test("replacing the control droplet (the README's recovery): the old node and its volume attachment go first", () => {
+    // DigitalOcean attaches a volume to one droplet at a time and droplet_id is ForceNew
+    // (terraform-provider-digitalocean digitalocean/volume/resource_volume_attachment.go); Pulumi
+    // replaces create-before-delete unless told otherwise (pkg/resource/deploy/step_generator.go).
+    const attach = run.resources.find((r) => r.type === "digitalocean:index/volumeAttachment:VolumeAttachment")!;
+    assert.equal(attach.options.deleteBeforeReplace, true, "the attachment is deleted before its replacement attaches");
+    const droplet = run.resources.find((r) => r.type === "digitalocean:index/droplet:Droplet")!;
+    assert.equal(droplet.options.deleteBeforeReplace, true, "one control node, one holder of the state, at a time");
+    assert.ok(String(ins(attach).dropletId).length > 0);
+  });
+
   test("the API key and the sealing private key are secrets; the user data holds no secret", () => {
     assert.ok(JSON.stringify(run.outputs.headscaleApiKey).startsWith('{"secret":'), JSON.stringify(run.outputs.headscaleApiKey));
     const text = JSON.stringify(run.resources.map((r) => r.inputs));
-    for (const m of text.matchAll(/hskey-api-[A-Za-z0-9]{12}-[A-Za-z0-9]{64}|BEGIN PRIVATE KEY/g)) {
+    for (const m of text.matchAll(/hskey-api-[A-Za-z0-9_-]{12}-[A-Za-z0-9_-]{64}|BEGIN PRIVATE KEY/g)) {
       const at = text.lastIndexOf('{"secret":', m.index);
       assert.ok(at >= 0 && m.index - at < 200, `clear secret near ${text.slice(m.index - 80, m.index + 20)}`);
     }
@@ -67,7 +78,8 @@ describe("HeadscaleServer under mocks", () => {
 
 describe("fetchSealedApiKey", () => {
   const keys = generateSealingKeyPair();
-  const KEY = `hskey-api-ABCDEFGHIJKL-${"c3".repeat(32)}`;
+  // base64url, as upstream makes them (hscontrol/db/api_key.go CreateAPIKey): `-` and `_` occur.
+  const KEY = `hskey-api-A_CDEFGHI-KL-${"c3".repeat(31)}-_`;
   let server: Server;
   let url = "";
   let hits = 0;
@@ -88,8 +100,9 @@ describe("fetchSealedApiKey", () => {
   });
 
   test("a blob sealed to another key fails at once, not after the timeout", async () => {
+    const other = generateSealingKeyPair().privateKeyPem;
     const started = Date.now();
-    await assert.rejects(fetchSealedApiKey(url, generateSealingKeyPair().privateKeyPem, 60_000, 50), /does not open with this stack's sealing key/);
+    await assert.rejects(fetchSealedApiKey(url, other, 60_000, 50), /does not open with this stack's sealing key/);
     assert.ok(Date.now() - started < 5000);
   });
 

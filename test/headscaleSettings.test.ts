@@ -45,3 +45,14 @@ test("a headscale role or DERP without vpn headscale is refused", () => {
   assert.ok(problemsOf("prod", { "hardened-matrix:headscaleDerp": true }).includes('hardened-matrix:headscaleDerp: is only for vpn "headscale" (vpn is "tailscale"); allowed: false'));
   assert.ok(problemsOf("prod", { "hardened-matrix:headscaleHost": "Not A Label" }).some((p) => p.startsWith("hardened-matrix:headscaleHost:")));
 });
+
+test("vpn headscale needs a publicly trusted certificate: acmeCa letsencrypt-staging (or none) is refused, naming acmeCa", () => {
+  const hs = { "hardened-matrix:vpn": "headscale", "hardened-matrix:nodes": withControl() };
+  for (const ca of ["letsencrypt-staging", "none"]) {
+    const problems = problemsOf("prod", { ...hs, "hardened-matrix:acmeCa": ca });
+    assert.ok(problems.some((p) => p.startsWith(`hardened-matrix:acmeCa: "${ca}" cannot serve Headscale`) && p.endsWith('allowed with vpn "headscale": letsencrypt')), problems.join("\n"));
+  }
+  assert.deepEqual(problemsOf("prod", { ...hs, "hardened-matrix:acmeCa": "letsencrypt" }), []);
+  // Tailscale mode keeps staging (Traefik's certificate is for browsers the operator points at it).
+  assert.ok(!problemsOf("prod", { "hardened-matrix:acmeCa": "letsencrypt-staging" }).some((p) => p.startsWith("hardened-matrix:acmeCa:")));
+});

@@ -1,7 +1,10 @@
+import { API_KEY_PATTERN } from "../render/headscaleBootstrap";
+
 /**
- * The slice of Headscale 0.29's REST API this program uses: pre-auth keys. Shapes from
+ * The slice of Headscale 0.29's REST API this program uses: pre-auth keys, API keys, nodes. Shapes from
  * juanfont/headscale v0.29.2 gen/openapiv2/headscale/v1/headscale.swagger.json (v1PreAuthKey,
- * v1CreatePreAuthKeyRequest; uint64 ids travel as JSON strings) and hscontrol/grpcv1.go.
+ * v1CreatePreAuthKeyRequest, v1ApiKey, v1CreateApiKeyRequest, v1ExpireApiKeyRequest, v1Node; uint64
+ * ids travel as JSON strings) and hscontrol/grpcv1.go.
  * Every call carries `Authorization: Bearer <api key>` (hscontrol/app.go httpAuthenticationMiddleware
  * answers 401 "Unauthorized" otherwise). No Pulumi here: the dynamic provider wraps it.
  */
@@ -117,12 +120,48 @@ export class HeadscaleApi {
   async deletePreAuthKey(id: string): Promise<void> {
     await this.call("DELETE", `/api/v1/preauthkey?id=${encodeURIComponent(id)}`);
   }
+
+  /**
+   * A new API key valid until `expiration` (RFC 3339). Always give one: grpcv1.go CreateApiKey turns
+   * a missing expiration into the zero time, a key that is expired at once (db/api_key.go ValidateAPIKey).
+   */
+  async createApiKey(expiration: string): Promise<string> {
+    const res = await this.call<{ apiKey?: string }>("POST", "/api/v1/apikey", { expiration });
+    if (!res.apiKey || !API_KEY_PATTERN.test(res.apiKey)) throw new Error("Headscale API POST /api/v1/apikey answered without an API key");
+    return res.apiKey;
+  }
+
+  async listApiKeys(): Promise<ApiKeyInfo[]> {
+    const res = await this.call<{ apiKeys?: ApiKeyInfo[] }>("GET", "/api/v1/apikey");
+    return res.apiKeys ?? [];
+  }
+
+  /** Sets the key's expiration to now (db/api_key.go ExpireAPIKey): it stops working at once. */
+  async expireApiKey(id: string): Promise<void> {
+    await this.call("POST", "/api/v1/apikey/expire", { id });
+  }
+}
+
+/** v1ApiKey: the list shows `hskey-api-<prefix>-***`, never the secret (types/api_key.go Proto). */
+export interface ApiKeyInfo {
+  id: string;
+  prefix: string;
+  expiration?: string;
+  createdAt?: string;
+  lastSeen?: string;
+}
+
+/** How the API key list names `apiKey` (types/api_key.go Proto: "hskey-api-" + 12-character prefix + "-***"). */
+export function apiKeyListPrefix(apiKey: string): string {
+  return `${apiKey.slice(0, "hskey-api-".length + 12)}-***`;
 }
 
 /** v1Node, the members this program reads. */
 export interface HeadscaleNode {
   id: string;
+  /** The machine's own hostname (types/node.go Proto: Name = node.Hostname). */
   name: string;
+  /** Unique in the tailnet: a second `hm-prod-2` is given `hm-prod-2-1` (state/node_store.go resolveGivenName). */
   givenName?: string;
   ipAddresses: string[];
   createdAt?: string;

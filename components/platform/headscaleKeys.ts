@@ -1,5 +1,5 @@
 import * as pulumi from "@pulumi/pulumi";
-import { HeadscaleApi, HeadscaleDirectory, isExpired } from "./headscaleApi";
+import { HeadscaleApi, HeadscaleApiError, HeadscaleDirectory, isExpired } from "./headscaleApi";
 
 /** One hour, as for Tailscale keys (tailnet.ts): enough to boot and join, useless soon after. */
 export const PRE_AUTH_KEY_TTL_SECONDS = 3600;
@@ -75,7 +75,17 @@ export const preAuthKeyProvider: pulumi.dynamic.ResourceProvider = {
     const api = new HeadscaleApi(props.apiUrl, props.apiKey);
     // Already gone: nothing to delete. (Upstream answers a missing id with a plain error, which
     // grpc-gateway turns into HTTP 500, so absence is checked first rather than inferred.)
-    if (!(await api.getPreAuthKey(id))) return;
+    let current;
+    try {
+      current = await api.getPreAuthKey(id);
+    } catch (e) {
+      // Deletes run at the end of a run, with the API key this resource stored; if the same run
+      // renewed the API key, that one is expired. A pre-auth key past its own expiry joins nothing:
+      // leave its record rather than fail the run. An unexpired one must not be left behind.
+      if (e instanceof HeadscaleApiError && e.status === 401 && isExpired({ expiration: props.expiration })) return;
+      throw e;
+    }
+    if (!current) return;
     // Expire first: if the delete then fails, the key is at least useless.
     await api.expirePreAuthKey(id);
     await api.deletePreAuthKey(id);

@@ -30,8 +30,12 @@ export interface BootstrapScriptInput {
 
 /** The path Pulumi fetches: http://<node>:<port>/<BLOB_NAME>. */
 export const BLOB_NAME = "sealed-api-key.bin";
-/** cmd/headscale/cli/api_key.go: `headscale apikeys create` prints the key; hscontrol/db/api_key.go: "hskey-api-" prefix. */
-export const API_KEY_PATTERN = /^hskey-api-[A-Za-z0-9]{12}-[A-Za-z0-9]{64}$/;
+/**
+ * cmd/headscale/cli/api_key.go: `headscale apikeys create` prints the key. hscontrol/db/api_key.go
+ * CreateAPIKey: "hskey-api-" + 12 + "-" + 64 characters of util.GenerateRandomStringURLSafe, i.e.
+ * base64url (hscontrol/util/string.go), so `-` and `_` occur inside the prefix and the secret.
+ */
+export const API_KEY_PATTERN = /^hskey-api-[A-Za-z0-9_-]{12}-[A-Za-z0-9_-]{64}$/;
 
 const EMAIL = /^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$/;
 const PEM_PUBLIC = /^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n?$/;

@@ -1,6 +1,7 @@
 import { Document } from "yaml";
 import { HEADSCALE_CONFIG_DIR, HEADSCALE_PORTS, HEADSCALE_STATE_DIR } from "./headscale";
 import { renderBootstrapScript, type BootstrapScriptInput } from "./headscaleBootstrap";
+import { PREPARE_VOLUME_SCRIPT, PREPARE_VOLUME_SH, volumeDevice } from "./cloudInit";
 
 /**
  * User data of the Headscale control node: Headscale starts from first boot under systemd (not
@@ -20,10 +21,15 @@ export interface HeadscaleCloudInitInput {
 }
 
 export const STATE_MOUNT = "/mnt/headscale-state";
+/** How long first boot waits for the state volume's attachment (it is made after the droplet). */
+export const STATE_VOLUME_WAIT_SECONDS = 900;
 export const BOOTSTRAP_SCRIPT_PATH = "/usr/local/sbin/hm-headscale-bootstrap";
 export const BOOTSTRAP_STATE_DIR = "/var/lib/hm-headscale-bootstrap";
 export const HEADSCALE_UNIT = "headscale.service";
 export const BOOTSTRAP_UNIT = "hm-headscale-bootstrap.service";
+
+/** Fails unless the state directory is a mount point (util-linux mountpoint(1)). */
+export const STATE_MOUNT_CHECK = `/usr/bin/mountpoint -q ${STATE_MOUNT}`;
 
 /**
  * docker run as upstream documents it (juanfont/headscale v0.29.2 docs/setup/install/container.md:
@@ -49,6 +55,9 @@ Wants=network-online.target
 RequiresMountsFor=${STATE_MOUNT}
 
 [Service]
+# RequiresMountsFor alone is met by "/" when no fstab line names the mount point (systemd.unit(5)):
+# never start on the root disk's empty directory, whatever happened at boot; retry until mounted.
+ExecStartPre=${STATE_MOUNT_CHECK}
 ExecStartPre=-/usr/bin/docker rm -f headscale
 ExecStart=${run}
 ExecStop=/usr/bin/docker stop headscale
@@ -75,25 +84,31 @@ ExecStart=${BOOTSTRAP_SCRIPT_PATH}
 
 export function renderHeadscaleCloudInit(c: HeadscaleCloudInitInput): string {
   const script = renderBootstrapScript({ ...c.bootstrap, bindAddress: "0.0.0.0", port: HEADSCALE_PORTS.http, stateDir: BOOTSTRAP_STATE_DIR });
-  const device = `/dev/disk/by-id/scsi-0DO_Volume_${c.volumeName}`;
+  const device = volumeDevice(c.volumeName);
   const config = {
     hostname: c.hostname,
     package_update: true,
     // Debian's docker engine; openssl seals, python3 serves the blob (both in Debian 12's image already).
     packages: ["docker.io", "openssl", "python3"],
-    // Formats the volume only if it carries no filesystem yet: a retained volume keeps its state.
-    fs_setup: [{ label: "hs-state", filesystem: "ext4", device, overwrite: false }],
-    mounts: [[device, STATE_MOUNT, "ext4", "defaults,nofail,discard", "0", "2"]],
+    // No fs_setup/mounts: they run in cloud-init's early disk stage and skip a device that is not
+    // there yet, writing no fstab line (canonical/cloud-init cloudinit/config/cc_mounts.py), and the
+    // VolumeAttachment is made after the droplet. As on the cluster nodes (render/cloudInit.ts),
+    // runcmd waits for the device, formats it only if blank, mounts it by UUID, then starts Headscale.
     write_files: [
       { path: `${HEADSCALE_CONFIG_DIR}/config.yaml`, permissions: "0644", content: c.configYaml },
       { path: `${HEADSCALE_CONFIG_DIR}/policy.hujson`, permissions: "0644", content: c.policyHujson },
       { path: BOOTSTRAP_SCRIPT_PATH, permissions: "0700", content: script },
+      { path: PREPARE_VOLUME_SCRIPT, permissions: "0755", content: PREPARE_VOLUME_SH },
       { path: `/etc/systemd/system/${HEADSCALE_UNIT}`, permissions: "0644", content: headscaleUnit(c.image, c.derp) },
       { path: `/etc/systemd/system/${BOOTSTRAP_UNIT}`, permissions: "0644", content: bootstrapUnit() },
     ],
     runcmd: [
+      // cloud-init runs runcmd as one sh script without -e (cc_runcmd.py, util.shellify): stop at
+      // the first failure, so Headscale is never enabled without its volume.
+      "set -eu",
       // No SSH on this node at all: the firewall has no port 22 and the daemon does not run.
       ["systemctl", "disable", "--now", "ssh.service"],
+      [PREPARE_VOLUME_SCRIPT, device, STATE_MOUNT, "ext4", "/etc/fstab", String(STATE_VOLUME_WAIT_SECONDS)],
       ["systemctl", "daemon-reload"],
       ["systemctl", "enable", "--now", HEADSCALE_UNIT],
       ["systemctl", "start", "--no-block", BOOTSTRAP_UNIT],

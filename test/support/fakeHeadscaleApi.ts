@@ -10,7 +10,16 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
  *   DELETE /api/v1/preauthkey?id=N                                    -> v1DeletePreAuthKeyResponse {}
  *   GET  /api/v1/user?email=E                                         -> v1ListUsersResponse
  *   GET  /api/v1/node                                                 -> v1ListNodesResponse
- * uint64 fields are JSON strings (protojson). Behaviour from hscontrol: 401 "Unauthorized" in plain
+ *   POST /api/v1/apikey                body v1CreateApiKeyRequest    -> v1CreateApiKeyResponse
+ *   GET  /api/v1/apikey                                               -> v1ListApiKeysResponse
+ *   POST /api/v1/apikey/expire         body v1ExpireApiKeyRequest    -> {}
+ * API keys as hscontrol/db/api_key.go keeps them: `hskey-api-<12>-<64>` of base64url characters
+ * (CreateAPIKey), refused once `expiration` is before now (ValidateAPIKey, on the fake's clock
+ * `now`), a create without expiration gets the zero time (grpcv1.go CreateApiKey), expire sets
+ * expiration to now (ExpireAPIKey), lists show `hskey-api-<prefix>-***` (types/api_key.go Proto).
+ * Nodes join through `join`, which names them as hscontrol/state/node_store.go does: `name` is the
+ * hostname, `givenName` the hostname made unique among the other nodes (resolveGivenName: base,
+ * base-1, base-2, ...). uint64 fields are JSON strings (protojson). Behaviour from hscontrol: 401 "Unauthorized" in plain
  * text without the right Bearer key (app.go); a missing id is a plain error, which grpc-gateway
  * maps to codes.Unknown, HTTP 500 (grpcv1.go returns it unwrapped); InvalidArgument (HTTP 400, rpcStatus) for a tag that
  * is not tag:name (grpcv1.go validateTag); lists show `hskey-auth-<prefix>-***` (types/preauth_key.go).
@@ -29,21 +38,83 @@ export interface FakeKey {
 }
 
 const CREATE_MEMBERS = new Set(["user", "reusable", "ephemeral", "expiration", "aclTags"]);
+const B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/** n characters of base64url, as util.GenerateRandomStringURLSafe makes them. */
+function b64url(n: number): string {
+  return [...randomBytes(n)].map((b) => B64URL[b % 64]).join("");
+}
+
+export interface FakeApiKey {
+  id: string;
+  prefix: string;
+  secret: string;
+  expiration?: string;
+  createdAt: string;
+}
+
+export interface FakeNode {
+  id: string;
+  name: string;
+  givenName: string;
+  ipAddresses: string[];
+  createdAt: string;
+  tags: string[];
+}
 
 export class FakeHeadscaleApi {
   readonly keys = new Map<string, FakeKey>();
   readonly requests: { method: string; url: string; body: unknown }[] = [];
   /** v1User entries (GET /api/v1/user?email=). */
   readonly users: { id: string; name: string; email: string }[] = [];
-  /** v1Node entries (GET /api/v1/node). */
-  readonly nodes: { id: string; name: string; givenName: string; ipAddresses: string[]; createdAt: string; tags: string[] }[] = [];
+  /** v1Node entries (GET /api/v1/node); add them with `join`. */
+  readonly nodes: FakeNode[] = [];
+  /** API keys by their 12-character prefix. */
+  readonly apiKeys = new Map<string, FakeApiKey>();
+  /** The server's clock: tests move it to simulate time passing. */
+  now: () => Date = () => new Date();
+  private nextApiKeyId = 1;
+  private nextNodeId = 1;
+  /** Set to make the next authorized call to `path` fail with this status (then it is cleared). */
+  failNext?: { path: string; status: number; code: number; message: string };
   /** Set to make every call fail with this HTTP status and rpcStatus message. */
   failWith?: { status: number; code: number; message: string };
   private nextId = 1;
   private server?: Server;
   url = "";
 
-  constructor(readonly apiKey: string) {}
+  /** `apiKey` is the key the bootstrap handed over, valid until `apiKeyExpiration` (default: never). */
+  constructor(
+    readonly apiKey: string,
+    apiKeyExpiration?: string,
+  ) {
+    this.addApiKey(apiKey, apiKeyExpiration);
+  }
+
+  private addApiKey(key: string, expiration: string | undefined): FakeApiKey {
+    const m = /^hskey-api-(.{12})-(.{64})$/.exec(key);
+    if (!m) throw new Error(`not an API key: ${key}`);
+    const k: FakeApiKey = { id: String(this.nextApiKeyId++), prefix: m[1]!, secret: m[2]!, expiration, createdAt: this.now().toISOString() };
+    this.apiKeys.set(k.prefix, k);
+    return k;
+  }
+
+  /** Whether `key` passes ValidateAPIKey now. */
+  validApiKey(key: string): boolean {
+    const m = /^hskey-api-(.{12})-(.{64})$/.exec(key);
+    const k = m ? this.apiKeys.get(m[1]!) : undefined;
+    return k !== undefined && k.secret === m![2] && !(k.expiration !== undefined && Date.parse(k.expiration) < this.now().getTime());
+  }
+
+  /** A machine registers: a new node whose given name is its hostname made unique (resolveGivenName). */
+  join(hostname: string, tags: string[], ipv4: string, createdAt = this.now().toISOString()): FakeNode {
+    const taken = new Set(this.nodes.map((n) => n.givenName));
+    let givenName = hostname;
+    for (let i = 1; taken.has(givenName); i++) givenName = `${hostname}-${i}`;
+    const node: FakeNode = { id: String(this.nextNodeId++), name: hostname, givenName, ipAddresses: [ipv4, `fd7a:115c:a1e0::${this.nextNodeId}`], createdAt, tags };
+    this.nodes.push(node);
+    return node;
+  }
 
   async start(): Promise<void> {
     this.server = createServer((req, res) => {
@@ -69,9 +140,15 @@ export class FakeHeadscaleApi {
     for await (const chunk of req) raw += String(chunk);
     const body = raw === "" ? undefined : (JSON.parse(raw) as Record<string, unknown>);
     this.requests.push({ method: req.method ?? "", url: req.url ?? "", body });
-    if (req.headers.authorization !== `Bearer ${this.apiKey}`) return { status: 401, body: "Unauthorized" };
+    const bearer = /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1];
+    if (bearer === undefined || !this.validApiKey(bearer)) return { status: 401, body: "Unauthorized" };
     if (this.failWith) return { status: this.failWith.status, body: { code: this.failWith.code, message: this.failWith.message, details: [] } };
     const url = new URL(req.url ?? "/", "http://x");
+    if (this.failNext?.path === url.pathname) {
+      const { status, code, message } = this.failNext;
+      this.failNext = undefined;
+      return { status, body: { code, message, details: [] } };
+    }
     const invalid = (message: string) => ({ status: 400, body: { code: 3, message, details: [] } });
     if (url.pathname === "/api/v1/preauthkey" && req.method === "POST") {
       for (const k of Object.keys(body ?? {})) if (!CREATE_MEMBERS.has(k)) return invalid(`unknown field "${k}"`);
@@ -100,6 +177,24 @@ export class FakeHeadscaleApi {
     }
     if (url.pathname === "/api/v1/node" && req.method === "GET") {
       return { status: 200, body: { nodes: this.nodes } };
+    }
+    if (url.pathname === "/api/v1/apikey" && req.method === "POST") {
+      for (const k of Object.keys(body ?? {})) if (k !== "expiration") return invalid(`unknown field "${k}"`);
+      const expiration = (body?.expiration as string | undefined) ?? "0001-01-01T00:00:00Z";
+      if (Number.isNaN(Date.parse(expiration))) return invalid("invalid google.protobuf.Timestamp value");
+      const key = `hskey-api-${b64url(12)}-${b64url(64)}`;
+      this.addApiKey(key, expiration);
+      return { status: 200, body: { apiKey: key } };
+    }
+    if (url.pathname === "/api/v1/apikey" && req.method === "GET") {
+      const apiKeys = [...this.apiKeys.values()].map((k) => ({ id: k.id, prefix: `hskey-api-${k.prefix}-***`, expiration: k.expiration, createdAt: k.createdAt }));
+      return { status: 200, body: { apiKeys: apiKeys.sort((a, b) => Number(a.id) - Number(b.id)) } };
+    }
+    if (url.pathname === "/api/v1/apikey/expire" && req.method === "POST") {
+      const k = [...this.apiKeys.values()].find((x) => (body?.id !== undefined && x.id === String(body.id)) || (body?.prefix !== undefined && x.prefix === body.prefix));
+      if (!k) return { status: 500, body: { code: 2, message: "record not found", details: [] } };
+      k.expiration = this.now().toISOString();
+      return { status: 200, body: {} };
     }
     if (url.pathname === "/api/v1/preauthkey" && req.method === "GET") {
       return { status: 200, body: { preAuthKeys: [...this.keys.values()].map((k) => this.proto(k)) } };
