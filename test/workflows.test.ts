@@ -310,7 +310,7 @@ test("deploy: without the tailnet client or a stack that lets the runner in, the
     const up = (r: { reached: string[] }) => r.reached.some((s) => s.startsWith("pulumi/actions@"));
     withTag("tag:hm-ci");
 
-    for (const secrets of [{}, { TS_OAUTH_CLIENT_ID: "client" }, { TS_OAUTH_SECRET: "secret" }]) {
+    for (const secrets of [{}, { TS_OAUTH_CLIENT_ID: "client" }, { TS_OAUTH_SECRET: "secret" }] as Array<Record<string, string>>) {
       const r = runDeployJob(job, secrets, workspace);
       assert.equal(r.failed, "Require the tailnet client", `${stack} ${JSON.stringify(secrets)}: ${JSON.stringify(r)}`);
       assert.deepEqual(r.reached, ["Require the tailnet client"], "stops before checkout, long before pulumi up");
