@@ -454,6 +454,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     problems.push(...vpcProblems(s.vpcRange, s.swarmAddressPool));
     problems.push(...meshProblems(s.meshCidr, s.vpcRange, s.swarmAddressPool, s.nodes));
     problems.push(...nodeProblems(s.nodes, s.turnEnabled));
+    problems.push(...reservedNodeNameProblems(s.nodes, s.vpn));
   }
 
   const backup = backupPlan(s, problems);
@@ -704,6 +705,26 @@ function postgresMajorProblem(image: string | undefined): string | undefined {
     `${PROJECT}:images.postgres: "${image}" is ${wanted === undefined ? "not a postgres:<major>.<minor> image" : `PostgreSQL ${wanted}`}, but the database is PostgreSQL ${pinned}, ` +
     `whose data files another major version cannot open; allowed: a postgres:${pinned}.x tag (a major upgrade is a restore into a new stack: README "Upgrades")`
   );
+}
+
+/**
+ * Cluster node names whose per-node resources would take the name of a fixed resource of the same
+ * type and parent: two resources with one URN, which the engine refuses (pulumi/pulumi
+ * pkg/resource/deploy/step_generator.go generateURN). test/nodeNames.test.ts derives this list
+ * from the program's own resource names.
+ */
+export const RESERVED_NODE_NAMES: ReadonlyArray<{ name: string; vpn: RawSettings["vpn"]; clashesWith: string }> = [
+  // components/platform/headscale.ts: node keys are `<server>-<node>-key`, the deployer's `<server>-admin-key`.
+  { name: "admin", vpn: "headscale", clashesWith: "the deployer's Headscale key (<server>-admin-key)" },
+];
+
+function reservedNodeNameProblems(nodes: NodeSettings[], vpn: RawSettings["vpn"]): string[] {
+  return nodes.flatMap((node, i) => {
+    const hit = RESERVED_NODE_NAMES.find((r) => r.name === node.name && r.vpn === vpn);
+    // The Headscale control node gets no per-node key.
+    if (!hit || node.roles.includes("headscale")) return [];
+    return [`${PROJECT}:nodes[${i}].name: "${node.name}" would give this node's resources the name of ${hit.clashesWith}, which the engine refuses (one URN twice); allowed: any other DNS label`];
+  });
 }
 
 function nodeProblems(nodes: NodeSettings[], turnEnabled: boolean): string[] {

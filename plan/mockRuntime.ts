@@ -248,6 +248,7 @@ interface MonitorWithRegister {
 export async function runUnderMocks(stack: string, config: StackConfig, program: () => Promise<Record<string, unknown> | void>): Promise<ProgramRun> {
   const records = new Map<string, RecordedResource>();
   const order: string[] = [];
+  const errors: unknown[] = [];
   let stackOutputs: Record<string, unknown> = {};
   // Droplets by name, with the tailnet tag their user data joins with: they become tailnet devices.
   const tailnetNodes = new Map<string, string>();
@@ -277,12 +278,34 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
 
   const monitor = pulumi.runtime.getMonitor() as unknown as MonitorWithRegister;
   const register = monitor.registerResource.bind(monitor);
-  monitor.registerResource = (req, callback) =>
-    register(req, (err, resp) => {
+  // URNs as the engine forms them: the parent's whole qualified type, not only its last part as
+  // the SDK's mock monitor forms them (pulumi/pulumi pkg/resource/deploy/step_generator.go
+  // generateURN, resource.NewURN; the root stack's type is left out).
+  const engineUrns = new Map<string, string>();
+  const claimed = new Set<string>();
+  const engineUrn = (req: RegisterRequest): string => {
+    const parent = req.getParent() ? (engineUrns.get(req.getParent()) ?? req.getParent()) : "";
+    const parentType = parent && req.getType() !== "pulumi:pulumi:Stack" && !parent.includes("::pulumi:pulumi:Stack::") ? `${parent.split("::")[2]}$` : "";
+    return `urn:pulumi:${pulumi.getStack()}::${pulumi.getProject()}::${parentType}${req.getType()}::${req.getName()}`;
+  };
+  monitor.registerResource = (req, callback) => {
+    // The engine refuses a second registration of one URN (step_generator.go generateURN; wording:
+    // sdk/go/common/diag/errors.go GetDuplicateResourceURNError). The mock would keep the last one.
+    const full = engineUrn(req);
+    if (claimed.has(full)) {
+      const duplicate = new Error(`Duplicate resource URN '${full}'; try giving it a unique name`);
+      errors.push(duplicate);
+      callback(duplicate);
+      return Promise.resolve();
+    }
+    claimed.add(full);
+    return register(req, (err, resp) => {
       if (!err && resp) {
         const urn = resp.getUrn();
+        engineUrns.set(urn, full);
         const inputs = markSecrets(pulumi.runtime.deserializeProperties(req.getObject() as never));
-        records.set(urn, {
+        // Keyed by the engine's URN: two resources the mock would name alike both stay.
+        records.set(full, {
           urn,
           id: resp.getId() || null,
           type: req.getType(),
@@ -302,10 +325,11 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
             aliases: [...req.getAliasurnsList(), ...req.getAliasesList().map((a) => JSON.stringify(a.toObject()))],
           },
         });
-        order.push(urn);
+        order.push(full);
       }
       callback(err, resp);
     });
+  };
   const registerOutputs = monitor.registerResourceOutputs.bind(monitor);
   monitor.registerResourceOutputs = (req, callback) => {
     if (req.getUrn().includes("::pulumi:pulumi:Stack::")) {
@@ -315,7 +339,6 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
   };
 
   // Errors inside applies surface as rejected registrations, not as a rejection of the program.
-  const errors: unknown[] = [];
   const onRejection = (reason: unknown) => errors.push(reason);
   process.on("unhandledRejection", onRejection);
   try {

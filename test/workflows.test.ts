@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
-import { parse } from "yaml";
+import { parse, stringify } from "yaml";
 import { ROOT } from "./support/plan";
 import { findTool, skipReason } from "./support/realTool";
 
@@ -243,4 +243,96 @@ test("every run script passes shellcheck as the bash GitHub runs it (-eo pipefai
   assert.ok(count >= 6);
   const broken = spawnSync(shellcheck!, ["-s", "bash", "-"], { input: "#!/bin/bash\ncd $DIR\n", encoding: "utf8" });
   assert.notEqual(broken.status, 0, "shellcheck flags an unquoted variable");
+});
+
+/**
+ * Runs a deploy job's steps in order as a runner would, up to the first failure: `if:` and `${{ }}`
+ * evaluated (only the forms the deploy uses: `secrets.X`/`env.X`/'literal' compared with == or !=,
+ * joined by &&; anything else throws), run steps executed by bash as GitHub runs them
+ * (`bash --noprofile --norc -eo pipefail`) in `workspace`, actions recorded, not run. `npm ci` is
+ * taken as done (the workspace links this repository's node_modules).
+ */
+function runDeployJob(job: Doc, secrets: Record<string, string>, workspace: string): { reached: string[]; failed?: string; output: string } {
+  const operand = (o: string, env: Record<string, string>): string => {
+    const t = o.trim();
+    let m: RegExpExecArray | null;
+    if ((m = /^'([^']*)'$/.exec(t))) return m[1]!;
+    if ((m = /^secrets\.(\w+)$/.exec(t))) return secrets[m[1]!] ?? ""; // an unset secret is ''
+    if ((m = /^env\.(\w+)$/.exec(t))) return env[m[1]!] ?? "";
+    throw new Error(`unsupported operand: ${t}`);
+  };
+  const evaluate = (expr: string, env: Record<string, string>): string => {
+    const e = expr.trim().replace(/^\$\{\{([\s\S]*)\}\}$/, "$1").trim();
+    if (!/==|!=/.test(e)) return operand(e, env);
+    const terms = e.split("&&").map((term) => {
+      const m = /^(.+?)\s*(==|!=)\s*(.+)$/.exec(term.trim());
+      if (!m) throw new Error(`unsupported expression: ${term}`);
+      return (operand(m[1]!, env) === operand(m[3]!, env)) === (m[2] === "==");
+    });
+    return String(terms.every(Boolean));
+  };
+  const interpolate = (v: string, env: Record<string, string>) => v.replace(/\$\{\{[\s\S]*?\}\}/g, (x) => evaluate(x, env));
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries((job.env ?? {}) as Record<string, string>)) env[k] = interpolate(String(v), env);
+  const reached: string[] = [];
+  let output = "";
+  for (const step of job.steps as Doc[]) {
+    const label = String(step.name ?? step.uses ?? step.run).split("\n")[0]!;
+    if (step.if !== undefined && evaluate(String(step.if), env) !== "true") continue;
+    reached.push(label);
+    if (step.uses || /^npm ci /.test(String(step.run))) continue;
+    const stepEnv = Object.fromEntries(Object.entries((step.env ?? {}) as Record<string, string>).map(([k, v]) => [k, interpolate(String(v), env)]));
+    const r = spawnSync("bash", ["--noprofile", "--norc", "-eo", "pipefail", "-c", String(step.run)], {
+      cwd: workspace,
+      env: { PATH: process.env.PATH, ...env, ...stepEnv },
+      encoding: "utf8",
+      timeout: 30_000,
+    });
+    output += `${r.stdout}${r.stderr}`;
+    if (r.status !== 0) return { reached, failed: label, output };
+  }
+  return { reached, output };
+}
+
+test("deploy: without the tailnet client or a stack that lets the runner in, the job stops before pulumi up, with a clear message", () => {
+  const { dev, prod } = doc("deploy.yml").jobs as Record<string, Doc>;
+  const both = { TS_OAUTH_CLIENT_ID: "client", TS_OAUTH_SECRET: "secret" };
+  for (const [stack, job] of [["dev", dev], ["prod", prod]] as const) {
+    const workspace = mkdtempSync(path.join(tmpdir(), "hm-deploy-"));
+    symlinkSync(path.join(ROOT, "node_modules"), path.join(workspace, "node_modules"));
+    const stackFile = path.join(workspace, `Pulumi.${stack}.yaml`);
+    const withTag = (tag: string | undefined) => {
+      const config = parse(readFileSync(path.join(ROOT, `Pulumi.${stack}.yaml`), "utf8")) as Doc;
+      if (tag === undefined) delete config.config["hardened-matrix:deployerTag"];
+      else config.config["hardened-matrix:deployerTag"] = tag;
+      writeFileSync(stackFile, stringify(config));
+    };
+    const up = (r: { reached: string[] }) => r.reached.some((s) => s.startsWith("pulumi/actions@"));
+    withTag("tag:hm-ci");
+
+    for (const secrets of [{}, { TS_OAUTH_CLIENT_ID: "client" }, { TS_OAUTH_SECRET: "secret" }] as Array<Record<string, string>>) {
+      const r = runDeployJob(job, secrets, workspace);
+      assert.equal(r.failed, "Require the tailnet client", `${stack} ${JSON.stringify(secrets)}: ${JSON.stringify(r)}`);
+      assert.deepEqual(r.reached, ["Require the tailnet client"], "stops before checkout, long before pulumi up");
+      assert.match(r.output, /^::error title=No tailnet client::TS_OAUTH_CLIENT_ID and TS_OAUTH_SECRET must be set/m);
+    }
+
+    for (const tag of [undefined, "tag:other"]) {
+      withTag(tag);
+      const r = runDeployJob(job, both, workspace);
+      assert.equal(r.failed, "Require the stack to let this runner in", `${stack} deployerTag ${tag}: ${JSON.stringify(r)}`);
+      assert.ok(!up(r) && !r.reached.some((s) => s.startsWith("tailscale/github-action@")), JSON.stringify(r.reached));
+      assert.match(r.output, new RegExp(`^::error title=Runner not let in::Pulumi\\.${stack}\\.yaml sets hardened-matrix:deployerTag to "${tag ?? ""}", not tag:hm-ci`, "m"));
+    }
+
+    // Everything in place: the runner joins with the tag the stack lets in, then pulumi up runs.
+    withTag("tag:hm-ci");
+    const ok = runDeployJob(job, both, workspace);
+    assert.equal(ok.failed, undefined, JSON.stringify(ok));
+    assert.ok(up(ok), JSON.stringify(ok.reached));
+    const join = (job.steps as Doc[]).find((s) => String(s.uses).startsWith("tailscale/github-action@"))!;
+    assert.equal(join.if, undefined, "the join is never skipped");
+    assert.equal(join.with.tags, "${{ env.DEPLOYER_TAG }}");
+    assert.equal(job.env.DEPLOYER_TAG, "tag:hm-ci");
+  }
 });

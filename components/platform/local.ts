@@ -16,13 +16,37 @@ export interface LocalSwarmArgs {
 }
 
 /**
+ * The names this program gives Swarm objects, fixed and not per stack (components/services/*:
+ * serviceName, networkName; this file's volumes; the backup spool). Renaming them per stack would
+ * replace every service of existing deployments. test/localSwarm.test.ts checks this list against
+ * the names the program plans.
+ */
+export const FIXED_SWARM_NAMES = {
+  service: ["traefik", "socket-proxy", "dendrite", "postgres", "coturn", "federation-gate", "backup", "backup-dump", "funnel"],
+  network: ["edge", "docker-api", "db", "federation-gate", "backup", "funnel"],
+  volume: ["hardened-matrix-postgres", "hardened-matrix-dendrite", "hardened-matrix-acme", "hardened-matrix-funnel", "hardened-matrix-backup-spool"],
+} as const;
+
+/** The swarm node label naming the stack whose objects these are. */
+export const STACK_LABEL = "hardened-matrix.stack";
+
+/**
  * Idempotent: joins nothing, leaves nothing. If the engine is not a swarm manager yet it becomes a
  * single-node swarm listening on loopback only; an existing swarm is used as it is.
+ * One hardened-matrix stack per swarm: the manager carries the label `hardened-matrix.stack=<stack>`.
+ * A swarm labelled for another stack is refused. `fresh` (this stack's first deploy): a swarm with
+ * no label that already holds a service, network or volume of one of our names is refused too
+ * (Swarm would refuse the service and network later, after other resources were made; a volume
+ * would silently be taken over). Otherwise (this stack already deployed, so objects of our names
+ * are its own) the label is set.
  */
-export function localSwarmScript(addressPool: string): string {
+export function localSwarmScript(addressPool: string, stack: string, fresh: boolean): string {
+  if (!/^[A-Za-z0-9_.-]+$/.test(stack)) throw new Error(`stack name "${stack}" cannot be a swarm label value`);
   const labels = NODE_ROLES.map((r) => `--label-add ${ROLE_LABEL_PREFIX}${r}=true`).join(" ");
+  const ours = Object.entries(FIXED_SWARM_NAMES).flatMap(([kind, names]) => names.map((n) => `'${kind} ${n}'`));
   return [
     "set -eu",
+    `stack=${stack}`,
     "state=$(docker info --format '{{.Swarm.LocalNodeState}}')",
     'if [ "$state" = "inactive" ]; then',
     `  docker swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377 --default-addr-pool ${addressPool}`,
@@ -32,7 +56,27 @@ export function localSwarmScript(addressPool: string): string {
     "if [ \"$(docker info --format '{{.Swarm.ControlAvailable}}')\" != \"true\" ]; then",
     '  echo "the local Docker engine is a swarm worker; run this on a manager" >&2; exit 1',
     "fi",
-    `docker node update ${labels} "$(docker info --format '{{.Swarm.NodeID}}')" >/dev/null`,
+    "node=$(docker info --format '{{.Swarm.NodeID}}')",
+    `owner=$(docker node inspect --format '{{ index .Spec.Labels "${STACK_LABEL}" }}' "$node")`,
+    'if [ -n "$owner" ] && [ "$owner" != "$stack" ]; then',
+    `  echo "this swarm already carries hardened-matrix stack \\"$owner\\" (node label ${STACK_LABEL}); its services, networks and volumes have the names stack \\"$stack\\" would use. Deploy one of them to another engine, or destroy \\"$owner\\" and remove the label" >&2; exit 1`,
+    "fi",
+    ...(fresh
+      ? [
+          'if [ -z "$owner" ]; then',
+          "  have=$(docker service ls --format 'service {{.Name}}'; docker network ls --format 'network {{.Name}}'; docker volume ls --format 'volume {{.Name}}')",
+          '  taken=""',
+          `  for want in ${ours.join(" ")}; do`,
+          `    if printf '%s\\n' "$have" | grep -Fxq "$want"; then taken="$taken, $want"; fi`,
+          "  done",
+          '  if [ -n "$taken" ]; then',
+          `    echo "this engine already has \${taken#, }, not made by stack \\"$stack\\" (no ${STACK_LABEL} label): hardened-matrix's names are fixed, so this deploy would collide with them or take them over. Remove them or deploy to another engine; if they are this stack's own, from before this check, claim them: docker node update --label-add ${STACK_LABEL}=$stack $node" >&2`,
+          "    exit 1",
+          "  fi",
+          "fi",
+        ]
+      : []),
+    `docker node update --label-add ${STACK_LABEL}=$stack ${labels} "$node" >/dev/null`,
     "",
   ].join("\n");
 }
@@ -61,7 +105,10 @@ export class LocalSwarm extends pulumi.ComponentResource implements Platform {
     const init = new command.local.Command(
       `${name}-init`,
       {
-        create: pulumi.output(args.addressPool).apply(localSwarmScript),
+        // create: this stack's first deploy; update: it has deployed before (pulumi-command runs
+        // `update` on any change but `triggers`: provider/pkg/provider/common/inputs.go, local/commandController.go).
+        create: pulumi.output(args.addressPool).apply((pool) => localSwarmScript(pool, pulumi.getStack(), true)),
+        update: pulumi.output(args.addressPool).apply((pool) => localSwarmScript(pool, pulumi.getStack(), false)),
         // Never leave the swarm on destroy: it may hold more than this stack.
         delete: "true",
         interpreter: ["/bin/sh", "-c"],

@@ -300,6 +300,20 @@ APT::Periodic::Unattended-Upgrade "1";
 `;
 
 /**
+ * unattended-upgrades follows Debian's own origins only (its 50unattended-upgrades): tailscaled on
+ * the admin path would stay at its first-boot version. Tailscale's repository's Release file says
+ * `Origin: Tailscale` (pkgs.tailscale.com/stable/<distro>/dists/<codename>/Release, as quoted by public
+ * configs that allow it); `site=` ties the pattern to the repository added below, whatever else
+ * claims that origin. apt.conf lists add up across files, so Debian's defaults stay. Judged by
+ * unattended-upgrades' own matcher in test/unattendedUpgrades.real.test.ts.
+ */
+export const TAILSCALE_UPGRADES_PATH = "/etc/apt/apt.conf.d/51hardened-matrix-tailscale";
+const TAILSCALE_UPGRADES = `Unattended-Upgrade::Origins-Pattern {
+        "origin=Tailscale,site=pkgs.tailscale.com";
+};
+`;
+
+/**
  * Creates the `docker` group with the gid the socket proxy is given, before docker.io is installed
  * (its postinst runs `addgroup --system docker` only if the group is missing; docker.socket has
  * SocketGroup=docker: Debian 12 docker.io 20.10.24+dfsg1-1+deb12u1). Fails loudly, never
@@ -361,6 +375,7 @@ export function renderCloudInit(c: CloudInitInput): string {
   }
   // Deferred until the packages are installed, so unattended-upgrades' own setup cannot replace it.
   writeFiles.push({ path: "/etc/apt/apt.conf.d/20auto-upgrades", owner: "root:root", permissions: "0644", content: AUTO_UPGRADES, defer: true });
+  writeFiles.push({ path: TAILSCALE_UPGRADES_PATH, owner: "root:root", permissions: "0644", content: TAILSCALE_UPGRADES });
 
   const runcmd: string[] = [
     // cloud-init runs these lines as one sh script without -e: without this, a failed step
