@@ -315,4 +315,14 @@ describe("turn-cert: the real lego obtains and renews against pebble, the real t
     const m = /start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)/.exec(r.out);
     assert.ok(m && Number(m[1]) > 0 && m[1] === m[2], r.out);
   });
+
+  test("stopping the task (SIGTERM to the wrapper, as Swarm does) stops turnserver and exits 0", async () => {
+    assert.ok(wrapper?.pid);
+    const pid = turnserverPid();
+    const closed = new Promise<number | null>((r) => wrapper!.once("close", (code) => r(code)));
+    // coreutils' timeout (the wrapper's parent here) passes SIGTERM on to it.
+    wrapper.kill("SIGTERM");
+    assert.equal(await closed, 0, log("wrapper").slice(-2000));
+    assert.equal(existsSync(`/proc/${pid}`), false, "turnserver must be gone");
+  });
 });
