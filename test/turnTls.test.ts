@@ -107,6 +107,7 @@ describe("every stack: TURN TLS is renewed by turn-cert or absent, never a certi
   for (const stack of STACKS) {
     test(`${stack}: the wiring matches turnTls`, async () => {
       const settings = settingsFor(stack);
+      if (stack === "prod") assert.equal(settings.turnTls, "acme", "the production example serves TURN over TLS with a certificate that renews");
       const plan = await planStack(stack);
       assert.equal(plan.error, undefined, String(plan.error));
       const lego = service(plan, "turn-cert-service");
