@@ -108,7 +108,7 @@ export class Coturn extends pulumi.ComponentResource {
           { target: "/tmp", sizeMb: 4, mode: 0o1777 },
         ],
         secrets,
-        configs,
+        configs: configs.length > 0 ? configs : undefined,
         mounts,
         // Each relay port holds buffers: scale the limit with the range.
         memoryLimitMb: Math.min(1024, 128 + relayPorts),
