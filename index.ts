@@ -6,13 +6,14 @@ import { roleConstraint, type Platform } from "./components/platform/platform";
 import { loadSettings, type Settings } from "./components/settings";
 import { SocketProxy } from "./components/services/socketProxy";
 import { Traefik, TRAEFIK_USER } from "./components/services/traefik";
-import { Coturn } from "./components/services/coturn";
+import { Coturn, type CoturnTls } from "./components/services/coturn";
+import { TurnCert } from "./components/services/turnCert";
 import { Dendrite, DENDRITE_USER } from "./components/services/dendrite";
 import { FederationGate } from "./components/services/federationGate";
 import { Postgres, POSTGRES_USER } from "./components/services/postgres";
 import { Backup } from "./components/services/backup";
 import { BackupBucket } from "./components/platform/backupBucket";
-import { CERT_RESOLVER, FUNNEL_ENTRYPOINT, TRAEFIK_PORTS } from "./components/render/traefik";
+import { ACME_SERVERS, CERT_RESOLVER, FUNNEL_ENTRYPOINT, TRAEFIK_PORTS } from "./components/render/traefik";
 import { Funnel, FUNNEL_USER } from "./components/services/funnel";
 import { wellKnownDocuments } from "./components/render/funnel";
 
@@ -78,6 +79,7 @@ async function main(): Promise<Record<string, unknown>> {
     localDockerSocketGid: localDockerSocketGid(),
     spacesKeysInEnv: Boolean(process.env.SPACES_ACCESS_KEY_ID && process.env.SPACES_SECRET_ACCESS_KEY),
   });
+  for (const warning of settings.warnings ?? []) pulumi.log.warn(warning);
   const cloud = settings.target === "digitalocean" ? cloudPlatform(settings) : undefined;
   const platform: Platform = cloud ?? localPlatform(settings);
   try {
@@ -165,10 +167,7 @@ function services(settings: Settings, platform: Platform, funnelAuthKey?: pulumi
           minPort: settings.turnMinPort,
           maxPort: settings.turnMaxPort,
           deniedPeerRanges: privateRanges,
-          tls:
-            settings.secrets.turnTlsCertPem && settings.secrets.turnTlsKeyPem
-              ? { certPem: settings.secrets.turnTlsCertPem, keyPem: settings.secrets.turnTlsKeyPem }
-              : undefined,
+          tls: turnTls(settings, onSwarm),
           constraints: [roleConstraint("turn")],
         },
         onSwarm,
@@ -228,6 +227,29 @@ function services(settings: Settings, platform: Platform, funnelAuthKey?: pulumi
     ...(traefik.dashboardPassword ? { traefikDashboardPassword: traefik.dashboardPassword } : {}),
     ...(backup ?? {}),
   };
+}
+
+/** TURN over TLS: the certificate the turn-cert service keeps renewed, the operator's own, or none. */
+function turnTls(settings: Settings, onSwarm: pulumi.ComponentResourceOptions): CoturnTls | undefined {
+  const { turnTlsCertPem, turnTlsKeyPem, acmeDnsToken } = settings.secrets;
+  if (settings.turnTls === "static" && turnTlsCertPem && turnTlsKeyPem) return { kind: "static", certPem: turnTlsCertPem, keyPem: turnTlsKeyPem };
+  if (settings.turnTls !== "acme") return undefined;
+  // settings.ts refuses acme without these; the checks narrow the types.
+  if (settings.acmeCa === "none" || !acmeDnsToken) throw new Error("turnTls acme: settings let through acmeCa none or no acmeDnsToken");
+  const turnCert = new TurnCert(
+    "turn-cert",
+    {
+      image: settings.images.lego,
+      domain: settings.turnFqdn,
+      email: settings.acmeEmail,
+      server: ACME_SERVERS[settings.acmeCa],
+      dnsToken: acmeDnsToken,
+      // Next to coturn: they share a volume on the turn node.
+      constraints: [roleConstraint("turn")],
+    },
+    onSwarm,
+  );
+  return { kind: "acme", dependsOn: turnCert };
 }
 
 /** Backups of the database and media: the repository (a Spaces bucket made here, or from settings) and the services. */

@@ -2,6 +2,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { z } from "zod";
 import { meshAddressCollisions } from "./render/wireguard";
 import { FUNNEL_FQDN } from "./render/funnel";
+import { checkStaticTurnCert } from "./render/turnCert";
 
 /**
  * The stack config schema: the only description of what a site can set. `index.ts` is the only
@@ -57,6 +58,9 @@ export const DEFAULT_IMAGES = {
   restic: "restic/restic:0.19.1",
   dendrite: "matrixdotorg/dendrite-monolith:v0.15.2",
   coturn: "coturn/coturn:4.17.0",
+  // go-acme/lego v4.35.2 (the last v4: v5.0.0 renamed the CLI flags and merged run and renew, CHANGELOG.md): buildx.Dockerfile is alpine:3 with /lego, no USER.
+  // test/turnCert.real.test.ts runs Debian's lego 4.9.1: every flag the loop uses exists in both (cmd/flags.go).
+  lego: "goacme/lego:v4.35.2",
   headscale: "headscale/headscale:0.29.2",
   // docker-library/official-images library/node (24.19.0-alpine3.24, from nodejs/docker-node fd1bf45,
   // 24/alpine3.24/Dockerfile: user node is uid/gid 1000, node at /usr/local/bin/node).
@@ -86,6 +90,8 @@ export interface HostFacts {
   spacesKeys?: boolean;
   /** SPACES_ACCESS_KEY_ID and SPACES_SECRET_ACCESS_KEY are both set for the provider. */
   spacesKeysInEnv?: boolean;
+  /** The time certificates are checked against (tests pin it); now when absent. */
+  now?: Date;
 }
 
 const pinnedImage = z
@@ -153,6 +159,8 @@ export const settingsSchema = z.strictObject({
   acmeDnsToken: z.string(),
   turnTlsCertPem: z.string(),
   turnTlsKeyPem: z.string(),
+  /** TURN over TLS: off, static (turnTlsCertPem/turnTlsKeyPem, renewed by hand) or acme (renewed by the turn-cert service). */
+  turnTls: z.enum(["off", "static", "acme"]),
   turnEnabled: z.boolean(),
   turnPort: port,
   turnTlsPort: port,
@@ -244,6 +252,8 @@ export interface Settings extends Omit<RawSettings, "images" | "serverName" | "d
   servesWellKnown: boolean;
   /** Backups, when on (the S3 keys of an "s3" repository are in `secrets`). */
   backupPlan?: BackupSettings;
+  /** Accepted but worth saying (index.ts logs them), e.g. a static TURN certificate near its expiry. */
+  warnings?: string[];
 }
 
 export class SettingsError extends Error {
@@ -369,6 +379,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     }
   }
 
+  const warnings: string[] = [];
   const serverName = s.serverName === "" ? s.domain : s.serverName;
   // Through Funnel the Matrix APIs are served on the ts.net name, nowhere else.
   const matrixFqdn = s.ingress === "funnel" && s.funnelFqdn !== "" ? s.funnelFqdn : fqdn(s.matrixHost, s.domain);
@@ -412,9 +423,7 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
   if (s.federationMode !== "allowlist" && s.federationAllowlist.length > 0) {
     problems.push(`${PROJECT}:federationAllowlist: is set but federationMode is "${s.federationMode}"; it only applies to "allowlist"`);
   }
-  if ((s.turnTlsCertPem === "") !== (s.turnTlsKeyPem === "")) {
-    problems.push(`${PROJECT}:${s.turnTlsCertPem === "" ? "turnTlsCertPem" : "turnTlsKeyPem"}: is missing; TURN over TLS needs both turnTlsCertPem and turnTlsKeyPem, or neither`);
-  }
+  warnings.push(...turnTlsProblems(s, turnFqdn, facts.now ?? new Date(), problems));
   if (s.acmeDnsToken !== "" && s.acmeCa === "none") {
     problems.push(`${PROJECT}:acmeDnsToken: is set but acmeCa is "none"; choose letsencrypt or drop the token`);
   }
@@ -492,7 +501,36 @@ export function parseSettings(stack: string, raw: Record<string, unknown>, secre
     // With Funnel the server name's documents come from Cloudflare (components/platform/wellKnown.ts), not Traefik.
     servesWellKnown: s.ingress === "public" && s.delegation === "well-known" && isUnder(serverName, s.domain) && serverName !== matrixFqdn,
     ...(backup ? { backupPlan: backup } : {}),
+    ...(warnings.length > 0 ? { warnings } : {}),
   };
+}
+
+/**
+ * TURN over TLS. "acme": the turn-cert service obtains and renews the certificate by DNS-01, so the
+ * Cloudflare token also goes to the turn node (README: TURN). "static": the operator's certificate,
+ * checked here because nothing renews it. Pushes problems; returns warnings.
+ */
+function turnTlsProblems(s: RawSettings, turnFqdn: string, now: Date, problems: string[]): string[] {
+  const key = (k: string): string => `${PROJECT}:${k}`;
+  const pems = s.turnTlsCertPem !== "" || s.turnTlsKeyPem !== "";
+  if (s.turnTls !== "off" && !s.turnEnabled) problems.push(`${key("turnTls")}: is "${s.turnTls}" but turnEnabled is false; allowed: off`);
+  if (s.turnTls !== "static" && pems) {
+    problems.push(`${key(s.turnTlsCertPem !== "" ? "turnTlsCertPem" : "turnTlsKeyPem")}: is set but turnTls is "${s.turnTls}"; set turnTls to static to serve your own certificate (renewed by hand), or drop it and use turnTls acme`);
+  }
+  if (s.turnTls === "acme") {
+    if (s.acmeCa === "none") problems.push(`${key("turnTls")}: "acme" needs acmeCa letsencrypt or letsencrypt-staging (acmeCa is "none"); allowed here: off, static`);
+    if (s.acmeDnsToken === "") {
+      problems.push(`${key("turnTls")}: "acme" obtains the TURN certificate by DNS-01 and needs ${key("acmeDnsToken")} (a Cloudflare token with DNS edit on the zone); set it with \`pulumi config set --secret acmeDnsToken ...\`, or use turnTls off`);
+    }
+  }
+  if (s.turnTls !== "static") return [];
+  if (s.turnTlsCertPem === "" || s.turnTlsKeyPem === "") {
+    problems.push(`${key(s.turnTlsCertPem === "" ? "turnTlsCertPem" : "turnTlsKeyPem")}: is missing; turnTls "static" needs both turnTlsCertPem and turnTlsKeyPem`);
+    return [];
+  }
+  const checked = checkStaticTurnCert(s.turnTlsCertPem, s.turnTlsKeyPem, turnFqdn, now);
+  problems.push(...checked.problems.map((p) => `${PROJECT}:${p}`));
+  return checked.warnings.map((w) => `${PROJECT}:${w}`);
 }
 
 /**

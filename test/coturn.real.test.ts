@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { generateKeyPairSync, randomBytes, sign, X509Certificate } from "node:crypto";
+import { randomBytes, X509Certificate } from "node:crypto";
 import { mkdtempSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -8,6 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { mintTurnCredentials } from "../components/render/turnCredentials";
 import { cidrToCoturnRange, PUBLIC_DENIED_PEER_RANGES, renderTurnserverConf, type TurnServerConfig } from "../components/render/turnserver";
 import { findTool, skipReason } from "./support/realTool";
+import { selfSignedCert } from "./support/selfSignedCert";
 
 // The real Debian turnserver checks the rendered file: Dendrite-style credentials get an allocation and
 // relay data; a wrong secret, an expired name and private peers are refused. Everything runs in a network
@@ -48,49 +49,6 @@ const skip = namespaceSkip();
 const SECRET = randomBytes(24).toString("base64url");
 const ports = { listening: 3478, tls: 5349, min: 49152, max: 49251, peer: 3480 };
 const EXTRA_DENIED = "198.51.101.0/24"; // a stack range outside the public list: proves extras are merged
-
-// ---- a self-signed certificate from node:crypto (minimal DER writer) ---------------------
-
-function der(tag: number, body: Buffer): Buffer {
-  const n = body.length;
-  const len = n < 0x80 ? Buffer.from([n]) : n < 0x100 ? Buffer.from([0x81, n]) : Buffer.from([0x82, n >> 8, n & 0xff]);
-  return Buffer.concat([Buffer.from([tag]), len, body]);
-}
-const seq = (...parts: Buffer[]): Buffer => der(0x30, Buffer.concat(parts));
-function oid(text: string): Buffer {
-  const [a, b, ...rest] = text.split(".").map(Number);
-  const bytes = [40 * a + b];
-  for (const v of rest) {
-    const chunk = [v & 0x7f];
-    for (let x = v >> 7; x > 0; x >>= 7) chunk.unshift((x & 0x7f) | 0x80);
-    bytes.push(...chunk);
-  }
-  return der(0x06, Buffer.from(bytes));
-}
-const utcTime = (d: Date): Buffer => der(0x17, Buffer.from(d.toISOString().replace(/^\d\d(\d\d)-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d).*$/, "$1$2$3$4$5$6Z")));
-
-function selfSignedCert(commonName: string): { certPem: string; keyPem: string } {
-  const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
-  const ecdsaSha256 = seq(oid("1.2.840.10045.4.3.2"));
-  const name = seq(der(0x31, seq(oid("2.5.4.3"), der(0x0c, Buffer.from(commonName)))));
-  const now = Date.now();
-  const tbs = seq(
-    der(0xa0, der(0x02, Buffer.from([2]))),
-    der(0x02, Buffer.concat([Buffer.from([1]), randomBytes(8)])),
-    ecdsaSha256,
-    name,
-    seq(utcTime(new Date(now - 3600_000)), utcTime(new Date(now + 86400_000))),
-    name,
-    publicKey.export({ type: "spki", format: "der" }),
-  );
-  const signature = sign("sha256", tbs, privateKey);
-  const cert = seq(tbs, ecdsaSha256, der(0x03, Buffer.concat([Buffer.from([0]), signature])));
-  const b64 = cert.toString("base64").replace(/.{1,64}/g, "$&\n");
-  return {
-    certPem: `-----BEGIN CERTIFICATE-----\n${b64}-----END CERTIFICATE-----\n`,
-    keyPem: privateKey.export({ type: "pkcs8", format: "pem" }).toString(),
-  };
-}
 
 // ---- processes -----------------------------------------------------------------------------
 

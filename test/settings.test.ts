@@ -149,11 +149,11 @@ test("Pulumi.yaml declares every primitive setting with a type, and nothing the 
 });
 
 test("TURN over TLS needs both the certificate and the key, as secrets", () => {
-  assert.deepEqual(problemsFor("local", { "hardened-matrix:turnTlsCertPem": { secure: "v1:x" } }), [
-    "hardened-matrix:turnTlsKeyPem: is missing; TURN over TLS needs both turnTlsCertPem and turnTlsKeyPem, or neither",
+  assert.deepEqual(problemsFor("local", { "hardened-matrix:turnTls": "static", "hardened-matrix:turnTlsCertPem": { secure: "v1:x" } }), [
+    'hardened-matrix:turnTlsKeyPem: is missing; turnTls "static" needs both turnTlsCertPem and turnTlsKeyPem',
   ]);
   assert.ok(
-    problemsFor("local", { "hardened-matrix:turnTlsCertPem": "-----BEGIN CERTIFICATE-----", "hardened-matrix:turnTlsKeyPem": { secure: "v1:x" } }).includes(
+    problemsFor("local", { "hardened-matrix:turnTls": "static", "hardened-matrix:turnTlsCertPem": "-----BEGIN CERTIFICATE-----", "hardened-matrix:turnTlsKeyPem": { secure: "v1:x" } }).includes(
       "hardened-matrix:turnTlsCertPem: is a secret; set it with `pulumi config set --secret turnTlsCertPem ...`",
     ),
   );
@@ -162,7 +162,7 @@ test("TURN over TLS needs both the certificate and the key, as secrets", () => {
 test("secret settings come out only as secret outputs, and only when set", async () => {
   const pulumi = await import("@pulumi/pulumi");
   assert.deepEqual(settingsFor("local").secrets, {});
-  const s = settingsFor("local", { "hardened-matrix:turnTlsCertPem": { secure: "v1:c" }, "hardened-matrix:turnTlsKeyPem": { secure: "v1:k" } });
+  const s = settingsFor("local", { "hardened-matrix:turnTls": "static", "hardened-matrix:turnTlsCertPem": { secure: "v1:c" }, "hardened-matrix:turnTlsKeyPem": { secure: "v1:k" } });
   assert.deepEqual(Object.keys(s.secrets).sort(), ["turnTlsCertPem", "turnTlsKeyPem"]);
   assert.equal(await pulumi.isSecret(s.secrets.turnTlsCertPem!), true);
   assert.equal("turnTlsCertPem" in s, false, "no plain copy of a secret on the settings");
@@ -202,7 +202,7 @@ test("SRV delegation needs the DNS-01 token (a certificate for the server name) 
   const prod = settingsFor("prod");
   assert.equal(prod.delegation, "srv");
   assert.ok(prod.secrets.acmeDnsToken, "the prod stack sets acmeDnsToken");
-  const problems = problemsFor("prod", { "hardened-matrix:acmeDnsToken": "" });
+  const problems = problemsFor("prod", { "hardened-matrix:acmeDnsToken": "", "hardened-matrix:turnTls": "off" });
   assert.deepEqual(problems, [
     'hardened-matrix:delegation: "srv" needs hardened-matrix:acmeDnsToken (a Cloudflare DNS token for ACME DNS-01): federating servers demand a certificate for example.org from matrix.example.org; set it with `pulumi config set --secret acmeDnsToken ...`, or use delegation "well-known"',
   ]);

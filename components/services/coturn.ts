@@ -2,14 +2,28 @@ import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import * as random from "@pulumi/random";
 import { hardenedService } from "../hardening";
+import { renderTurnserverRun } from "../render/turnCert";
 import { renderTurnserverConf, turnUris } from "../render/turnserver";
-import { secretMount, swarmSecret } from "./swarmFiles";
+import { configMount, secretMount, swarmConfig, swarmSecret } from "./swarmFiles";
+import { TURN_CERT_LIVE_PEM, turnCertVolumeMount } from "./turnCert";
 
 /** nobody, as the coturn image runs. */
 export const COTURN_USER = "65534:65534";
 const CONFIG_FILE = "/etc/coturn/turnserver.conf";
 const CERT_FILE = "/run/secrets/turn-cert.pem";
 const KEY_FILE = "/run/secrets/turn-key.pem";
+const RUN_FILE = "/etc/coturn/run-turnserver.sh";
+
+/** TURN TLS from the turn-cert service: chain and key in one file, so one rename replaces both. */
+export function acmeTurnTlsFiles(livePem: string): { certFile: string; keyFile: string } {
+  return { certFile: livePem, keyFile: livePem };
+}
+
+/**
+ * TURN over TLS: an operator's own certificate (Swarm secrets; replaced only by a new deploy), or the
+ * one the turn-cert service obtains and renews (read from the volume they share, reloaded in place).
+ */
+export type CoturnTls = { kind: "static"; certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> } | { kind: "acme"; dependsOn: pulumi.Resource };
 
 export interface CoturnArgs {
   image: pulumi.Input<string>;
@@ -24,7 +38,7 @@ export interface CoturnArgs {
   /** Private ranges of this deployment, denied on top of the public special-purpose list. */
   deniedPeerRanges: string[];
   /** Certificate for TURN over TLS; without it only plain TURN (its media is SRTP-encrypted anyway). */
-  tls?: { certPem: pulumi.Input<string>; keyPem: pulumi.Input<string> };
+  tls?: CoturnTls;
   constraints: string[];
 }
 
@@ -52,7 +66,7 @@ export class Coturn extends pulumi.ComponentResource {
           tlsListeningPort: args.tlsPort,
           minPort: args.minPort,
           maxPort: args.maxPort,
-          tls: args.tls ? { certFile: CERT_FILE, keyFile: KEY_FILE } : undefined,
+          tls: args.tls?.kind === "acme" ? acmeTurnTlsFiles(TURN_CERT_LIVE_PEM) : args.tls ? { certFile: CERT_FILE, keyFile: KEY_FILE } : undefined,
           deniedPeerRanges: args.deniedPeerRanges,
           // A call needs a handful of allocations; bound what one user and the server may hold.
           userQuota: 12,
@@ -62,7 +76,14 @@ export class Coturn extends pulumi.ComponentResource {
       { parent: this },
     );
     const secrets = [secretMount(config, CONFIG_FILE, COTURN_USER)];
-    if (args.tls) {
+    const configs: docker.types.input.ServiceTaskSpecContainerSpecConfig[] = [];
+    const mounts: docker.types.input.ServiceTaskSpecContainerSpecMount[] = [];
+    if (args.tls?.kind === "acme") {
+      // turnserver under a watcher that reloads the certificate when turn-cert replaces it (render/turnCert.ts).
+      const run = swarmConfig(`${name}-run`, "coturn-run", renderTurnserverRun({ configFile: CONFIG_FILE, certFile: TURN_CERT_LIVE_PEM }), { parent: this });
+      configs.push(configMount(run, RUN_FILE, COTURN_USER));
+      mounts.push(turnCertVolumeMount(true));
+    } else if (args.tls) {
       secrets.push(secretMount(swarmSecret(`${name}-tls-cert`, "coturn-tls-cert", args.tls.certPem, { parent: this }), CERT_FILE, COTURN_USER));
       secrets.push(secretMount(swarmSecret(`${name}-tls-key`, "coturn-tls-key", args.tls.keyPem, { parent: this }), KEY_FILE, COTURN_USER));
     }
@@ -79,14 +100,16 @@ export class Coturn extends pulumi.ComponentResource {
             reason: "the image's turnserver binary carries this file capability; exec fails without it in the bounding set (coturn issue #1126)",
           },
         ],
-        commands: ["turnserver"],
-        args: ["-c", CONFIG_FILE],
+        // coturn/coturn is debian:*-slim (docker/coturn/debian/Dockerfile): /bin/sh is dash, with coreutils.
+        ...(args.tls?.kind === "acme" ? { commands: ["/bin/sh", RUN_FILE], args: [] } : { commands: ["turnserver"], args: ["-c", CONFIG_FILE] }),
         tmpfs: [
           { target: "/var/tmp", sizeMb: 4, mode: 0o1777 },
           { target: "/var/lib/coturn", sizeMb: 4, mode: 0o1777 },
           { target: "/tmp", sizeMb: 4, mode: 0o1777 },
         ],
         secrets,
+        configs: configs.length > 0 ? configs : undefined,
+        mounts,
         // Each relay port holds buffers: scale the limit with the range.
         memoryLimitMb: Math.min(1024, 128 + relayPorts),
         memoryReservationMb: 64,
@@ -101,7 +124,9 @@ export class Coturn extends pulumi.ComponentResource {
         constraints: args.constraints,
         updateOrder: "stop-first",
       },
-      { parent: this },
+      // After turn-cert: a deploy that changes both updates them one after the other, so the shared volume
+      // usually keeps a task mounting it (see turnCertVolumeMount for when it does not).
+      { parent: this, dependsOn: args.tls?.kind === "acme" ? [args.tls.dependsOn] : [] },
     );
     this.sharedSecret = secret.result;
     this.uris = pulumi.output(turnUris(args.host, { listeningPort: args.port, tlsListeningPort: args.tlsPort, tls: args.tls !== undefined }));
