@@ -60,3 +60,17 @@ test("Headscale publishes 443 only (and 3478/udp with DERP); never metrics or gR
     assert.doesNotMatch(text, /hskey-(api|auth)-[A-Za-z0-9_-]{12}|PRIVATE KEY/, "no secret in the control node's user data");
   }
 });
+
+test("the control node takes Debian's security updates by itself, as APT reads its periodic settings", { skip: findTool("apt-config", "apt") ? false : skipReason("apt-config", "apt") }, () => {
+  const doc = parse(renderHeadscaleCloudInit(input(false))) as { packages: string[]; write_files: { path: string; content: string; defer?: boolean }[] };
+  assert.ok(doc.packages.includes("unattended-upgrades"));
+  const auto = doc.write_files.find((f) => f.path === "/etc/apt/apt.conf.d/20auto-upgrades");
+  assert.ok(auto, "no 20auto-upgrades");
+  assert.equal(auto.defer, true, "written after the package, which would otherwise leave its own");
+  const file = path.join(dir, "20auto-upgrades");
+  writeFileSync(file, auto.content);
+  const r = spawnSync("apt-config", ["-c", file, "dump", "APT::Periodic"], { encoding: "utf8" });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^APT::Periodic::Update-Package-Lists "1";$/m);
+  assert.match(r.stdout, /^APT::Periodic::Unattended-Upgrade "1";$/m);
+});

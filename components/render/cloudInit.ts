@@ -295,7 +295,8 @@ function dockerDropin(c: CloudInitInput): string {
   return `${lines.join("\n")}\n`;
 }
 
-const AUTO_UPGRADES = `APT::Periodic::Update-Package-Lists "1";
+export const AUTO_UPGRADES_PATH = "/etc/apt/apt.conf.d/20auto-upgrades";
+export const AUTO_UPGRADES = `APT::Periodic::Update-Package-Lists "1";
 APT::Periodic::Unattended-Upgrade "1";
 `;
 
@@ -374,7 +375,7 @@ export function renderCloudInit(c: CloudInitInput): string {
     writeFiles.push({ path: PREPARE_VOLUME_SCRIPT, owner: "root:root", permissions: "0755", content: PREPARE_VOLUME_SH });
   }
   // Deferred until the packages are installed, so unattended-upgrades' own setup cannot replace it.
-  writeFiles.push({ path: "/etc/apt/apt.conf.d/20auto-upgrades", owner: "root:root", permissions: "0644", content: AUTO_UPGRADES, defer: true });
+  writeFiles.push({ path: AUTO_UPGRADES_PATH, owner: "root:root", permissions: "0644", content: AUTO_UPGRADES, defer: true });
   writeFiles.push({ path: TAILSCALE_UPGRADES_PATH, owner: "root:root", permissions: "0644", content: TAILSCALE_UPGRADES });
 
   const runcmd: string[] = [

@@ -1,7 +1,7 @@
 import { Document } from "yaml";
 import { HEADSCALE_CONFIG_DIR, HEADSCALE_PORTS, HEADSCALE_STATE_DIR } from "./headscale";
 import { renderBootstrapScript, type BootstrapScriptInput } from "./headscaleBootstrap";
-import { PREPARE_VOLUME_SCRIPT, PREPARE_VOLUME_SH, volumeDevice } from "./cloudInit";
+import { AUTO_UPGRADES, AUTO_UPGRADES_PATH, PREPARE_VOLUME_SCRIPT, PREPARE_VOLUME_SH, volumeDevice } from "./cloudInit";
 
 /**
  * User data of the Headscale control node: Headscale starts from first boot under systemd (not
@@ -89,7 +89,9 @@ export function renderHeadscaleCloudInit(c: HeadscaleCloudInitInput): string {
     hostname: c.hostname,
     package_update: true,
     // Debian's docker engine; openssl seals, python3 serves the blob (both in Debian 12's image already).
-    packages: ["docker.io", "openssl", "python3"],
+    // unattended-upgrades: the control node faces the internet and has no admin shell, so Debian's
+    // security updates (docker.io included) must arrive by themselves, as on the cluster nodes.
+    packages: ["docker.io", "openssl", "python3", "unattended-upgrades"],
     // No fs_setup/mounts: they run in cloud-init's early disk stage and skip a device that is not
     // there yet, writing no fstab line (canonical/cloud-init cloudinit/config/cc_mounts.py), and the
     // VolumeAttachment is made after the droplet. As on the cluster nodes (render/cloudInit.ts),
@@ -99,6 +101,8 @@ export function renderHeadscaleCloudInit(c: HeadscaleCloudInitInput): string {
       { path: `${HEADSCALE_CONFIG_DIR}/policy.hujson`, permissions: "0644", content: c.policyHujson },
       { path: BOOTSTRAP_SCRIPT_PATH, permissions: "0700", content: script },
       { path: PREPARE_VOLUME_SCRIPT, permissions: "0755", content: PREPARE_VOLUME_SH },
+      // Deferred until the packages are installed, so unattended-upgrades' own setup cannot replace it.
+      { path: AUTO_UPGRADES_PATH, permissions: "0644", content: AUTO_UPGRADES, defer: true },
       { path: `/etc/systemd/system/${HEADSCALE_UNIT}`, permissions: "0644", content: headscaleUnit(c.image, c.derp) },
       { path: `/etc/systemd/system/${BOOTSTRAP_UNIT}`, permissions: "0644", content: bootstrapUnit() },
     ],
