@@ -37,9 +37,23 @@ function run(dir: string, op: string, stack: string, ...args: string[]): Run {
   return { status: r.status ?? -1, out, summary };
 }
 
-/** The engine's preview lines for resources of `type`: `+-` replace, `~` update, `+` create, `-` delete. */
-function stepLines(out: string, type: string): string[] {
-  return out.split("\n").filter((l) => l.includes(` ${type} `));
+interface Step {
+  op: string;
+  type: string;
+  urn: string;
+}
+
+/** The engine's own step lines (`    +-digitalocean:index/droplet:Droplet: (replace)`), with the urn printed under each. */
+function steps(out: string): Step[] {
+  const lines = out.split("\n");
+  const found: Step[] = [];
+  lines.forEach((line, i) => {
+    const m = /^\s*(?:\+-|[~+-])?\s*([a-z0-9-]+:[A-Za-z0-9/._-]*:[A-Za-z0-9]+): \(([a-z-]+)(?:\[[a-z]+\])?\)/.exec(line);
+    if (!m) return;
+    const urn = lines.slice(i + 1, i + 4).map((l) => /\[urn=([^\]]+)\]/.exec(l)?.[1]).find(Boolean) ?? "";
+    found.push({ type: m[1]!, op: m[2]!, urn });
+  });
+  return found;
 }
 
 describe("the real engine over the simulated cloud (prod)", { skip }, () => {
@@ -75,10 +89,14 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
   it("a change of region replaces droplets and volumes, and the engine refuses on protect", () => {
     const r = run(dir, "preview", "prod", "--set", "region=ams3");
     assert.notEqual(r.status, 0, "the preview must fail: the volumes and the reserved IP are protected");
-    const droplets = stepLines(r.out, "digitalocean:index/droplet:Droplet");
-    assert.ok(droplets.length > 0 && droplets.every((l) => /\+-|replace/.test(l)), droplets.join("\n") || r.out.slice(-6000));
-    assert.match(r.out, /marked for protection/);
-    assert.match(r.out, /digitalocean:index\/volume:Volume/);
+    const all = steps(r.out);
+    const of = (type: string) => all.filter((s) => s.type === type);
+    assert.deepEqual(of("digitalocean:index/droplet:Droplet").map((s) => s.op), ["replace", "replace", "replace"], r.out.slice(0, 6000));
+    assert.deepEqual(of("digitalocean:index/volume:Volume").map((s) => s.op), ["replace", "replace", "replace"]);
+    // The engine's own refusal, for each protected volume.
+    for (const v of of("digitalocean:index/volume:Volume")) {
+      assert.ok(r.out.includes(`unable to replace resource "${v.urn}"\nas it is currently marked for protection`), `no protect error for ${v.urn}`);
+    }
   });
 
   it("a new Dendrite image updates one service in place and replaces nothing", () => {
@@ -89,8 +107,8 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
     assert.equal(s.replace ?? 0, 0, JSON.stringify(s));
     assert.equal(s.create ?? 0, 0, JSON.stringify(s));
     assert.equal(s.delete ?? 0, 0, JSON.stringify(s));
-    const updated = stepLines(r.out, "docker:index/service:Service").filter((l) => /~/.test(l));
-    assert.equal(updated.length, 1, updated.join("\n"));
-    assert.match(updated[0]!, /dendrite/);
+    const changed = steps(r.out).filter((s) => s.op !== "same");
+    assert.deepEqual(changed.map((s) => [s.type, s.op, s.urn.split("::").pop()]), [["docker:index/service:Service", "update", "dendrite-service"]]);
+    assert.match(r.out, /~ image\s*: "matrixdotorg\/dendrite-monolith:v0\.15\.2" => "matrixdotorg\/dendrite-monolith:v0\.15\.3"/);
   });
 });

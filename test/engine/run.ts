@@ -35,6 +35,7 @@ async function main(): Promise<number> {
     return 2;
   }
   const temporary = values.dir === undefined;
+  let streamedErrors = false;
   const dir = values.dir ? path.resolve(values.dir) : mkdtempSync(path.join(os.tmpdir(), "hm-engine-"));
   try {
     if (op === "advance") {
@@ -57,25 +58,30 @@ async function main(): Promise<number> {
     const sb: Sandbox = { dir, stack: values.stack };
     const stack = await openStack(sb, bin, overrides);
     const onOutput = (out: string) => process.stdout.write(out);
+    // The CLI's stderr (its errors), as it comes.
+    const onError = (err: string) => {
+      streamedErrors = true;
+      process.stderr.write(err);
+    };
     let summary: unknown;
     switch (op) {
       case "preview": {
-        const r = await stack.preview({ diff: true, onOutput });
+        const r = await stack.preview({ diff: true, onOutput, onError });
         summary = r.changeSummary;
         break;
       }
       case "up": {
-        const r = await stack.up({ diff: true, onOutput });
+        const r = await stack.up({ diff: true, onOutput, onError });
         summary = r.summary.resourceChanges;
         break;
       }
       case "refresh": {
-        const r = await stack.refresh({ onOutput });
+        const r = await stack.refresh({ onOutput, onError });
         summary = r.summary.resourceChanges;
         break;
       }
       case "destroy": {
-        const r = await stack.destroy({ onOutput });
+        const r = await stack.destroy({ onOutput, onError });
         summary = r.summary.resourceChanges;
         break;
       }
@@ -83,9 +89,9 @@ async function main(): Promise<number> {
     if (values.json) console.log(`\n${JSON.stringify({ op, summary })}`);
     return 0;
   } catch (e) {
-    // The engine's own output has already been streamed; its error names the failing step.
-    const err = e as { message?: string; stderr?: string };
-    console.error(err.stderr?.trim() || err.message || String(e));
+    // The engine's output and errors have been streamed already; the Automation API's error
+    // message would repeat all of it.
+    if (!streamedErrors) console.error((e as Error).message || String(e));
     return 1;
   } finally {
     if (temporary) rmSync(dir, { recursive: true, force: true });

@@ -366,13 +366,20 @@ export const BEHAVIORS: Record<string, Behavior> = {
   },
 };
 
+const PREDEFINED_NETWORKS = ["host", "bridge", "none", "ingress"];
+
 /** A service spec naming a secret, config or network that does not exist is refused by the manager. */
 function checkReferences(cloud: CloudState, p: Props): void {
   const task = (p.taskSpec ?? {}) as Props;
   const spec = (task.containerSpec ?? {}) as Props;
   for (const s of (spec.secrets as Props[] | undefined) ?? []) if (!cloud.objects[str(s.secretId)]) refuse(`(docker) secret ${str(s.secretId)} not found`);
   for (const c of (spec.configs as Props[] | undefined) ?? []) if (!cloud.objects[str(c.configId)]) refuse(`(docker) config ${str(c.configId)} not found`);
-  for (const n of (task.networksAdvanceds as Props[] | undefined) ?? []) if (!cloud.objects[str(n.name)]) refuse(`(docker) network ${str(n.name)} not found`);
+  for (const n of (task.networksAdvanceds as Props[] | undefined) ?? []) {
+    const ref = str(n.id ?? n.name);
+    // Every engine has the predefined networks; the program's own are known by id or name.
+    if (PREDEFINED_NETWORKS.includes(ref)) continue;
+    if (!cloud.objects[ref] && !live(cloud, "docker:index/network:Network").some((o) => o.state.name === ref)) refuse(`(docker) network ${ref} not found`);
+  }
 }
 
 function pick(state: Props, keys: string[]): Props {
