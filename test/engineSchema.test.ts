@@ -2,10 +2,13 @@
  * The simulated providers' ForceNew table (test/engine/sim/schema.ts) against real things: the
  * pinned SDK packages in node_modules (every field named is an input of that type, so a typo or a
  * renamed field cannot silently never replace), the program's own resource types (every type any
- * stack's offline plan creates is in the table), and the bridge's decision on a few changes.
+ * stack's offline plan creates is in the table), the upstream Terraform docker provider's source
+ * (which the module proxy serves; build-engine.sh downloads it), and the bridge's decision on a few
+ * changes.
  */
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
 import * as path from "node:path";
 import { describe, it } from "node:test";
 import { SCHEMAS } from "./engine/sim/schema";
@@ -42,6 +45,53 @@ describe("the ForceNew table", () => {
     }
     assert.deepEqual([...missing], []);
   });
+});
+
+/** The Terraform docker provider's source, as build-engine.sh downloads it from the Go module proxy. */
+const DOCKER_TF = (() => {
+  const cache = process.env.HARDENED_MATRIX_ENGINE_CACHE ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(homedir(), ".cache"), "hardened-matrix", "pulumi-3.276.0");
+  const script = readFileSync(path.join(ROOT, "test/engine/build-engine.sh"), "utf8");
+  const version = /^DOCKER_TF_VERSION=(\S+)$/m.exec(script)![1]!;
+  const dir = path.join(cache, "gomod", "github.com", "kreuzwerker", `terraform-provider-docker@${version}`, "internal", "provider");
+  return existsSync(dir) ? dir : undefined;
+})();
+if (!DOCKER_TF && process.env.CI) throw new Error("the docker provider's source is missing: .ci/run runs test/engine/build-engine.sh, which downloads it");
+
+/**
+ * The top-level attributes of a Terraform SDKv2 resource schema (three tabs deep in these files)
+ * and whether each is ForceNew, as the bridge names them (snake_case to camelCase).
+ */
+function upstreamForceNew(file: string): Map<string, boolean> {
+  const src = readFileSync(path.join(DOCKER_TF!, file), "utf8");
+  const fields = new Map<string, boolean>();
+  for (const m of src.matchAll(/^\t\t\t"([a-z_]+)": \{\n/gm)) {
+    // The attribute's own lines: up to its closing brace at the same depth.
+    const body = src.slice(m.index! + m[0].length, src.indexOf("\n\t\t\t},", m.index!));
+    const own = body.split("\n").filter((l) => /^\t\t\t\t[A-Za-z]/.test(l)).join("\n");
+    const name = m[1]!.replace(/_([a-z])/g, (_x, c: string) => c.toUpperCase());
+    fields.set(name, (fields.get(name) ?? false) || /ForceNew:\s*true/.test(own));
+  }
+  return fields;
+}
+
+describe("the ForceNew table against the Terraform docker provider's source (kreuzwerker/terraform-provider-docker)", { skip: DOCKER_TF ? false : "its source is not downloaded: run test/engine/build-engine.sh" }, () => {
+  const files: Record<string, string> = {
+    "docker:index/network:Network": "resource_docker_network.go",
+    "docker:index/secret:Secret": "resource_docker_secret.go",
+    "docker:index/serviceConfig:ServiceConfig": "resource_docker_config.go",
+    "docker:index/volume:Volume": "resource_docker_volume.go",
+    "docker:index/service:Service": "resource_docker_service.go",
+  };
+  for (const [type, file] of Object.entries(files)) {
+    it(`${type}: the table's ForceNew fields are exactly upstream's, for the inputs the SDK has`, () => {
+      const upstream = upstreamForceNew(file);
+      const inputs = argsOf(type);
+      const upstreamForce = [...upstream].filter(([f, force]) => force && inputs.has(f)).map(([f]) => f).sort();
+      const ours = SCHEMAS[type]!;
+      // A resource with no Update (every attribute ForceNew) may list them all: compare with its inputs.
+      assert.deepEqual([...ours.forceNew].filter((f) => upstream.has(f)).sort(), upstreamForce, `${file}: upstream ForceNew ${upstreamForce.join(", ")}`);
+    });
+  }
 });
 
 describe("the simulated providers' diff", () => {

@@ -11,6 +11,7 @@ set -euo pipefail
 # Go 1.26 (pkg/v3 v3.276.0's go.mod says go 1.26.6). If the machine has none (the CI container is a
 # plain debian:12), the toolchain comes from the Go module proxy as the go command itself fetches
 # toolchains (module golang.org/toolchain), checked against its checksum-database hash pinned here.
+DOCKER_TF_VERSION=v0.0.0-20260916201441-96d331c98ff4
 GO_TOOLCHAIN=v0.0.1-go1.26.8.linux-amd64
 GO_TOOLCHAIN_H1="h1:ZOmGe1OnfREDMIdb1Qi4G9JSuDPBLGExZMQ4nis1RXM="
 ensure_go() {
@@ -57,7 +58,7 @@ main() {
   local cache="${HARDENED_MATRIX_ENGINE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/hardened-matrix/pulumi-$version}"
   local bin="$cache/bin" stamp="$cache/stamp" log="$cache/build.log"
   # The stamp names what was built: a changed version or recipe rebuilds.
-  local recipe=3
+  local recipe=4
   local want="pulumi $version recipe $recipe"
 
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$bin/pulumi" ]; then
@@ -107,6 +108,9 @@ MOD
       -ldflags "-s -w -X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v$version" \
       -o "$bin/pulumi.new" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
     mv "$bin/pulumi.new" "$bin/pulumi"
+    # The Terraform docker provider's source (the one upstream of the simulated docker provider the
+    # module proxy serves), for test/engineSchema.test.ts to check the ForceNew table against.
+    go mod download "github.com/kreuzwerker/terraform-provider-docker@$DOCKER_TF_VERSION"
     echo "== built in $(( $(date +%s) - start ))s"
   ) >>"$log" 2>&1; then
     echo "build-engine: the build failed; the end of $log:" >&2

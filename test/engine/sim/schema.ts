@@ -10,7 +10,8 @@
  *   cloudflare/terraform-provider-cloudflare (v5, generated schemas), pulumi/pulumi-command.
  * test/engineSchema.test.ts checks every field against the SDK packages in node_modules (each named
  * field is an input of that type) and, where the Go module proxy serves the upstream provider
- * (kreuzwerker/terraform-provider-docker), against its source.
+ * (kreuzwerker/terraform-provider-docker, downloaded by build-engine.sh), against its source; the
+ * others were read from the upstream repositories (GitHub snapshots), not checked automatically.
  */
 export interface TypeSchema {
   /** Upstream repository and path of the resource's schema. */
@@ -139,7 +140,7 @@ export const SCHEMAS: Record<string, TypeSchema> = {
   },
   "docker:index/serviceConfig:ServiceConfig": {
     evidence: `${DOCKER} internal/provider/resource_docker_config.go`,
-    forceNew: ["name", "data"],
+    forceNew: ["name", "data", "dataRaw", "labels"],
     computed: [],
     allForceNew: true,
   },
@@ -151,7 +152,7 @@ export const SCHEMAS: Record<string, TypeSchema> = {
   },
   "docker:index/service:Service": {
     evidence: `${DOCKER} internal/provider/resource_docker_service.go`,
-    forceNew: ["name", "mode"],
+    forceNew: ["name", "mode", "auth"],
     computed: [],
   },
   "command:local:Command": {
