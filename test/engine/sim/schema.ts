@@ -86,12 +86,14 @@ export const SCHEMAS: Record<string, TypeSchema> = {
     computed: ["createdOn", "modifiedOn", "proxiable", "meta", "commentModifiedOn", "tagsModifiedOn", "settings", "tags"],
   },
   "cloudflare:index/workersScript:WorkersScript": {
-    evidence: "cloudflare/terraform-provider-cloudflare internal/services/workers_script/schema.go",
+    // Not read upstream (only dns_record/schema.go was): assumed from that file's pattern (the ids in the path RequiresReplace).
+    evidence: "cloudflare/terraform-provider-cloudflare internal/services/workers_script/schema.go (unverified)",
     forceNew: ["accountId", "scriptName"],
     computed: ["createdOn", "modifiedOn", "etag", "startupTimeMs", "hasAssets", "hasModules", "handlers"],
   },
   "cloudflare:index/workersRoute:WorkersRoute": {
-    evidence: "cloudflare/terraform-provider-cloudflare internal/services/workers_route/schema.go",
+    // Not read upstream either; same assumption.
+    evidence: "cloudflare/terraform-provider-cloudflare internal/services/workers_route/schema.go (unverified)",
     forceNew: ["zoneId"],
     computed: [],
   },
