@@ -64,6 +64,15 @@ describe("nodes in the engine's order", { timeout: 600_000 }, () => {
     for (const other of ["hm-prod-1", "hm-prod-3"]) assert.ok(!touches(steps, "delete", teardownName(other)), `${other}'s teardown does not run:\n${show(steps)}`);
   });
 
+  test("replacing the turn node: its TURN record follows the new address in place; no other node is touched", () => {
+    const steps = engineSteps(prod, prod, { replace: [urnOf(prod, "random:index/randomId:RandomId", "hm-prod-3-generation")] });
+    const teardown = stepIndex(steps, "delete", teardownName("hm-prod-3"));
+    assert.ok(teardown >= 0 && teardown < stepIndex(steps, "delete", "hm-prod-3") && stepIndex(steps, "delete", "hm-prod-3") < stepIndex(steps, "create", "hm-prod-3"), show(steps));
+    const record = steps.find((s) => s.urn.includes("dnsRecord:DnsRecord::") && s.urn.endsWith("a-turn.example.org"));
+    assert.equal(record?.op, "update", show(steps));
+    for (const other of ["hm-prod-1", "hm-prod-2"]) assert.ok(!touches(steps, "delete", other) && !touches(steps, "delete", teardownName(other)), `${other} is left alone:\n${show(steps)}`);
+  });
+
   test("a node added later boots with a join key created in the same deployment (a key from the first deploy has expired)", () => {
     const steps = engineSteps(prod, withWorker);
     const droplet = withWorker.find((r) => r.type === "digitalocean:index/droplet:Droplet" && r.name === WORKER.name)!;

@@ -39,6 +39,15 @@ const FORCE_NEW: Record<string, string[] | "all"> = {
   "digitalocean:index/reservedIpAssignment:ReservedIpAssignment": ["ipAddress", "dropletId"],
   // tailscale/terraform-provider-tailscale tailscale/resource_tailnet_key.go: RequiresReplace.
   "tailscale:index/tailnetKey:TailnetKey": ["reusable", "ephemeral", "tags", "preauthorized", "expiry", "description"],
+  // cloudflare/terraform-provider-cloudflare internal/services/dns_record/schema.go: only zone_id RequiresReplace.
+  "cloudflare:index/dnsRecord:DnsRecord": ["zoneId"],
+  // kreuzwerker/terraform-provider-docker internal/provider/resource_docker_secret.go, resource_docker_config.go:
+  // every argument ForceNew (Swarm secrets and configs are immutable).
+  "docker:index/secret:Secret": "all",
+  "docker:index/serviceConfig:ServiceConfig": "all",
+  // resource_docker_service.go: auth and name at the top level (the nested ForceNew fields, e.g.
+  // task_spec.container_spec.hosts and sysctl, are not modelled: constants in this program).
+  "docker:index/service:Service": ["auth", "name"],
   // hashicorp/terraform-provider-random: every argument of random_id / random_bytes is RequiresReplace.
   "random:index/randomId:RandomId": "all",
   "random:index/randomBytes:RandomBytes": "all",
