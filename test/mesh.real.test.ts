@@ -370,7 +370,7 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
     const db = nodes.find((n) => n.roles.includes("db"))!;
     assert.ok(db !== first && db.roles.includes("manager"), "prod's db node is a manager other than the first");
     const node = cluster.node(db.name);
-    const mounts = [...db.teardown!.matchAll(/^for m in (.*); do$/gm)].flatMap((m) => m[1]!.split(" "));
+    const mounts = [...db.teardown!.matchAll(/^for m in (\/mnt\/.*); do$/gm)].flatMap((m) => m[1]!.split(" "));
     assert.ok(mounts.length > 0, "the db node's teardown unmounts its volumes");
     // The volumes, as cloud-init mounts them (a tmpfs each here, inside the node's own mount namespace).
     const mnt = await node.exec(["sh", "-c", `set -e; mount -t tmpfs -o size=8m tmpfs /mnt; for m in ${mounts.join(" ")}; do mkdir -p $m; mount -t tmpfs -o size=8m tmpfs $m; done`]);

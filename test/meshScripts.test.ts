@@ -353,6 +353,11 @@ test("node leave: refuses, unmounting nothing, while swarm tasks still run after
   const alone = leaveBox({ swarm: "active", manager: "true", tasks: "abc\n", mounted: [] }).run(renderNodeLeaveScript({ mountPoints: [], lastManager: true }));
   assert.equal(alone.status, 0, alone.stderr);
   assert.ok(alone.calls.includes("docker swarm leave --force"));
+  // An engine that does not answer (an interrupted teardown, retried): the volumes are still released.
+  const stopped = sandbox({ docker: "exit 1", systemctl: "", umount: "", sleep: "", mountpoint: "exit 0" }).run(renderNodeLeaveScript({ mountPoints: ["/mnt/v"], lastManager: false }));
+  assert.equal(stopped.status, 0, stopped.stderr);
+  assert.match(stopped.stderr, /the engine does not answer/);
+  assert.ok(stopped.calls.includes("umount /mnt/v") && !stopped.calls.some((c) => c.startsWith("docker swarm")), stopped.calls.join("\n"));
   assert.throws(() => renderNodeLeaveScript({ mountPoints: ["/etc"], lastManager: false }), /not \/mnt\/<name>/);
 });
 
