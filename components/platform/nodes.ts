@@ -57,7 +57,8 @@ export interface NodesArgs {
  * The DigitalOcean layer: VPC, droplets, block-storage volumes, reserved IPs and cloud firewalls.
  * Droplets ignore later edits of their user data: cloud-init runs once, at first boot, so an edit
  * could only take effect by replacing the node. Day-2 changes reach a running node through the
- * docker provider (Swarm services, configs, secrets) over the tailnet instead.
+ * docker provider (Swarm services, configs, secrets) over the tailnet instead. A node gets a new
+ * machine only when its generation is replaced (one node, on purpose), and then delete-before-replace.
  */
 export class Nodes extends pulumi.ComponentResource {
   readonly vpcId: pulumi.Output<string>;
