@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { before, describe, test } from "node:test";
 import type { RecordedResource } from "../plan/mockRuntime";
-import { engineSteps, planRecords, stepIndex, type Step } from "./support/engineOrder";
+import { engineSteps, planRecords, replaceKeys, stepIndex, type Step } from "./support/engineOrder";
 
 // Replacing, adding and removing nodes, judged by the engine's own step order (modelled from
 // pulumi/pulumi pkg/resource/deploy/step_generator.go in test/support/engineOrder.ts) over the
@@ -86,6 +86,11 @@ describe("nodes in the engine's order", { timeout: 600_000 }, () => {
   });
 
   test("adding an SSH key replaces no droplet (ssh_keys is ForceNew; it applies to nodes created later)", () => {
+    for (const d of withAnotherKey.filter((r) => r.type === "digitalocean:index/droplet:Droplet")) {
+      const before = prod.find((r) => r.urn === d.urn)!;
+      assert.notDeepEqual((before.inputs as { sshKeys: unknown }).sshKeys, (d.inputs as { sshKeys: unknown }).sshKeys, "the input did change");
+      assert.deepEqual(replaceKeys(before, d), [], `${d.name} would be replaced`);
+    }
     const steps = engineSteps(prod, withAnotherKey);
     const droplets = steps.filter((s) => s.urn.includes("droplet:Droplet::") && (s.op === "create" || s.op === "delete"));
     assert.deepEqual(droplets, [], show(steps));

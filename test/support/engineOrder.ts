@@ -146,6 +146,12 @@ export function engineSteps(state: RecordedResource[], goal: RecordedResource[],
   return steps;
 }
 
+/** The inputs that make its provider replace `goal` over `state` (changed, not ignored, ForceNew). */
+export function replaceKeys(state: RecordedResource, goal: RecordedResource): string[] {
+  const [a, b] = [(state.inputs ?? {}) as Record<string, unknown>, (goal.inputs ?? {}) as Record<string, unknown>];
+  return [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((k) => !goal.options.ignoreChanges.includes(k) && !same(a[k], b[k]) && forceNew(goal, k));
+}
+
 /** Index of the first step with `op` on a resource whose URN ends with `::<name>`; -1 if none. */
 export function stepIndex(steps: Step[], op: Step["op"], name: string): number {
   return steps.findIndex((s) => s.op === op && s.urn.endsWith(`::${name}`));
