@@ -21,7 +21,9 @@ export interface NodeSpec {
  * Droplet inputs that DigitalOcean can only apply by creating a new machine (ForceNew in
  * digitalocean/terraform-provider-digitalocean digitalocean/droplet/resource_droplet.go: image,
  * region, ssh_keys, user_data, monitoring, vpc_uuid ...) but that a running node does not need:
- * a change applies to nodes created or replaced later, never replaces one by itself. user_data
+ * a change applies to nodes created or replaced later, never replaces one by itself (a replacement
+ * is checked with the program's inputs, not the ignored old ones: pulumi/pulumi
+ * pkg/resource/deploy/step_generator.go, Check with goal.Properties on replace). user_data
  * and ssh_keys are read once by cloud-init at first boot; image and monitoring are constants here.
  * region and vpc_uuid are not ignored: a node in another region or VPC is a new machine, and both
  * are refused earlier (region: the protected volumes; the VPC is protected).
