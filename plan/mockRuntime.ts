@@ -34,6 +34,10 @@ export interface RecordedResource {
     dependsOn: string[];
     /** Earlier identities (alias URNs or specs): a renamed resource that keeps its state. */
     aliases: string[];
+    /** Resources whose replacement replaces this one. */
+    replaceWith: string[];
+    /** Per input: the resources its value came from (what the engine diffs as unknown when they are replaced). */
+    propertyDependencies: Record<string, string[]>;
   };
 }
 
@@ -233,6 +237,8 @@ interface RegisterRequest {
   getDependenciesList(): string[];
   getAliasurnsList(): string[];
   getAliasesList(): Array<{ toObject(): unknown }>;
+  getReplaceWithList(): string[];
+  getPropertydependenciesMap(): { entries(): IterableIterator<[string, { getUrnsList(): string[] }]> };
   getObject(): { toJavaScript(): unknown } | undefined;
 }
 
@@ -323,6 +329,10 @@ export async function runUnderMocks(stack: string, config: StackConfig, program:
             additionalSecretOutputs: req.getAdditionalsecretoutputsList(),
             dependsOn: [...req.getDependenciesList()].sort(),
             aliases: [...req.getAliasurnsList(), ...req.getAliasesList().map((a) => JSON.stringify(a.toObject()))],
+            replaceWith: [...req.getReplaceWithList()].sort(),
+            propertyDependencies: Object.fromEntries(
+              [...req.getPropertydependenciesMap().entries()].map(([k, v]) => [k, [...v.getUrnsList()].sort()]),
+            ),
           },
         });
         order.push(full);

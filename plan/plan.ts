@@ -105,6 +105,7 @@ function extractFiles(resources: RecordedResource[], raw: Map<string, unknown>):
       case "command:local:Command":
       case "command:remote:Command":
         add(r, "create.sh", inputs.create);
+        add(r, "delete.sh", inputs.delete);
         // A script sent on stdin, and every file it embeds as a heredoc named HM_FILE_<file name>.
         add(r, "stdin.sh", inputs.stdin);
         if (typeof inputs.stdin === "string") {

@@ -36,7 +36,10 @@ test("dev: one VPC with the configured range, one Debian droplet in it with clus
 
 test("dev: user data is a secret that never replaces the droplet, and is written under files/", () => {
   const d = named(plan, "hm-dev-1");
-  assert.deepEqual(d.options.ignoreChanges, ["userData"]);
+  // ForceNew at DigitalOcean (digitalocean/droplet/resource_droplet.go) and not needed by a running node.
+  assert.deepEqual(d.options.ignoreChanges, ["userData", "sshKeys", "image", "monitoring"]);
+  assert.equal(d.options.deleteBeforeReplace, true, "the old node goes (teardown, then delete) before its replacement");
+  assert.deepEqual(d.options.replaceWith, [named(plan, "hm-dev-1-generation").urn]);
   assert.equal((d.inputs as Inputs).userData, "[secret]");
   const file = plan.files.find((f) => f.path === "hm-dev-1/user-data.yaml");
   assert.ok(file?.secret, "user data file must be marked secret (0600)");
@@ -184,17 +187,21 @@ test("dev: the tailnet policy lets admins reach SSH and the dashboard, nothing e
   assert.throws(() => renderTailnetPolicy({ admins: [], nodeTag: "tag:x", adminPorts: [22], sshUsers: ["root"] }), /admins is empty/);
 });
 
-test("dev: one pre-authorized, tagged, reusable, non-ephemeral key that expires within the hour, created after the policy", () => {
+test("dev: the node's own pre-authorized, tagged, single-use, non-ephemeral key that expires within the hour, created after the policy, replaced with the node's generation", () => {
   const keys = ofType(plan, "tailscale:index/tailnetKey:TailnetKey");
-  assert.equal(keys.length, 1);
+  assert.deepEqual(keys.map((k) => k.name), ["cloud-tailnet-hm-dev-1-key"]);
   const k = keys[0]!;
   assert.deepEqual(
     { reusable: (k.inputs as Inputs).reusable, ephemeral: (k.inputs as Inputs).ephemeral, preauthorized: (k.inputs as Inputs).preauthorized, expiry: (k.inputs as Inputs).expiry, tags: (k.inputs as Inputs).tags },
-    { reusable: true, ephemeral: false, preauthorized: true, expiry: 3600, tags: ["tag:hm-dev"] },
+    { reusable: false, ephemeral: false, preauthorized: true, expiry: 3600, tags: ["tag:hm-dev"] },
   );
-  assert.equal((k.inputs as Inputs).recreateIfInvalid, "always", "a replacement node needs a key that has not expired");
+  // A refresh marks a used or expired key invalid (resource_tailnet_key.go Read); only the generation replaces it.
+  assert.equal((k.inputs as Inputs).recreateIfInvalid, "never");
+  assert.deepEqual(k.options.replaceWith, [named(plan, "hm-dev-1-generation").urn]);
   assert.equal((k.inputs as Inputs).key, undefined);
-  assert.deepEqual(k.options.dependsOn, [named(plan, "cloud-tailnet-acl").urn]);
+  // The SDK sends replaceWith resources as dependencies too (runtime/resource.js gatherExplicitDependencies).
+  assert.deepEqual(k.options.dependsOn, [named(plan, "hm-dev-1-generation").urn, named(plan, "cloud-tailnet-acl").urn].sort());
+  assert.ok(named(plan, "hm-dev-1").options.propertyDependencies.userData?.includes(k.urn), "the droplet boots with it");
 });
 
 test("dev: services reach the swarm through SSH to the manager's tailnet address, never a published Docker API", () => {

@@ -24,7 +24,8 @@ test("prod: three droplets in one VPC, sized per settings, tagged with their rol
   assert.deepEqual(by["hm-prod-1"]!.tags, ["hardened-matrix-prod", "hardened-matrix-prod-manager", "hardened-matrix-prod-edge"]);
   assert.deepEqual(by["hm-prod-3"]!.tags, ["hardened-matrix-prod", "hardened-matrix-prod-manager", "hardened-matrix-prod-turn"]);
   for (const d of droplets) {
-    assert.deepEqual(d.options.ignoreChanges, ["userData"], d.name);
+    assert.deepEqual(d.options.ignoreChanges, ["userData", "sshKeys", "image", "monitoring"], d.name);
+    assert.equal(d.options.deleteBeforeReplace, true, d.name);
     assert.equal((d.inputs as Inputs).vpcUuid, vpc[0]!.id);
   }
 });

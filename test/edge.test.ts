@@ -133,7 +133,7 @@ test("overlay networks fit inside WireGuard (MTU 1420) and are not attachable", 
 test("resources.json entries follow the contract", () => {
   for (const r of plan.resources) {
     assert.deepEqual(Object.keys(r).sort(), ["custom", "id", "inputs", "name", "options", "parent", "provider", "type", "urn"]);
-    assert.deepEqual(Object.keys(r.options).sort(), ["additionalSecretOutputs", "aliases", "deleteBeforeReplace", "dependsOn", "ignoreChanges", "protect", "replaceOnChanges", "retainOnDelete"]);
+    assert.deepEqual(Object.keys(r.options).sort(), ["additionalSecretOutputs", "aliases", "deleteBeforeReplace", "dependsOn", "ignoreChanges", "propertyDependencies", "protect", "replaceOnChanges", "replaceWith", "retainOnDelete"]);
   }
   const stack = plan.resources[0]!;
   assert.equal(stack.type, "pulumi:pulumi:Stack");

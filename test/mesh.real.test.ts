@@ -1,7 +1,9 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { after, before, describe, test } from "node:test";
-import { clusterSkipReason, NetnsCluster, type Capture, type CapturedPacket, type ClusterNode } from "./support/netnsCluster";
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { clusterSkipReason, NetnsCluster, run, type Capture, type CapturedPacket, type ClusterNode } from "./support/netnsCluster";
 import { joinStdin, meshArtifacts, printed, type MeshNodeArtifacts } from "./support/meshPlan";
 import { planToDisk, type PlanOnDisk } from "./support/plan";
 import { ofType, type Inputs } from "./support/planned";
@@ -122,7 +124,46 @@ async function swarmState(mgr: ClusterNode): Promise<string> {
 }
 
 
-describe("prod plan: the rendered mesh and swarm scripts on real engines", { skip, timeout: 300_000 }, () => {
+/**
+ * Runs a node's planned teardown program (its `delete`) as pulumi-command runs it on the deployer
+ * (/bin/sh -c), with `ssh` a stand-in that maps each planned VPN address to that node's namespaces
+ * (the command after `root@<address>` runs there under sh -c, as sshd runs it). An address of no
+ * live node exits 255, as ssh does for a host it cannot reach.
+ */
+async function runTeardown(cluster: NetnsCluster, nodes: MeshNodeArtifacts[], n: MeshNodeArtifacts) {
+  assert.ok(n.teardown, `the plan has a teardown for ${n.name}`);
+  const bin = path.join(cluster.dir, "deployer-bin");
+  mkdirSync(bin, { recursive: true });
+  const cases = nodes
+    .map((a) => {
+      const node = cluster.node(a.name);
+      if (!node.holderPid) return `  ${a.tailnetAddress}) exit 255 ;;`;
+      const env = Object.entries(node.env()).map(([k, v]) => `'${k}=${v}'`).join(" ");
+      return `  ${a.tailnetAddress}) exec ${cluster.tools.nsenter} ${node.enter().join(" ")} env -i ${env} sh -c "$*" ;;`;
+    })
+    .join("\n");
+  writeFileSync(
+    path.join(bin, "ssh"),
+    `#!/bin/sh
+while [ $# -gt 0 ]; do
+  case $1 in
+    -o) shift 2 ;;
+    -n) exec </dev/null; shift ;;
+    root@*) host=\${1#root@}; shift; break ;;
+    *) echo "ssh stand-in: unexpected $1" >&2; exit 2 ;;
+  esac
+done
+case $host in
+${cases}
+  *) exit 255 ;;
+esac
+`,
+    { mode: 0o755 },
+  );
+  return run("/bin/sh", ["-c", n.teardown], { env: { PATH: `${bin}:/usr/sbin:/usr/bin:/sbin:/bin` }, timeoutMs: 240_000 });
+}
+
+describe("prod plan: the rendered mesh and swarm scripts on real engines", { skip, timeout: 540_000 }, () => {
   let plan: PlanOnDisk;
   let nodes: MeshNodeArtifacts[];
   let cluster: NetnsCluster;
@@ -322,6 +363,76 @@ describe("prod plan: the rendered mesh and swarm scripts on real engines", { ski
       const row = await mgr.mustDocker(["node", "ls", "--filter", `name=${last.name}`, "--format", "{{.Status}} {{.ManagerStatus}}"]);
       return row === "Ready Reachable" ? row : undefined;
     });
+  });
+
+  test("replacing the db node in the engine's order: its planned teardown drains it, takes it out of Raft and unmounts its volumes; then the new machine with the same name, mesh address and key joins", async () => {
+    const mgr = cluster.node(first.name);
+    const db = nodes.find((n) => n.roles.includes("db"))!;
+    assert.ok(db !== first && db.roles.includes("manager"), "prod's db node is a manager other than the first");
+    const node = cluster.node(db.name);
+    const mounts = [...db.teardown!.matchAll(/^for m in (\/mnt\/.*); do$/gm)].flatMap((m) => m[1]!.split(" "));
+    assert.ok(mounts.length > 0, "the db node's teardown unmounts its volumes");
+    // The volumes, as cloud-init mounts them (a tmpfs each here, inside the node's own mount namespace).
+    const mnt = await node.exec(["sh", "-c", `set -e; mount -t tmpfs -o size=8m tmpfs /mnt; for m in ${mounts.join(" ")}; do mkdir -p $m; mount -t tmpfs -o size=8m tmpfs $m; done`]);
+    assert.equal(mnt.code, 0, mnt.stderr);
+    // A task pinned to the db node (the drain must stop it before anything is unmounted).
+    await mgr.mustDocker(["service", "create", "--detach", "--no-resolve-image", "--name", "probe-writer", "--constraint", `node.hostname==${db.name}`, image, "sleep", "600"]);
+    const ps = async () => mgr.mustDocker(["service", "ps", "--no-trunc", "probe-writer", "--format", "{{.Node}} {{.CurrentState}} {{.Error}}"]);
+    try {
+      await eventually("the writer runs on the db node", 90_000, async () => (await node.mustDocker(["ps", "-q", "--filter", "label=com.docker.swarm.service.name=probe-writer"])) || undefined);
+    } catch (e) {
+      throw new Error(`${String(e)}: ${await ps()}`);
+    }
+    const oldId = nodeIds.get(db.name)!;
+
+    // 1. The teardown (deleted before the droplet: delete-before-replace).
+    const t = await runTeardown(cluster, nodes, db);
+    console.log(`# teardown of ${db.name}: exit ${t.code}\n${t.stdout}${t.stderr}`);
+    assert.equal(t.code, 0, t.stderr);
+    assert.deepEqual(printed(t.stdout, ["drained", "left", "removed"]), { drained: "1", left: "1", removed: "1" });
+    const members = (await mgr.mustDocker(["node", "ls", "--format", "{{.ID}} {{.Hostname}} {{.ManagerStatus}}"])).split("\n");
+    assert.ok(!members.some((m) => m.startsWith(`${oldId} `) || m.split(" ")[1] === db.name), `${db.name} is out of the swarm: ${members.join("; ")}`);
+    assert.equal(await mgr.mustDocker(["info", "--format", "{{.Swarm.Managers}}"]), String(nodes.filter((n) => n.roles.includes("manager")).length - 1), "Raft lost the member");
+    const still = await node.exec(["sh", "-c", `for m in ${mounts.join(" ")}; do mountpoint -q $m && echo $m; done; ip link show wg0 >/dev/null 2>&1 && echo wg0; true`]);
+    assert.equal(still.stdout.trim(), "", "no volume mounted and no wg0 left on the old machine");
+    assert.notEqual((await node.docker(["info"], { timeoutMs: 10_000 })).code, 0, "its engine is stopped");
+    const tasks = await mgr.mustDocker(["service", "ps", "probe-writer", "--format", "{{.DesiredState}} {{.CurrentState}}"]);
+    assert.ok(!/^Running Running/m.test(tasks), `the writer is not running anywhere: ${tasks}`);
+
+    // 2. The droplet is deleted and created again (same name, VPC address, mesh address and key).
+    const fresh = await cluster.replaceNode(db.name);
+    assert.deepEqual(await mustRun(fresh, db.scripts.wgApply, ["changed"], "wg0 apply"), { changed: "1" });
+    await fresh.startEngine();
+    const j = await mustRun(fresh, await joinInput(db), ["node-id"], "join");
+    nodeIds.set(db.name, j["node-id"]!);
+    const rows = await eventually("every node Ready", 90_000, async () => {
+      const r = (await mgr.mustDocker(["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"])).split("\n");
+      return r.length === nodes.length && r.every((x) => / Ready (Leader|Reachable)$/.test(x) || (/ Ready$/.test(x))) ? r : undefined;
+    });
+    assert.equal(rows.filter((r) => r.startsWith(`${db.name} `)).length, 1, "one node of that name");
+    assert.deepEqual(await mustRun(mgr, first.scripts.label!, ["labelled", "removed"], "label"), { labelled: "1", removed: "0" });
+    assert.equal(await mgr.mustDocker(["info", "--format", "{{.Swarm.Managers}}"]), String(nodes.filter((n) => n.roles.includes("manager")).length));
+    const labels = JSON.parse(await mgr.mustDocker(["node", "inspect", "--format", "{{json .Spec.Labels}}", db.name])) as Record<string, string>;
+    assert.deepEqual(Object.keys(labels).filter((k) => k.startsWith(ROLE_LABEL)).sort(), db.roles.map((r) => `${ROLE_LABEL}${r}`).sort());
+    await mgr.mustDocker(["service", "rm", "probe-writer"]);
+  });
+
+  test("a manager that leaves `nodes`: its teardown demotes and removes it, so Raft counts only the managers that stay", async () => {
+    const mgr = cluster.node(first.name);
+    const db = nodes.find((n) => n.roles.includes("db"))!;
+    const t = await runTeardown(cluster, nodes, db);
+    assert.equal(t.code, 0, t.stderr);
+    assert.deepEqual(printed(t.stdout, ["drained", "left", "removed"]), { drained: "1", left: "1", removed: "1" });
+    const rows = (await mgr.mustDocker(["node", "ls", "--format", "{{.Hostname}} {{.Status}} {{.ManagerStatus}}"])).split("\n");
+    assert.deepEqual(rows.map((r) => r.split(" ")[0]).sort(), nodes.filter((n) => n !== db).map((n) => n.name).sort(), "the removed manager is gone from the membership");
+    assert.ok(rows.every((r) => / Ready (Leader|Reachable)$/.test(r)), `every remaining manager is reachable: ${rows.join("; ")}`);
+    assert.equal(await mgr.mustDocker(["info", "--format", "{{.Swarm.Managers}}"]), String(nodes.filter((n) => n.roles.includes("manager")).length - 1));
+    // Its VPN address now answers nothing: a second run (e.g. a retried delete) treats it as dead and changes nothing.
+    cluster.node(db.name).stop();
+    const again = await runTeardown(cluster, nodes, db);
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /does not answer ssh: treated as dead/);
+    assert.deepEqual(printed(again.stdout, ["drained", "removed"]), { drained: "0", removed: "0" });
   });
 
   test("the bridge saw only WireGuard between the nodes' VPC addresses", async () => {

@@ -209,14 +209,15 @@ function portCovers(range: string, port: number): boolean {
   return port >= lo! && port <= (hi ?? lo)!;
 }
 
-test("shellcheck passes every script the plan delivers to a node (stdin) or runs locally (create)", { skip: !tool.shellcheck && skipReason("shellcheck", "shellcheck") }, () => {
+test("shellcheck passes every script the plan delivers to a node (stdin) or runs locally (create, delete)", { skip: !tool.shellcheck && skipReason("shellcheck", "shellcheck") }, () => {
   const dir = mkdtempSync(path.join(tmpdir(), "hm-mesh-sh-"));
   try {
-    const scripts = plan.files.filter((f) => /\/(stdin|create)\.sh$/.test(f.path));
+    const scripts = plan.files.filter((f) => /\/(stdin|create|delete)\.sh$/.test(f.path));
     assert.ok(scripts.length >= 3 * 2 + 4);
+    assert.equal(scripts.filter((f) => f.path.endsWith("-teardown/delete.sh")).length, mesh.length, "a teardown per node");
     for (const f of scripts) {
       const file = path.join(dir, f.path.replace(/\//g, "__"));
-      writeFileSync(file, f.path.endsWith("create.sh") ? `#!/bin/sh\n${f.content}\n` : f.content);
+      writeFileSync(file, /(create|delete)\.sh$/.test(f.path) ? `#!/bin/sh\n${f.content}\n` : f.content);
       const r = spawnSync(tool.shellcheck!, ["-s", "sh", "-S", "style", file], { encoding: "utf8" });
       assert.equal(r.status, 0, `${f.path}:\n${r.stdout}${r.stderr}`);
     }

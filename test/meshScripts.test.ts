@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, test } from "node:test";
 import { renderWireguardApplyScript, renderWireguardConfig, WG_CONF_PATH } from "../components/render/wireguard";
-import { renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript } from "../components/render/swarm";
+import { renderNodeLeaveScript, renderNodeTeardownProgram, renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript } from "../components/render/swarm";
 import { renderSecretFetchCreate } from "../components/platform/remote";
 import { joinStdin } from "./support/meshPlan";
 
@@ -303,4 +303,101 @@ test("swarm labels: labels by node id, removes stale labels and dead predecessor
   assert.equal(missing.status, 1);
   assert.match(missing.stderr, /no Ready swarm node is called n3/);
   assert.ok(!missing.calls.some((c) => /node (rm|demote)/.test(c)));
+});
+
+// ---- teardown ------------------------------------------------------------------------------
+
+/** A node as the leave script sees it: `docker` answers from files, systemctl/umount/mountpoint/sleep record only. */
+function leaveBox(state: { swarm: string; manager: string; tasks: string; mounted: string[] }) {
+  const box = sandbox({
+    docker: `case "$*" in
+  "info --format {{.Swarm.LocalNodeState}}") echo ${state.swarm} ;;
+  "info --format {{.Swarm.ControlAvailable}}") echo ${state.manager} ;;
+  "ps -q --filter label=com.docker.swarm.task.id") printf '%s' "${state.tasks}" ;;
+  "ps --filter"*) echo task-name ;;
+  "swarm leave"*) ;;
+  *) echo "unexpected docker $*" >&2; exit 9 ;;
+esac`,
+    systemctl: "",
+    umount: "",
+    sleep: "",
+    mountpoint: `case " ${state.mounted.join(" ")} " in *" $2 "*) exit 0 ;; *) exit 1 ;; esac`,
+  });
+  return box;
+}
+
+test("node leave: once its tasks are gone and it is demoted it leaves, then the engine stops, then the mounted volumes are unmounted, then wg0 stops", () => {
+  const box = leaveBox({ swarm: "active", manager: "false", tasks: "", mounted: ["/mnt/hm-x-postgres"] });
+  const r = box.run(renderNodeLeaveScript({ mountPoints: ["/mnt/hm-x-postgres", "/mnt/hm-x-dendrite"], lastManager: false }));
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, "left=1\n");
+  const at = (c: string) => r.calls.indexOf(c);
+  assert.ok(at("docker swarm leave") >= 0, r.calls.join("\n"));
+  assert.ok(at("docker swarm leave") < at("systemctl stop docker.service") && at("systemctl stop docker.service") < at("umount /mnt/hm-x-postgres"), r.calls.join("\n"));
+  assert.ok(at("umount /mnt/hm-x-postgres") < at("systemctl stop wg-quick@wg0.service"));
+  assert.ok(!r.calls.includes("umount /mnt/hm-x-dendrite"), "a volume that is not mounted is left alone");
+});
+
+test("node leave: refuses, unmounting nothing, while swarm tasks still run after the wait, or while it is still a manager", () => {
+  for (const [state, message] of [
+    [{ swarm: "active", manager: "false", tasks: "abc\n", mounted: ["/mnt/v"] }, /swarm tasks still run here/],
+    [{ swarm: "active", manager: "true", tasks: "", mounted: ["/mnt/v"] }, /still a manager/],
+  ] as const) {
+    const box = leaveBox({ ...state, mounted: [...state.mounted] });
+    const r = box.run(renderNodeLeaveScript({ mountPoints: ["/mnt/v"], lastManager: false }));
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, message);
+    assert.ok(!r.calls.some((c) => /^(umount|systemctl stop|docker swarm leave)/.test(c)), r.calls.join("\n"));
+  }
+  // The only manager: nothing drained it; it leaves with --force (the swarm ends with it).
+  const alone = leaveBox({ swarm: "active", manager: "true", tasks: "abc\n", mounted: [] }).run(renderNodeLeaveScript({ mountPoints: [], lastManager: true }));
+  assert.equal(alone.status, 0, alone.stderr);
+  assert.ok(alone.calls.includes("docker swarm leave --force"));
+  // An engine that does not answer (an interrupted teardown, retried): the volumes are still released.
+  const stopped = sandbox({ docker: "exit 1", systemctl: "", umount: "", sleep: "", mountpoint: "exit 0" }).run(renderNodeLeaveScript({ mountPoints: ["/mnt/v"], lastManager: false }));
+  assert.equal(stopped.status, 0, stopped.stderr);
+  assert.match(stopped.stderr, /the engine does not answer/);
+  assert.ok(stopped.calls.includes("umount /mnt/v") && !stopped.calls.some((c) => c.startsWith("docker swarm")), stopped.calls.join("\n"));
+  assert.throws(() => renderNodeLeaveScript({ mountPoints: ["/etc"], lastManager: false }), /not \/mnt\/<name>/);
+});
+
+/** The deployer: `ssh` records where it went and answers per host from files (exit 255 for a dead host). */
+function deployerBox(hosts: Record<string, { manager?: boolean; exit?: number }>) {
+  const cases = Object.entries(hosts)
+    .map(([h, o]) => `  ${h}) ${o.exit === 255 ? "exit 255" : `case "$*" in *ControlAvailable*) echo ${o.manager ? "true" : "false"} ;; *) cat >/dev/null; exit ${o.exit ?? 0} ;; esac`} ;;`)
+    .join("\n");
+  return sandbox({
+    ssh: `while [ $# -gt 0 ]; do case $1 in -o) shift 2 ;; -n) shift ;; root@*) h=\${1#root@}; shift; break ;; esac; done
+echo "to $h" >>"$S/calls"
+case $h in
+${cases}
+  *) exit 255 ;;
+esac`,
+  });
+}
+
+const teardown = (managers: string[]) =>
+  renderNodeTeardownProgram({ hostname: "n2", nodeAddress: "100.64.0.2", managerAddresses: managers, mountPoints: ["/mnt/v"], ssh: "ssh -o BatchMode=yes", timeoutSeconds: 300 });
+
+test("teardown program: on the first manager that answers, drain; on the node, leave; on that manager, remove", () => {
+  const r = deployerBox({ "100.64.0.1": { manager: false }, "100.64.0.3": { manager: true }, "100.64.0.2": {} }).run(teardown(["100.64.0.1", "100.64.0.3"]));
+  assert.equal(r.status, 0, r.stderr);
+  const hops = r.calls.filter((c) => c.startsWith("to "));
+  assert.deepEqual(hops, ["to 100.64.0.1", "to 100.64.0.3", "to 100.64.0.3", "to 100.64.0.2", "to 100.64.0.3"], "probe, probe, drain, leave, remove");
+});
+
+test("teardown program: a dead node is said and skipped; no manager answering stops it before anything is done", () => {
+  const dead = deployerBox({ "100.64.0.1": { manager: true }, "100.64.0.2": { exit: 255 } }).run(teardown(["100.64.0.1"]));
+  assert.equal(dead.status, 0, dead.stderr);
+  assert.match(dead.stderr, /does not answer ssh: treated as dead/);
+  assert.deepEqual(dead.calls.filter((c) => c.startsWith("to ")), ["to 100.64.0.1", "to 100.64.0.1", "to 100.64.0.2", "to 100.64.0.1"]);
+  const failing = deployerBox({ "100.64.0.1": { manager: true }, "100.64.0.2": { exit: 1 } }).run(teardown(["100.64.0.1"]));
+  assert.equal(failing.status, 1);
+  assert.match(failing.stderr, /leaving failed \(exit 1\); the node keeps its volumes/);
+  assert.deepEqual(failing.calls.filter((c) => c.startsWith("to ")), ["to 100.64.0.1", "to 100.64.0.1", "to 100.64.0.2"], "not removed from the swarm");
+  const none = deployerBox({ "100.64.0.1": { manager: false }, "100.64.0.2": {} }).run(teardown(["100.64.0.1", "100.64.0.9"]));
+  assert.equal(none.status, 1);
+  assert.match(none.stderr, /no other manager answers \(tried 100.64.0.1 100.64.0.9\); nothing done/);
+  assert.ok(!none.calls.includes("to 100.64.0.2"), "the node is never reached");
+  assert.throws(() => teardown(["100.64.0.2"]), /its own surviving manager/);
 });

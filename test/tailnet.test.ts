@@ -12,13 +12,14 @@ type Device = { hostname: string; tags: string[]; created: string; addresses: st
 const device = (hostname: string, created: string, ip: string, tags = [TAG]): Device => ({ hostname, tags, created, addresses: [ip, "fd7a:115c:a1e0::1"], name: `${hostname}.tailnet.ts.net` });
 
 let polls = 0;
+const keys: Array<{ name: string; inputs: Record<string, unknown> }> = [];
 let tailnet: (poll: number) => Device[] = () => [];
 
 async function mocks(preview: boolean): Promise<void> {
   polls = 0;
   await pulumi.runtime.setMocks(
     {
-      newResource: (a) => ({ id: `${a.name}-id`, state: { ...a.inputs, ...(a.type === "tailscale:index/tailnetKey:TailnetKey" ? { key: "tskey-auth-x" } : {}) } }),
+      newResource: (a) => (a.type === "tailscale:index/tailnetKey:TailnetKey" && keys.push({ name: a.name, inputs: a.inputs }), { id: `${a.name}-id`, state: { ...a.inputs, ...(a.type === "tailscale:index/tailnetKey:TailnetKey" ? { key: "tskey-auth-x" } : {}) } }),
       call: (a) => {
         assert.equal(a.token, "tailscale:index/getDevices:getDevices");
         polls++;
@@ -90,4 +91,22 @@ test("a preview of a droplet being created looks nothing up", async () => {
   assert.equal(known, false);
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(polls, 0);
+});
+
+test("join keys: one per node, single-use, one hour, and never recreated by a refresh (only with the node's generation)", async () => {
+  await mocks(false);
+  keys.length = 0;
+  const t = component();
+  const a = await value(t.authKeyFor("node-1"));
+  await value(t.authKeyFor("node-2"));
+  assert.equal(a, "tskey-auth-x");
+  assert.deepEqual(keys.map((k) => k.name), ["t-node-1-key", "t-node-2-key"], "one key per node, named after it");
+  for (const k of keys) {
+    // tailscale/terraform-provider-tailscale tailscale/resource_tailnet_key.go: expiry in seconds; recreate_if_invalid "never".
+    assert.equal(k.inputs.reusable, false);
+    assert.equal(k.inputs.preauthorized, true);
+    assert.equal(k.inputs.expiry, 3600);
+    assert.equal(k.inputs.recreateIfInvalid, "never");
+    assert.deepEqual(k.inputs.tags, [TAG]);
+  }
 });

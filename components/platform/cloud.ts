@@ -2,6 +2,7 @@ import * as command from "@pulumi/command";
 import * as digitalocean from "@pulumi/digitalocean";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
+import * as random from "@pulumi/random";
 import { Dns } from "./dns";
 import { Nodes, type VolumeSpec } from "./nodes";
 import type { Platform, StoragePurpose } from "./platform";
@@ -174,7 +175,12 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
       this.tailnet = new Tailnet(`${name}-tailnet`, { policy: renderTailnetPolicy(policy), nodeTag, description: `hardened-matrix ${args.stack} nodes` }, child);
     }
     const tailnet = this.tailnet;
-    const authKeyFor = (node: string): pulumi.Output<string> => (tailnet instanceof HeadscaleServer ? tailnet.authKeyFor(node) : tailnet.authKey);
+    // A node's generation: replacing it (`pulumi up --replace <its urn>`, README "Replacing a node")
+    // replaces its join key and then its droplet (both `replaceWith` it), so a droplet is never
+    // created with a key older than that deployment. Nothing else replaces it.
+    const generations: Record<string, random.RandomId> = {};
+    for (const node of args.nodes) generations[node.name] = new random.RandomId(`${node.name}-generation`, { byteLength: 4 }, child);
+    const authKeyFor = (node: string): pulumi.Output<string> => tailnet.authKeyFor(node, { replaceWith: [generations[node]!] });
     const loginServer = tailnet instanceof HeadscaleServer ? tailnet.apiUrl : undefined;
 
     // With Funnel, Tailscale holds the certificate: no ACME state, the Funnel device's state instead.
@@ -221,7 +227,7 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
         region: args.region,
         vpcName: `${prefix}-vpc`,
         vpcRange: args.vpcRange,
-        nodes: args.nodes.map((n) => ({ name: n.name, size: n.size, tags: [clusterTag, ...n.roles.map((r) => `${clusterTag}-${r}`)] })),
+        nodes: args.nodes.map((n) => ({ name: n.name, size: n.size, tags: [clusterTag, ...n.roles.map((r) => `${clusterTag}-${r}`)], generation: generations[n.name]! })),
         sshKeys: args.sshKeys,
         userData,
         volumes: this.volumes,
@@ -292,6 +298,8 @@ export class CloudPlatform extends pulumi.ComponentResource implements Platform 
           adminAddress: tailnetIpv4[n.name]!,
           machineId: this.nodes.dropletIds[n.name]!,
           meshReady: this.mesh.applied[n.name]!,
+          holds: this.nodes.holds[n.name]!,
+          mountPoints: this.nodes.mountPoints[n.name]!,
         })),
       },
       child,

@@ -337,8 +337,9 @@ export class HeadscaleServer extends pulumi.ComponentResource {
   }
 
   /** A tagged, single-use, one-hour key for one cluster node. */
-  authKeyFor(nodeName: string): pulumi.Output<string> {
-    const key = new HeadscalePreAuthKey(`${this.name}-${nodeName}-key`, { apiUrl: this.apiUrl, apiKey: this.apiKey, tags: [this.nodeTag] }, { parent: this });
+  authKeyFor(nodeName: string, opts: { replaceWith?: pulumi.Resource[] } = {}): pulumi.Output<string> {
+    // replaceWith: the node's generation (cloud.ts), so a new or replaced droplet gets a fresh key.
+    const key = new HeadscalePreAuthKey(`${this.name}-${nodeName}-key`, { apiUrl: this.apiUrl, apiKey: this.apiKey, tags: [this.nodeTag] }, { parent: this, ...(opts.replaceWith ? { replaceWith: opts.replaceWith } : {}) });
     return pulumi.secret(key.key);
   }
 

@@ -10,7 +10,25 @@ export interface NodeSpec {
   size: string;
   /** DigitalOcean tags (cluster tag and one per role). */
   tags: string[];
+  /**
+   * The node's generation (cloud.ts): replacing it replaces the droplet (and the node's join key),
+   * the one deliberate way a node gets a new machine.
+   */
+  generation?: pulumi.Resource;
 }
+
+/**
+ * Droplet inputs that DigitalOcean can only apply by creating a new machine (ForceNew in
+ * digitalocean/terraform-provider-digitalocean digitalocean/droplet/resource_droplet.go: image,
+ * region, ssh_keys, user_data, monitoring, vpc_uuid ...) but that a running node does not need:
+ * a change applies to nodes created or replaced later, never replaces one by itself (a replacement
+ * is checked with the program's inputs, not the ignored old ones: pulumi/pulumi
+ * pkg/resource/deploy/step_generator.go, Check with goal.Properties on replace). user_data
+ * and ssh_keys are read once by cloud-init at first boot; image and monitoring are constants here.
+ * region and vpc_uuid are not ignored: a node in another region or VPC is a new machine, and both
+ * are refused earlier (region: the protected volumes; the VPC is protected).
+ */
+export const DROPLET_IGNORED_CHANGES = ["userData", "sshKeys", "image", "monitoring"];
 
 export interface VolumeSpec {
   /** DigitalOcean volume name (unique per region in the account). */
@@ -41,7 +59,8 @@ export interface NodesArgs {
  * The DigitalOcean layer: VPC, droplets, block-storage volumes, reserved IPs and cloud firewalls.
  * Droplets ignore later edits of their user data: cloud-init runs once, at first boot, so an edit
  * could only take effect by replacing the node. Day-2 changes reach a running node through the
- * docker provider (Swarm services, configs, secrets) over the tailnet instead.
+ * docker provider (Swarm services, configs, secrets) over the tailnet instead. A node gets a new
+ * machine only when its generation is replaced (one node, on purpose), and then delete-before-replace.
  */
 export class Nodes extends pulumi.ComponentResource {
   readonly vpcId: pulumi.Output<string>;
@@ -51,12 +70,18 @@ export class Nodes extends pulumi.ComponentResource {
   readonly privateIpv4: Record<string, pulumi.Output<string>> = {};
   readonly reservedIps: Record<string, pulumi.Output<string>> = {};
   readonly volumeIds: Record<string, pulumi.Output<string>> = {};
+  /** Per node: what ties a droplet to cloud state (volume attachments, reserved IP assignment); its teardown runs before these are deleted. */
+  readonly holds: Record<string, pulumi.Resource[]> = {};
+  /** Per node: where its volumes are mounted. */
+  readonly mountPoints: Record<string, string[]> = {};
 
   constructor(name: string, args: NodesArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:cloud:Nodes", name, {}, opts);
     const child = { parent: this };
 
-    const vpc = new digitalocean.Vpc(`${name}-vpc`, { name: args.vpcName, region: args.region, ipRange: args.vpcRange, description: "hardened-matrix nodes" }, child);
+    // ip_range and region are ForceNew (digitalocean/vpc/resource_vpc.go): a new VPC would replace
+    // every droplet at once. Protected: the engine refuses that replacement before it starts.
+    const vpc = new digitalocean.Vpc(`${name}-vpc`, { name: args.vpcName, region: args.region, ipRange: args.vpcRange, description: "hardened-matrix nodes" }, { ...child, protect: true });
     this.vpcId = vpc.id;
 
     // Tags exist before the droplets and firewalls that name them.
@@ -91,9 +116,23 @@ export class Nodes extends pulumi.ComponentResource {
           resizeDisk: false,
           gracefulShutdown: true,
         },
-        // A user-data edit would replace the droplet; day-2 changes go through the docker provider.
+        // No field that a running node does not need replaces it (DROPLET_IGNORED_CHANGES); a new
+        // machine comes only from replacing its generation (or `--replace` of the droplet).
+        // deleteBeforeReplace: the old node is torn down (drained, out of the swarm, volumes
+        // unmounted; SwarmCluster's teardown) and deleted before its replacement takes its volumes,
+        // mesh identity and address. With it the engine first deletes every dependent that the
+        // replacement would replace, in reverse dependency order, then the droplet, then creates
+        // (pulumi/pulumi pkg/resource/deploy/step_generator.go: deleteBeforeReplace,
+        // calculateDependentReplacements); the default creates the new droplet first and deletes
+        // the old one after every other step.
         // additionalSecretOutputs: the policy pack sees options, not the secretness of inputs.
-        { ...child, ignoreChanges: ["userData"], additionalSecretOutputs: ["userData"] },
+        {
+          ...child,
+          ignoreChanges: DROPLET_IGNORED_CHANGES,
+          deleteBeforeReplace: true,
+          ...(node.generation ? { replaceWith: [node.generation] } : {}),
+          additionalSecretOutputs: ["userData"],
+        },
       );
       this.droplets[node.name] = droplet;
       this.dropletIds[node.name] = droplet.id.apply((id) => Number(id));
@@ -106,6 +145,10 @@ export class Nodes extends pulumi.ComponentResource {
       return id;
     };
 
+    for (const node of args.nodes) {
+      this.holds[node.name] = [];
+      this.mountPoints[node.name] = [];
+    }
     for (const v of args.volumes) {
       // Data outlives droplets and the stack: protected against deletion and kept if dropped.
       const volume = new digitalocean.Volume(
@@ -115,7 +158,10 @@ export class Nodes extends pulumi.ComponentResource {
         { ...child, protect: true, retainOnDelete: true, ignoreChanges: ["description"] },
       );
       // A volume attaches to one droplet at a time: when its node is replaced, detach before re-attaching.
-      new digitalocean.VolumeAttachment(`${v.name}-attachment`, { dropletId: dropletId(v.node), volumeId: volume.id }, { ...child, deleteBeforeReplace: true });
+      const attachment = new digitalocean.VolumeAttachment(`${v.name}-attachment`, { dropletId: dropletId(v.node), volumeId: volume.id }, { ...child, deleteBeforeReplace: true });
+      this.holds[v.node]?.push(attachment);
+      // Where cloud-init mounts it (cloud.ts renders /mnt/<volume name>).
+      this.mountPoints[v.node]?.push(`/mnt/${v.name}`);
       this.volumeIds[v.name] = volume.id;
     }
 
@@ -123,7 +169,8 @@ export class Nodes extends pulumi.ComponentResource {
       // DNS points at this address: losing it would break every client's cached record.
       const ip = new digitalocean.ReservedIp(`${node}-ip`, { region: args.region }, { ...child, protect: true });
       // Deleting the old assignment after creating the new one would unassign the IP from the new droplet.
-      new digitalocean.ReservedIpAssignment(`${node}-ip-assignment`, { ipAddress: ip.ipAddress, dropletId: dropletId(node) }, { ...child, deleteBeforeReplace: true });
+      const assignment = new digitalocean.ReservedIpAssignment(`${node}-ip-assignment`, { ipAddress: ip.ipAddress, dropletId: dropletId(node) }, { ...child, deleteBeforeReplace: true });
+      this.holds[node]?.push(assignment);
       this.reservedIps[node] = ip.ipAddress;
     }
 

@@ -1,10 +1,10 @@
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
-import { parsePrinted, renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript, TOKEN_VARIABLE } from "../render/swarm";
+import { parsePrinted, renderNodeTeardownProgram, renderSwarmInitScript, renderSwarmJoinScript, renderSwarmLabelScript, TOKEN_VARIABLE } from "../render/swarm";
 import { NODE_ROLES, type NodeRole } from "../settings";
 import { ROLE_LABEL_PREFIX } from "./platform";
-import { DOCKER_SSH_OPTS, remoteScript, remoteScriptWithSecret } from "./remote";
+import { DOCKER_SSH_OPTS, REMOTE_SCRIPT_TIMEOUT_SECONDS, remoteScript, remoteScriptWithSecret } from "./remote";
 
 export interface SwarmNode {
   /** Also the node's hostname, which is how the swarm names it. */
@@ -16,6 +16,10 @@ export interface SwarmNode {
   machineId: pulumi.Input<string | number>;
   /** The node's wg0 is up (its swarm traffic has a path). */
   meshReady: pulumi.Resource;
+  /** What ties the droplet to cloud state (volume attachments, reserved IP): deleted only after the node's teardown. */
+  holds?: pulumi.Resource[];
+  /** Where its volumes are mounted (unmounted by the teardown). */
+  mountPoints?: string[];
 }
 
 export interface SwarmClusterArgs {
@@ -53,6 +57,7 @@ export class SwarmCluster extends pulumi.ComponentResource {
     this.managerNodeId = pulumi.unsecret(pulumi.secret(init.stdout).apply((out) => parsePrinted(out, ["node-id"], `swarm init on ${first.name}`)["node-id"]!));
 
     const joins: command.local.Command[] = [];
+    const joinOf = new Map<string, command.local.Command>();
     const joinedIds: pulumi.Output<string>[] = [];
     let previousManager: pulumi.Resource = init;
     const others = args.nodes.filter((n) => n !== first);
@@ -75,6 +80,7 @@ export class SwarmCluster extends pulumi.ComponentResource {
       );
       if (manager) previousManager = join;
       joins.push(join);
+      joinOf.set(node.name, join);
       joinedIds.push(pulumi.unsecret(pulumi.secret(join.stdout).apply((out) => parsePrinted(out, ["node-id"], `swarm join on ${node.name}`)["node-id"]!)));
     }
 
@@ -89,6 +95,51 @@ export class SwarmCluster extends pulumi.ComponentResource {
       { address: first.adminAddress, script: labelScript, triggers: [this.managerNodeId, ...joinedIds] },
       { ...child, dependsOn: [init, ...joins] },
     );
+
+    // One teardown per node: created (a no-op) once the node has joined, deleted before its
+    // droplet whenever the droplet goes (replaced, or the node left `nodes`). Its `delete` drains,
+    // demotes, leaves, stops the engine, unmounts the volumes, stops wg0 and removes the node
+    // (renderNodeTeardownProgram). Replaced with the droplet: `triggers` holds the droplet id, and
+    // the engine deletes a delete-before-replace resource's dependents whose provider Diff, given
+    // the droplet's outputs as unknown, is a replace (pulumi/pulumi
+    // pkg/resource/deploy/step_generator.go calculateDependentReplacements); `triggers` is
+    // replaceOnChanges in pulumi/pulumi-command provider/pkg/provider/common/inputs.go, and a
+    // wholly unknown value is a change (pulumi/pulumi-go-provider infer/resource.go diff). Other
+    // nodes' addresses sit in `delete` only, an update: another node's replacement never
+    // deletes (runs) this one. It depends on the node's attachments, so it is deleted before them
+    // (deletes run in reverse dependency order), and on the previous node's teardown, so that
+    // several nodes leave one after another, never two managers at once.
+    const managers = args.nodes.filter((n) => n.roles.includes("manager"));
+    let previousTeardown: pulumi.Resource | undefined;
+    for (const node of args.nodes) {
+      const joined = node === first ? init : joinOf.get(node.name)!;
+      const otherManagers = managers.filter((m) => m !== node).map((m) => m.adminAddress);
+      const teardown = new command.local.Command(
+        `${name}-${node.name}-teardown`,
+        {
+          create: `echo "teardown of ${node.name} armed"`,
+          delete: pulumi.all([node.adminAddress, pulumi.all(otherManagers)]).apply(([nodeAddress, managerAddresses]) =>
+            renderNodeTeardownProgram({
+              hostname: node.name,
+              nodeAddress,
+              managerAddresses,
+              mountPoints: node.mountPoints ?? [],
+              ssh: ["ssh", ...DOCKER_SSH_OPTS].join(" "),
+              timeoutSeconds: REMOTE_SCRIPT_TIMEOUT_SECONDS,
+            }),
+          ),
+          interpreter: ["/bin/sh", "-c"],
+          triggers: [node.machineId],
+        },
+        {
+          ...child,
+          dependsOn: [joined, ...(node.holds ?? []), ...(previousTeardown ? [previousTeardown] : [])],
+          // Three remote scripts of at most REMOTE_SCRIPT_TIMEOUT_SECONDS each, plus ssh.
+          customTimeouts: { create: "1m", update: "1m", delete: "20m" },
+        },
+      );
+      previousTeardown = teardown;
+    }
 
     // The deployer is on the tailnet; the Docker API is reached over SSH to the first manager, never published.
     this.provider = new docker.Provider(

@@ -1,7 +1,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as tailscale from "@pulumi/tailscale";
 
-/** One hour: long enough for droplets to boot and join, useless soon after (it sits in user data). */
+/** One hour: long enough for a droplet to boot and join, useless soon after (it sits in user data). */
 export const AUTH_KEY_EXPIRY_SECONDS = 3600;
 
 export interface TailnetArgs {
@@ -13,36 +13,51 @@ export interface TailnetArgs {
 }
 
 /**
- * The tailnet side of admin access: the policy (who may reach which node on which port) and a
- * pre-authorized, tagged, reusable auth key the nodes join with. The key is created after the
- * policy, because a tag must have an owner in the policy before a key can carry it.
+ * The tailnet side of admin access: the policy (who may reach which node on which port) and one
+ * pre-authorized, tagged, single-use join key per node. Keys are created after the policy,
+ * because a tag must have an owner in the policy before a key can carry it.
  */
 export class Tailnet extends pulumi.ComponentResource {
-  readonly authKey: pulumi.Output<string>;
   readonly nodeTag: string;
   private readonly acl: tailscale.Acl;
+  private readonly description: pulumi.Input<string>;
+  private readonly name: string;
 
   constructor(name: string, args: TailnetArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:vpn:Tailnet", name, {}, opts);
+    this.name = name;
     this.nodeTag = args.nodeTag;
+    this.description = args.description;
     // The program owns the whole tailnet policy: it replaces what was there on the first run.
     this.acl = new tailscale.Acl(`${name}-acl`, { acl: args.policy, overwriteExistingContent: true }, { parent: this });
+    this.registerOutputs({ nodeTag: this.nodeTag });
+  }
+
+  /**
+   * The join key the node `node` boots with: its own, single-use, one hour, created in the same
+   * deployment as the droplet that carries it. `replaceWith` is the node's generation, which the
+   * droplet is replaced with too: a new or replaced droplet always carries a key created just
+   * before it. A shared reusable key would be expired for a node created an hour later, and
+   * `recreateIfInvalid` cannot help: `invalid` is set only by Read, i.e. a refresh, which nothing
+   * runs (tailscale/terraform-provider-tailscale tailscale/resource_tailnet_key.go Read, ModifyPlan).
+   * "never": a refresh finds a used or expired key invalid; recreating it would change nothing
+   * (the droplet ignores its user data) but churn keys.
+   */
+  authKeyFor(node: string, opts: { replaceWith?: pulumi.Resource[] } = {}): pulumi.Output<string> {
     const key = new tailscale.TailnetKey(
-      `${name}-key`,
+      `${this.name}-${node}-key`,
       {
-        reusable: true,
+        reusable: false,
         ephemeral: false,
         preauthorized: true,
         expiry: AUTH_KEY_EXPIRY_SECONDS,
-        tags: [args.nodeTag],
-        description: args.description,
-        // The key expires within the hour; a node created later (a replacement) needs a valid one.
-        recreateIfInvalid: "always",
+        tags: [this.nodeTag],
+        description: this.description,
+        recreateIfInvalid: "never",
       },
-      { parent: this, dependsOn: [this.acl] },
+      { parent: this, dependsOn: [this.acl], ...(opts.replaceWith ? { replaceWith: opts.replaceWith } : {}) },
     );
-    this.authKey = pulumi.secret(key.key);
-    this.registerOutputs({ nodeTag: this.nodeTag });
+    return pulumi.secret(key.key);
   }
 
   /**
@@ -104,7 +119,8 @@ export async function waitForDevice<D extends Device>(list: () => Promise<D[]>, 
       throw new Error(
         `tailnet device ${hostname} (tag ${tag}) created at or after ${notBefore} has not joined` +
           (wait.timeoutMs > 0 ? ` within ${wait.timeoutMs / 1000} s` : "") +
-          "; older devices of that name do not count (see the README on replacing a node)",
+          "; older devices of that name do not count. A node whose droplet was created with an expired or used join key never joins:" +
+          " replace its generation (README, Replacing a node), not only its droplet",
       );
     }
     await new Promise((resolve) => setTimeout(resolve, wait.intervalMs));

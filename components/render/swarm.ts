@@ -229,3 +229,228 @@ export function parsePrinted(stdout: string, keys: string[], what: string): Reco
   if (missing.length > 0) throw new Error(`${what} printed no ${missing.join(", ")}`);
   return found;
 }
+
+// ---- teardown: a node leaves the swarm before its droplet is deleted ---------------------------
+
+/** Bounds of the teardown's waits, in seconds (each loop polls every 2 s). */
+export const TEARDOWN_WAITS = { tasksGone: 180, demoted: 60, down: 120 };
+
+function checkHost(hostname: string): void {
+  if (!HOSTNAME.test(hostname)) throw new Error(`invalid swarm script input: hostname "${hostname}" is not a DNS label`);
+}
+
+/**
+ * Run on a manager that stays: drains every swarm node called `hostname` (the one leaving; its
+ * replacement does not exist yet: droplets are delete-before-replace), waits until the
+ * orchestrator wants none of its tasks running, then demotes it if it is a manager, so Raft
+ * loses the member before the node goes (docker/cli cli/command/node/demote.go; a manager
+ * that just left or died would stay a Raft member, unreachable). Prints `drained=` (count).
+ */
+export function renderSwarmDrainScript(hostname: string): string {
+  checkHost(hostname);
+  return `#!/bin/sh
+# Drains and demotes ${hostname} before it leaves (hardened-matrix SwarmCluster teardown).
+# hm-prints: drained
+set -eu
+ids=$(docker node ls --format '{{.ID}} {{.Hostname}}' | awk -v h=${hostname} '$2 == h { print $1 }')
+if [ -z "$ids" ]; then
+  echo "drained=0"
+  exit 0
+fi
+for id in $ids; do
+  docker node update --availability drain "$id" >/dev/null
+done
+i=0
+while [ -n "$(docker node ps --filter desired-state=running -q $ids)" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt ${TEARDOWN_WAITS.tasksGone / 2} ]; then
+    echo "tasks of ${hostname} are still meant to run ${TEARDOWN_WAITS.tasksGone} s after the drain" >&2
+    exit 1
+  fi
+  sleep 2
+done
+for id in $ids; do
+  if [ "$(docker node inspect --format '{{.Spec.Role}}' "$id")" = manager ]; then
+    docker node demote "$id" >/dev/null
+  fi
+done
+echo "drained=$(echo "$ids" | grep -c .)"
+`;
+}
+
+export interface NodeLeaveInput {
+  /** Where the node's volumes are mounted: unmounted once nothing can write to them. */
+  mountPoints: string[];
+  /** No other manager exists (a one-manager swarm ends with this node): leave with --force, nothing drained it. */
+  lastManager: boolean;
+  /** The mesh interface (another name only in tests). */
+  iface?: string;
+}
+
+/**
+ * Run on the node that goes: waits until no swarm task container runs on it (the drain stops
+ * them), waits until it is no longer a manager (demoted), leaves the swarm, stops the engine
+ * (nothing writes to a volume after that), unmounts its volumes, and stops its mesh interface,
+ * so its replacement can take the volumes, the WireGuard identity and the mesh address.
+ * Refuses (exit 1, nothing unmounted) if tasks still run or it is still a manager when its wait
+ * ends. Prints `left=1`.
+ */
+export function renderNodeLeaveScript(l: NodeLeaveInput): string {
+  const iface = l.iface ?? "wg0";
+  const problems: string[] = [];
+  for (const m of l.mountPoints) if (!/^\/mnt\/[A-Za-z0-9._-]+$/.test(m)) problems.push(`mount point "${m}" is not /mnt/<name>`);
+  if (!/^[a-z][a-z0-9]{0,14}$/.test(iface)) problems.push(`interface "${iface}" is not a plain name`);
+  check(problems);
+  const swarm = l.lastManager
+    ? `# The only manager: the swarm ends with this node.
+if [ "$state" != inactive ]; then docker swarm leave --force >/dev/null; fi`
+    : `i=0
+while [ -n "$(docker ps -q --filter label=com.docker.swarm.task.id)" ]; do
+  i=$((i + 1))
+  if [ "$i" -gt ${TEARDOWN_WAITS.tasksGone / 2} ]; then
+    echo "swarm tasks still run here ${TEARDOWN_WAITS.tasksGone} s after the drain; nothing unmounted:" >&2
+    docker ps --filter label=com.docker.swarm.task.id --format '{{.Names}}' >&2
+    exit 1
+  fi
+  sleep 2
+done
+case $state in
+  inactive) ;;
+  active)
+    i=0
+    while [ "$(docker info --format '{{.Swarm.ControlAvailable}}')" = true ]; do
+      i=$((i + 1))
+      if [ "$i" -gt ${TEARDOWN_WAITS.demoted / 2} ]; then
+        echo "still a manager ${TEARDOWN_WAITS.demoted} s after the demotion: not leaving (a manager that leaves stays in Raft)" >&2
+        exit 1
+      fi
+      sleep 2
+    done
+    docker swarm leave >/dev/null
+    ;;
+  *)
+    # pending (a join that never completed), error: not a member of any swarm's Raft.
+    docker swarm leave --force >/dev/null 2>&1 || true
+    ;;
+esac`;
+  const mounts = l.mountPoints.length
+    ? `for m in ${l.mountPoints.join(" ")}; do
+  if mountpoint -q "$m"; then umount "$m"; fi
+done`
+    : "# No volume on this node.";
+  return `#!/bin/sh
+# Takes this node out of the swarm and releases its volumes and mesh identity (hardened-matrix SwarmCluster teardown).
+# hm-prints: left
+set -eu
+# An engine that does not answer (stopped by an earlier, interrupted teardown, or dead) runs no
+# task: its node is left to the manager, which removes it once it shows down.
+state=$(docker info --format '{{.Swarm.LocalNodeState}}' 2>/dev/null) || state=stopped
+if [ "$state" = stopped ]; then
+  echo "the engine does not answer: not leaving from here (a manager removes the node)" >&2
+else
+${swarm}
+fi
+# The socket too: with socket activation a stopped engine would start again on the next call.
+systemctl stop docker.socket
+systemctl stop docker.service
+${mounts}
+systemctl disable wg-quick@${iface}.service >/dev/null 2>&1 || true
+systemctl stop wg-quick@${iface}.service
+echo "left=1"
+`;
+}
+
+/**
+ * Run on a manager that stays, after the node left (or if it is dead): waits until every swarm
+ * node called `hostname` is down, demotes one that is still a manager (a dead one was never
+ * demoted by its own leave), and removes it. Prints `removed=` (count).
+ */
+export function renderSwarmRemoveScript(hostname: string): string {
+  checkHost(hostname);
+  return `#!/bin/sh
+# Removes ${hostname} from the swarm once it is down (hardened-matrix SwarmCluster teardown).
+# hm-prints: removed
+set -eu
+ids=$(docker node ls --format '{{.ID}} {{.Hostname}}' | awk -v h=${hostname} '$2 == h { print $1 }')
+removed=0
+for id in $ids; do
+  i=0
+  while [ "$(docker node inspect --format '{{.Status.State}}' "$id")" != down ]; do
+    i=$((i + 1))
+    if [ "$i" -gt ${TEARDOWN_WAITS.down / 2} ]; then
+      echo "${hostname} ($id) is not down ${TEARDOWN_WAITS.down} s after leaving" >&2
+      exit 1
+    fi
+    sleep 2
+  done
+  if [ "$(docker node inspect --format '{{.Spec.Role}}' "$id")" = manager ]; then
+    docker node demote "$id" >/dev/null
+  fi
+  docker node rm "$id" >/dev/null
+  removed=$((removed + 1))
+done
+echo "removed=$removed"
+`;
+}
+
+export interface NodeTeardownInput {
+  hostname: string;
+  /** Where the deployer reaches the node (its VPN address). */
+  nodeAddress: string;
+  /** The other managers' VPN addresses, tried in order; empty: this node is the only manager. */
+  managerAddresses: string[];
+  mountPoints: string[];
+  /** The ssh command line (program and options) the deployer uses. */
+  ssh: string;
+  /** Bound of each remote script, seconds. */
+  timeoutSeconds: number;
+  iface?: string;
+}
+
+const HOST_ADDRESS = /^[A-Za-z0-9.:-]+$/;
+
+/**
+ * The teardown program, run by /bin/sh on the deployer when the teardown resource is deleted
+ * (before its droplet is: the node is replaced or leaves `nodes`): on the first other manager
+ * that answers as a manager, drain and demote the node; on the node, leave and release (a node
+ * that does not answer ssh is dead: said, and skipped); on that manager, remove it. If managers
+ * are listed but none answers, nothing is done and it fails: the swarm needs care first.
+ */
+export function renderNodeTeardownProgram(t: NodeTeardownInput): string {
+  const problems: string[] = [];
+  for (const a of [t.nodeAddress, ...t.managerAddresses]) if (!HOST_ADDRESS.test(a)) problems.push(`address "${a}" is not a plain host address`);
+  if (t.managerAddresses.includes(t.nodeAddress)) problems.push("the node cannot be its own surviving manager");
+  if (!(Number.isInteger(t.timeoutSeconds) && t.timeoutSeconds > 0)) problems.push("timeoutSeconds must be a positive integer");
+  check(problems);
+  checkHost(t.hostname);
+  const remote = (address: string) => `$ssh root@${address} timeout ${t.timeoutSeconds} sh -s`;
+  // `cmd <<'TAG' || handler`, then the script, then TAG: the script is stdin, not shell code here.
+  const heredoc = (tag: string, script: string, onFailure: string) => `<<'${tag}' || ${onFailure}\n${script}${tag}`;
+  const leave = renderNodeLeaveScript({ mountPoints: t.mountPoints, lastManager: t.managerAddresses.length === 0, iface: t.iface });
+  const managed = t.managerAddresses.length > 0;
+  return `# Teardown of ${t.hostname} before its droplet is deleted (hardened-matrix SwarmCluster).
+set -u
+ssh="${t.ssh}"
+mgr=
+${
+  managed
+    ? `for m in ${t.managerAddresses.join(" ")}; do
+  if [ "$($ssh -n root@$m "docker info --format '{{.Swarm.ControlAvailable}}'" 2>/dev/null)" = true ]; then mgr=$m; break; fi
+done
+if [ -z "$mgr" ]; then
+  echo "teardown of ${t.hostname}: no other manager answers (tried ${t.managerAddresses.join(" ")}); nothing done. Bring the swarm back first (README, Removing a node)" >&2
+  exit 1
+fi
+${remote("$mgr")} ${heredoc("HM_DRAIN", renderSwarmDrainScript(t.hostname), `{ echo "teardown of ${t.hostname}: drain on $mgr failed" >&2; exit 1; }`)}`
+    : "# The only manager: no swarm survives it."
+}
+rc=0
+${remote(t.nodeAddress)} ${heredoc("HM_LEAVE", leave, "rc=$?")}
+case $rc in
+  0) ;;
+  255) echo "teardown of ${t.hostname}: ${t.nodeAddress} does not answer ssh: treated as dead (its volumes are detached without an unmount)" >&2 ;;
+  *) echo "teardown of ${t.hostname}: leaving failed (exit $rc); the node keeps its volumes" >&2; exit 1 ;;
+esac
+${managed ? remote("$mgr") + " " + heredoc("HM_REMOVE", renderSwarmRemoveScript(t.hostname), `{ echo "teardown of ${t.hostname}: removing it on $mgr failed" >&2; exit 1; }`) : ""}
+`;
+}

@@ -54,6 +54,8 @@ export interface MeshNodeArtifacts {
     /** First manager only: labels every node, removes dead predecessors. */
     label?: string;
   };
+  /** The node's teardown (its `delete` program, run by /bin/sh on the deployer before its droplet is deleted; ssh to VPN addresses). */
+  teardown?: string;
   /** Every node but the first manager: the join command's `create` program, run by /bin/sh on the deployer. */
   joinCreate?: string;
   /** What `joinCreate` runs on the first manager (over ssh) to read this node's join token, as argv. */
@@ -102,6 +104,7 @@ export function meshArtifacts(plan: PlanLike): MeshNodeArtifacts[] {
     const init = fileText(plan, `-${name}-init/stdin.sh`);
     const join = fileText(plan, `-${name}-join/stdin.sh`);
     const joinCreate = fileText(plan, `-${name}-join/create.sh`);
+    const teardown = fileText(plan, `-${name}-teardown/delete.sh`);
     const node: MeshNodeArtifacts = {
       name,
       roles: o.roles as string[],
@@ -112,6 +115,7 @@ export function meshArtifacts(plan: PlanLike): MeshNodeArtifacts[] {
       wgConf,
       scripts: { wgApply, ...(init ? { init, label: fileText(plan, "-labels/stdin.sh") } : {}), ...(join ? { join } : {}) },
       ...(joinCreate ? { joinCreate, tokenFetch: tokenFetchOf(joinCreate).argv } : {}),
+      ...(teardown ? { teardown } : {}),
     };
     return node;
   });

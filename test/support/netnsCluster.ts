@@ -670,7 +670,18 @@ for a in "$@"; do case $a in --quiet|-q) quiet=1 ;; --*) echo "systemctl stand-i
 [ \${#args[@]} -eq 2 ] || { echo "systemctl stand-in: expected VERB UNIT, got: $*" >&2; exit 2; }
 verb=\${args[0]}
 unit=\${args[1]%.service}
-case $unit in wg-quick@?*) i=\${unit#wg-quick@} ;; *) echo "systemctl stand-in: only wg-quick@ units, not $unit" >&2; exit 2 ;; esac
+# docker.service / docker.socket: stop only, as the packaged units stop dockerd (SIGTERM; its containers stop with it).
+case $verb:$unit in
+  stop:docker|stop:docker.socket)
+    [ "$unit" = docker.socket ] && exit 0
+    p=$(cat "$HOME/docker.pid" 2>/dev/null || true)
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p"
+      n=0; while kill -0 "$p" 2>/dev/null; do n=$((n+1)); [ $n -lt 300 ] || { echo "dockerd $p did not stop" >&2; exit 1; }; sleep 0.1; done
+    fi
+    exit 0 ;;
+esac
+case $unit in wg-quick@?*) i=\${unit#wg-quick@} ;; *) echo "systemctl stand-in: only wg-quick@ units and stopping docker, not $unit" >&2; exit 2 ;; esac
 state=/run/hmc-units/$unit
 mkdir -p /run/hmc-units
 case $verb in
@@ -763,8 +774,15 @@ esac
    * the old one (engine, WireGuard, containers, namespaces, files) is stopped and removed first. Use it for
    * a node whose failed `swarm join` keeps retrying in the background.
    */
-  async replaceNode(name: string): Promise<ClusterNode> {
+  async replaceNode(name: string, opts: { memberAllowed?: boolean } = {}): Promise<ClusterNode> {
     const old = this.node(name);
+    // The engine deletes a droplet before creating its replacement only after the node's teardown
+    // (delete-before-replace, SwarmCluster's teardown): a node that is still an active swarm member
+    // here is the order the program no longer allows. `memberAllowed` models a crashed node.
+    if (old.engineStarted && !opts.memberAllowed) {
+      const r = await old.docker(["info", "--format", "{{.Swarm.LocalNodeState}}"], { timeoutMs: 10_000 });
+      if (r.code === 0 && r.stdout.trim() === "active") throw new Error(`${name} is still an active swarm member: tear it down before replacing it`);
+    }
     const errors: string[] = [];
     old.stop(errors);
     // The kernel frees a deleted namespace's veth asynchronously; deleting our end removes both ends now,
