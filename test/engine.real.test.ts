@@ -99,6 +99,41 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
     }
   });
 
+  it("adding an SSH key replaces no droplet and changes nothing else (issue 15, defect 8)", () => {
+    const keys = ["3b:16:bf:e4:8b:00:8b:b8:59:8c:a9:d3:f0:19:45:fa", "0a:1b:2c:3d:4e:5f:60:71:82:93:a4:b5:c6:d7:e8:f9"];
+    const r = run(dir, "preview", "prod", "--set", `sshKeys=${JSON.stringify(keys)}`);
+    assert.equal(r.status, 0, r.out.slice(-4000));
+    const changed = steps(r.out).filter((s) => s.op !== "same");
+    assert.deepEqual(changed, [], r.out.slice(0, 6000));
+  });
+
+  it("an added node shows only creates and the mesh updates: nothing stateful replaced, nothing deleted", () => {
+    const nodes = [
+      { name: "hm-prod-1", size: "s-1vcpu-2gb", roles: ["manager", "edge"] },
+      { name: "hm-prod-2", size: "s-2vcpu-4gb", roles: ["manager", "db"] },
+      { name: "hm-prod-3", size: "s-1vcpu-2gb", roles: ["manager", "turn"] },
+      { name: "hm-prod-4", size: "s-1vcpu-2gb", roles: [] },
+    ];
+    const r = run(dir, "preview", "prod", "--set", `nodes=${JSON.stringify(nodes)}`);
+    assert.equal(r.status, 0, r.out.slice(-4000));
+    const s = r.summary ?? {};
+    assert.equal(s.delete ?? 0, 0, JSON.stringify(s));
+    // The mesh updates: each existing node's wg0 and the labels re-run (a command is re-run by
+    // replacing it when its triggers change). Nothing else is replaced, above all no teardown
+    // command, whose delete would drain and remove a node.
+    const replaced = steps(r.out).filter((x) => x.op === "replace").map((x) => `${x.type}::${x.urn.split("::").pop()}`);
+    assert.deepEqual(replaced.sort(), [
+      "command:local:Command::cloud-mesh-hm-prod-1-wg0",
+      "command:local:Command::cloud-mesh-hm-prod-2-wg0",
+      "command:local:Command::cloud-mesh-hm-prod-3-wg0",
+      "command:local:Command::cloud-swarm-labels",
+    ]);
+    const created = steps(r.out).filter((x) => x.op === "create");
+    assert.ok(created.some((x) => x.type === "digitalocean:index/droplet:Droplet" && x.urn.endsWith("::hm-prod-4")), r.out.slice(0, 6000));
+    // The new node's own join key is created with it (issue 15, defect 1).
+    assert.ok(created.some((x) => x.type === "tailscale:index/tailnetKey:TailnetKey" && x.urn.includes("hm-prod-4")), r.out.slice(0, 6000));
+  });
+
   it("a new Dendrite image updates one service in place and replaces nothing", () => {
     const r = run(dir, "preview", "prod", "--set", "images={dendrite: matrixdotorg/dendrite-monolith:v0.15.3}");
     assert.equal(r.status, 0, r.out.slice(-4000));
