@@ -79,7 +79,7 @@ test("retention becomes restic forget flags; a kind kept 0 times is left out", (
   assert.deepEqual(retentionArgs({ daily: 7, weekly: 4, monthly: 6 }), ["--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6"]);
   assert.deepEqual(retentionArgs({ daily: 3, weekly: 0, monthly: 0 }), ["--keep-daily", "3"]);
   assert.throws(() => retentionArgs({ daily: 0, weekly: 4, monthly: 6 }), /retention.daily/);
-  assert.match(renderBackupScript(PARAMS), /restic forget --host "\$host" --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune/);
+  assert.match(renderBackupScript(PARAMS), /restic forget --host "\$host" \$done_tags --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune/);
 });
 
 test("the dump is pg_dump's plain, consistent, password-file-only dump into the FIFO, bounded in time", () => {
