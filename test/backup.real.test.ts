@@ -568,10 +568,10 @@ rm -f "$tmp"
     ];
     for (const [args, why] of refused) {
       const r = await restore(["--wipe", ...args]);
+      assert.deepEqual(await databaseFingerprint(), live.db, `${args.join(" ")}: the database is untouched\n${r.out}`);
+      assert.deepEqual(fileDigests(paths.media), live.media, `${args.join(" ")}: the media are untouched\n${r.out}`);
       assert.notEqual(r.code, 0, `${args.join(" ")}: ${r.out}`);
       assert.match(r.out, why, args.join(" "));
-      assert.deepEqual(await databaseFingerprint(), live.db, `${args.join(" ")}: the database is untouched`);
-      assert.deepEqual(fileDigests(paths.media), live.media, `${args.join(" ")}: the media are untouched`);
       assert.deepEqual(leftovers(), [], "no staging directory is left behind");
     }
 
