@@ -96,6 +96,9 @@ export function retentionArgs(r: Retention): string[] {
 }
 
 const LOG = `log() { printf '%s %s: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$prog" "$*" >&2; }`;
+// The healthchecks read these files at any moment: \`date >file\` would show them an empty file
+// between the truncation and the write; a rename replaces it whole.
+const STAMP = `stamp() { date -u +%s >"$1.tmp" && mv -f "$1.tmp" "$1"; }`;
 
 /**
  * The backup side's script: `backup.sh` runs forever on the schedule, `backup.sh once` runs once
@@ -127,6 +130,7 @@ dump_timeout=${count("dumpTimeoutSeconds", p.dumpTimeoutSeconds, 1)}
 answer_timeout=${count("answerTimeoutSeconds", p.answerTimeoutSeconds, 1)}
 
 ${LOG}
+${STAMP}
 
 # The last summary line of \`restic backup --json\` (restic internal/ui/backup/json.go summaryOutput).
 summary_of() { grep '"message_type":"summary"' "$1" | tail -n 1; }
@@ -236,11 +240,11 @@ run_once() {
   fi
   restic check >&2 || { log "restic check FAILED: the repository needs attention"; failed=1; }
   [ "$failed" = 0 ] || return 1
-  date -u +%s >"$state/last-success"
+  stamp "$state/last-success"
   log "backup complete"
 }
 
-date -u +%s >"$state/started"
+stamp "$state/started"
 if [ "\${1:-}" = once ]; then
   run_once
   exit $?
@@ -281,6 +285,7 @@ state='${state}'
 dump_timeout=${count("dumpTimeoutSeconds", p.dumpTimeoutSeconds, 1)}
 
 ${LOG}
+${STAMP}
 
 # The healthcheck reads the heartbeat, and a dump (with restic's upload at the other end of the FIFO)
 # can take hours: while pg_dump runs, a helper keeps the heartbeat fresh, until the dump's own time
@@ -288,7 +293,7 @@ ${LOG}
 keep_beating() {
   deadline=$1
   while [ -e "$state/dumping" ] && [ "$(date -u +%s)" -le "$deadline" ]; do
-    date -u +%s >"$state/heartbeat"
+    stamp "$state/heartbeat"
     sleep 1
   done
 }
@@ -318,7 +323,7 @@ serve() {
 }
 
 while :; do
-  date -u +%s >"$state/heartbeat"
+  stamp "$state/heartbeat"
   if [ -e "$spool/request" ] && [ -p "$spool/dump.fifo" ]; then
     rc=0
     serve || rc=$?
