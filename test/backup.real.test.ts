@@ -1,21 +1,25 @@
 import assert from "node:assert/strict";
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { renderBackupScript, renderDumpScript, renderPgpass, renderRestoreScript } from "../components/render/backup";
 import { renderPostgresInitScript } from "../components/render/postgres";
+import { planStack } from "../plan/plan";
 import { findTools } from "./support/realTool";
+import { ofType, plannedFile, type Inputs } from "./support/planned";
 
 // The backup and restore drill with real programs: a real PostgreSQL holding a Dendrite-like schema
 // and data, a media store laid out like Dendrite's, the rendered backup and dump scripts running
 // side by side (as the two containers do) into a real restic repository on local disk, then the
 // database and files destroyed, a fresh database made by the rendered init script (a fresh stack),
 // and the rendered restore script run. Everything is compared: row counts, a checksum of every
-// table, sequence positions, every media file byte for byte.
+// table, sequence positions, every media file byte for byte. Then what day 2 brings: a dump that
+// outlasts the dump service's health window, a fresh server with no media yet, restores given a
+// mistyped or unverifiable snapshot.
 
 const isRoot = process.getuid?.() === 0;
 const needed = {
@@ -106,7 +110,7 @@ function lastSummary(file: string): Summary {
   return JSON.parse(lines[lines.length - 1]!) as Summary;
 }
 
-describe("backup drill: rendered backup, dump and restore scripts with a real PostgreSQL and restic", { skip, timeout: 600_000 }, () => {
+describe("backup drill: rendered backup, dump and restore scripts with a real PostgreSQL and restic", { skip, timeout: 1_200_000 }, () => {
   const started = Date.now();
   let dir = "";
   let dataDir = "";
@@ -156,7 +160,7 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
 
   async function startServer(): Promise<void> {
     const args = ["-D", dataDir, "-c", `unix_socket_directories=${dir}`, "-c", `port=${port}`, "-c", "listen_addresses=127.0.0.1"];
-    const proc = spawn(tools.timeout!, ["-s", "KILL", "900", ...asPostgres(tools.postgres!, args).flat()], { env: baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
+    const proc = spawn(tools.timeout!, ["-s", "KILL", "1500", ...asPostgres(tools.postgres!, args).flat()], { env: baseEnv(), stdio: ["ignore", "pipe", "pipe"] });
     servers.push(proc);
     proc.stdout!.on("data", (d: Buffer) => (serverLog += d.toString()));
     proc.stderr!.on("data", (d: Buffer) => (serverLog += d.toString()));
@@ -178,12 +182,12 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
     assert.equal(r.code, 0, r.out);
   }
 
-  const renderParams = () => ({
+  const renderParams = (media = paths.media) => ({
     backup: renderBackupScript({
       host: HOST,
       spoolDir: paths.spool,
       stateDir: paths.backupState,
-      mediaDir: paths.media,
+      mediaDir: media,
       intervalSeconds: 3600,
       retrySeconds: 60,
       retention: { daily: 7, weekly: 4, monthly: 6 },
@@ -194,35 +198,47 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
     restore: renderRestoreScript({ host: HOST, mediaDir: paths.media }),
   });
 
-  function resticEnv(passwordFile = paths.repoPassword): NodeJS.ProcessEnv {
-    return { ...baseEnv(), RESTIC_REPOSITORY: paths.repo, RESTIC_PASSWORD_FILE: passwordFile, RESTIC_CACHE_DIR: paths.cache, TMPDIR: dir };
+  function resticEnv(passwordFile = paths.repoPassword, repo = paths.repo): NodeJS.ProcessEnv {
+    return { ...baseEnv(), RESTIC_REPOSITORY: repo, RESTIC_PASSWORD_FILE: passwordFile, RESTIC_CACHE_DIR: paths.cache, TMPDIR: dir };
+  }
+
+  interface RunOptions {
+    passwordFile?: string;
+    repo?: string;
+    media?: string;
+    /** Put first on the dump side's PATH (a slow pg_dump). */
+    dumpPath?: string;
+    timeoutMs?: number;
   }
 
   /** One scheduled run: both containers' scripts side by side, as the two services run them. */
-  async function backupOnce(passwordFile = paths.repoPassword): Promise<{ backup: Run; dump: Run }> {
-    const scripts = renderParams();
+  async function backupOnce(o: RunOptions = {}): Promise<{ backup: Run; dump: Run }> {
+    const scripts = renderParams(o.media);
     writeFileSync(join(paths.scripts, "backup.sh"), scripts.backup, { mode: 0o555 });
     writeFileSync(join(paths.scripts, "dump.sh"), scripts.dump, { mode: 0o555 });
     const stop = new AbortController();
-    const dump = run("sh", [join(paths.scripts, "dump.sh"), "once"], { ...baseEnv(), PGPASSFILE: paths.pgpass }, 120_000, stop.signal);
-    const backup = await run("sh", [join(paths.scripts, "backup.sh"), "once"], resticEnv(passwordFile), 300_000);
+    const timeoutMs = o.timeoutMs ?? 120_000;
+    const dumpEnv = { ...baseEnv(), PGPASSFILE: paths.pgpass, ...(o.dumpPath ? { PATH: `${o.dumpPath}:${PATH}` } : {}) };
+    const dump = run("sh", [join(paths.scripts, "dump.sh"), "once"], dumpEnv, timeoutMs, stop.signal);
+    const backup = await run("sh", [join(paths.scripts, "backup.sh"), "once"], resticEnv(o.passwordFile, o.repo), timeoutMs + 180_000);
     // A dump side still waiting (the backup side failed before asking) must not serve the next run.
     const done = await Promise.race([dump, sleep(5000).then(() => undefined)]);
     if (!done) stop.abort();
     return { backup, dump: done ?? (await dump) };
   }
 
-  async function restore(args: string[], passwordFile = paths.repoPassword): Promise<Run> {
+  async function restore(args: string[], o: Pick<RunOptions, "passwordFile" | "repo"> = {}): Promise<Run> {
     writeFileSync(join(paths.scripts, "restore.sh"), renderParams().restore, { mode: 0o555 });
-    const env = { ...resticEnv(passwordFile), PGHOST: "127.0.0.1", PGPORT: String(port), PGDATABASE: DB.database, PGUSER: DB.role, PGPASSFILE: paths.pgpass };
+    const env = { ...resticEnv(o.passwordFile, o.repo), PGHOST: "127.0.0.1", PGPORT: String(port), PGDATABASE: DB.database, PGUSER: DB.role, PGPASSFILE: paths.pgpass };
     return run("sh", [join(paths.scripts, "restore.sh"), ...args], env, 300_000);
   }
 
-  async function snapshots(): Promise<Array<{ id: string; tags: string[]; hostname: string }>> {
-    const r = await run(tools.restic!, ["snapshots", "--json"], resticEnv(), 60_000);
+  async function snapshots(repo = paths.repo): Promise<Array<{ id: string; tags: string[]; hostname: string; time: string }>> {
+    const r = await run(tools.restic!, ["snapshots", "--json"], resticEnv(paths.repoPassword, repo), 60_000);
     assert.equal(r.code, 0, r.out);
-    return JSON.parse(r.out) as Array<{ id: string; tags: string[]; hostname: string }>;
+    return (JSON.parse(r.out) as Array<{ id: string; tags: string[]; hostname: string; time: string }>).sort((a, b) => a.time.localeCompare(b.time));
   }
+  const ofKind = async (tag: string, repo = paths.repo): Promise<string[]> => (await snapshots(repo)).filter((s) => s.tags.includes(tag)).map((s) => s.id);
 
   /** Media laid out as Dendrite's media_api stores it: <base>/<h0>/<h1>/<rest of the hash>/file, thumbnails beside. */
   function writeMedia(n: number, seed: string, from = 0): number {
@@ -365,12 +381,91 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
     measured.push(`repository after the second run ${dirBytes(paths.repo)} B (was ${repoBefore} B)`);
   });
 
+  test("a dump and upload that outlast the dump service's health window: both services stay healthy, by their own rendered checks", async () => {
+    // The numbers are the services' own: their rendered healthchecks and Swarm settings, from the dev plan.
+    const dev = await planStack("dev");
+    assert.equal(dev.error, undefined, String(dev.error));
+    const spec = (name: string): Inputs => ofType(dev, "docker:index/service:Service").map((r) => r.inputs as Inputs).find((x) => x.name === name)!.taskSpec.containerSpec;
+    const secondsOf = (v: string): number => {
+      const m = /^(\d+)s$/.exec(v);
+      assert.ok(m, `a Swarm duration in seconds: ${v}`);
+      return Number(m[1]);
+    };
+    const swarm = spec("backup-dump").healthcheck as Inputs;
+    assert.deepEqual(swarm.tests, ["CMD", "/bin/sh", "/usr/local/bin/hm-health"]);
+    const interval = secondsOf(swarm.interval);
+    const retries = swarm.retries as number;
+    const checks = {
+      dump: plannedFile(dev, "backup-dump-health/hm-health").replaceAll("'/state/", `'${paths.dumpState}/`),
+      backup: plannedFile(dev, "backup-health/hm-health").replaceAll("'/state/", `'${paths.backupState}/`),
+    };
+    for (const text of Object.values(checks)) assert.doesNotMatch(text, /'\/state\//, "every path of the check points at the drill's state");
+    const maxAge = Number(/allowed: (\d+)s/.exec(checks.dump)![1]);
+    // A heartbeat that stops is killed by Swarm at most this long after its last write: age > maxAge
+    // fails a check, `retries` failures in a row (one per interval) kill the task.
+    const window = maxAge + retries * interval;
+    assert.ok(window >= 120 && window <= 600, `dump health window ${window} s`);
+    for (const [name, text] of Object.entries(checks)) writeFileSync(join(paths.scripts, `health-${name}.sh`), text, { mode: 0o555 });
+
+    // pg_dump, slowed down: the real dump, whose first 64 KiB reach restic at once and the rest only
+    // after the whole window and more, so restic's upload is in flight all along.
+    const hold = window + 15;
+    const slowBin = join(dir, "slow-bin");
+    mkdirSync(slowBin, { recursive: true });
+    writeFileSync(
+      join(slowBin, "pg_dump"),
+      `#!/bin/sh
+set -eu
+out=
+for a do
+  shift
+  case "$a" in --file=*) out=\${a#--file=} ;; *) set -- "$@" "$a" ;; esac
+done
+tmp='${join(dir, "slow-dump.sql")}'
+'${join(pgBin, "pg_dump")}' "$@" --file="$tmp"
+{ head -c 65536 "$tmp"; sleep ${hold}; tail -c +65537 "$tmp"; } >"$out"
+rm -f "$tmp"
+`,
+      { mode: 0o555 },
+    );
+    own(slowBin);
+    const before = await ofKind("postgres");
+    let finished = false;
+    const verdicts: Array<{ at: number; name: string; code: number | null; out: string }> = [];
+    const t0 = Date.now();
+    const running = backupOnce({ dumpPath: slowBin, timeoutMs: (hold + 120) * 1000 }).finally(() => (finished = true));
+    // Every 5 s, finer than Swarm's interval: a check that would fail at any phase of Swarm's clock fails here.
+    await sleep(2000);
+    while (!finished) {
+      for (const name of Object.keys(checks)) {
+        const r = await run("sh", [join(paths.scripts, `health-${name}.sh`)], baseEnv(), 10_000);
+        verdicts.push({ at: Math.round((Date.now() - t0) / 1000), name, code: r.code, out: r.out.trim() });
+      }
+      await Promise.race([running, sleep(5000)]);
+    }
+    const { backup, dump } = await running;
+    const took = (Date.now() - t0) / 1000;
+    assert.equal(dump.code, 0, dump.out);
+    assert.equal(backup.code, 0, backup.out);
+    assert.match(backup.out, /backup complete/);
+    assert.ok(took > window, `the run took ${took} s, longer than the ${window} s health window`);
+    const failed = verdicts.filter((v) => v.code !== 0);
+    assert.deepEqual(failed, [], `healthchecks failed during a ${took.toFixed(0)} s run (Swarm kills after ${retries} failures ${interval} s apart)`);
+    assert.ok(verdicts.filter((v) => v.name === "dump").length >= window / 5, "checked all along");
+    // The slow dump is a complete one, and now the newest database snapshot.
+    const after = await ofKind("postgres");
+    assert.notDeepEqual(after, before);
+    const tail = await run(tools.restic!, ["dump", after[after.length - 1]!, "/dendrite.sql"], resticEnv(), 60_000);
+    assert.match(tail.out.slice(-200), /-- PostgreSQL database dump complete/);
+    measured.push(`slow dump ${took.toFixed(0)} s against a ${window} s health window, ${verdicts.length} checks passed`);
+  });
+
   test("a wrong repository password fails clearly and touches nothing", async () => {
-    const b = await backupOnce(paths.wrongPassword);
+    const b = await backupOnce({ passwordFile: paths.wrongPassword });
     assert.notEqual(b.backup.code, 0);
     assert.match(b.backup.out, /repository password \(RESTIC_PASSWORD_FILE\) does not open/);
     assert.match(b.backup.out, /wrong password/);
-    const r = await restore([], paths.wrongPassword);
+    const r = await restore([], { passwordFile: paths.wrongPassword });
     assert.notEqual(r.code, 0);
     assert.match(r.out, /wrong password/);
     assert.match(r.out, /cannot open the repository/);
@@ -393,28 +488,110 @@ describe("backup drill: rendered backup, dump and restore scripts with a real Po
     assert.equal(dbSnapshots.length, 1, "only the good database snapshot remains");
   });
 
-  test("a failing media backup does not cost the database its backup (the database goes first, both are tried)", async () => {
-    const before = (await snapshots()).filter((s) => s.tags.includes("postgres")).length;
+  test("a media store that vanished after media were backed up fails the run loudly, and costs the database neither its backup nor its retention", async () => {
+    const databaseBefore = await ofKind("postgres");
+    const mediaBefore = await ofKind("media");
     const aside = `${paths.media}.aside`;
     renameSync(paths.media, aside);
     try {
       const b = await backupOnce();
       assert.notEqual(b.backup.code, 0, "the run fails");
+      assert.match(b.backup.out, /media: .* is missing or empty but the repository holds media snapshots/);
       assert.doesNotMatch(b.backup.out, /backup complete/);
     } finally {
       renameSync(aside, paths.media);
     }
-    const after = (await snapshots()).filter((s) => s.tags.includes("postgres")).length;
-    assert.equal(after, before + 1, "the database was backed up all the same");
+    const databaseAfter = await ofKind("postgres");
+    assert.equal(databaseAfter.length, 1, "retention ran for the database: no snapshot piles up");
+    assert.notEqual(databaseAfter[0], databaseBefore[databaseBefore.length - 1], "the database was backed up all the same");
+    assert.deepEqual(await ofKind("media"), mediaBefore, "the media snapshots are all kept");
   });
 
+  test("a fresh server with no media directory yet: every run succeeds with retention and check, no snapshot piles up, and a restore gives back the database and an empty media directory", async () => {
+    // Dendrite's storage is there, its media directory is not (Dendrite makes it on the first upload).
+    const storage = join(dir, "fresh-storage");
+    const media = join(storage, "media");
+    const repo = join(dir, "fresh-repo");
+    mkdirSync(storage);
+    own(storage);
+    for (const attempt of [1, 2]) {
+      rmSync(join(paths.backupState, "last-success"), { force: true });
+      const b = await backupOnce({ repo, media });
+      assert.equal(b.backup.code, 0, `run ${attempt}:\n${b.backup.out}`);
+      assert.match(b.backup.out, /media: .* is missing or empty \(no upload yet\): nothing to back up/);
+      assert.match(b.backup.out, /retention: --tag postgres --tag media --keep-daily 7/);
+      assert.match(b.backup.out, /no errors were found/, "restic check ran");
+      assert.match(b.backup.out, /backup complete/);
+      assert.ok(existsSync(join(paths.backupState, "last-success")), "the healthcheck's marker of a good run");
+    }
+    assert.equal((await ofKind("postgres", repo)).length, 1, "two runs, one database snapshot (same day)");
+    assert.deepEqual(await ofKind("media", repo), []);
+    assert.equal(existsSync(media), false, "the backup side only reads");
+
+    // A restore from it: the database as it is now, and the media directory made as Dendrite makes it.
+    const fingerprint = await databaseFingerprint();
+    const r = await restore(["--wipe", "--media", media], { repo });
+    assert.equal(r.code, 0, r.out);
+    assert.match(r.out, /the repository holds no media snapshot/);
+    assert.deepEqual(await databaseFingerprint(), fingerprint);
+    assert.deepEqual(readdirSync(media), []);
+    assert.equal(statSync(media).uid, statSync(storage).uid, "owned as Dendrite's storage");
+    assert.equal(statSync(media).mode & 0o777, 0o750);
+  });
+
+  test("a restore given a mistyped or wrong-kind snapshot id, or a dump that fails verification, changes nothing; a good id restores", async () => {
+    const live = { db: await databaseFingerprint(), media: fileDigests(paths.media) };
+    const [databaseId] = (await ofKind("postgres")).slice(-1);
+    const [mediaId] = (await ofKind("media")).slice(-1);
+    assert.ok(databaseId && mediaId);
+    const restic = (args: string[], input?: Buffer): Buffer => execFileSync(tools.restic!, args, { env: resticEnv(), input, maxBuffer: 1 << 28, stdio: ["pipe", "pipe", "ignore"] });
+    // Snapshots that restic stores faithfully but that are no good as a dump: cut short, or with a
+    // statement in the middle that PostgreSQL refuses (its end line intact, so only psql can tell).
+    const dump = restic(["dump", databaseId, "/dendrite.sql"]);
+    const addDump = (body: Buffer): string => {
+      const out = restic(["backup", "--json", "--host", HOST, "--tag", "postgres", "--stdin", "--stdin-filename", "dendrite.sql"], body).toString();
+      return /"snapshot_id":"([0-9a-f]+)"/.exec(out)![1]!;
+    };
+    const cut = dump.indexOf("\n", Math.floor(dump.length * 0.6)) + 1;
+    const truncated = addDump(dump.subarray(0, cut));
+    const corrupted = addDump(Buffer.concat([dump.subarray(0, cut), Buffer.from("THIS IS NOT SQL;\n"), dump.subarray(cut)]));
+    const leftovers = (): string[] => readdirSync(dir).filter((n) => n.includes(".restore."));
+
+    const refused: Array<[string[], RegExp]> = [
+      [["--db-snapshot", "deadbeef"], /no database snapshot deadbeef of host hm-drill/],
+      [["--db-snapshot", mediaId.slice(0, 8)], /no database snapshot [0-9a-f]{8} of host hm-drill/],
+      [["--media-snapshot", "deadbeef"], /no media snapshot deadbeef of host hm-drill/],
+      [["--media-snapshot", databaseId], /no media snapshot [0-9a-f]{64} of host hm-drill/],
+      [["--db-snapshot", "latest;true"], /expected latest or a hexadecimal id/],
+      [["--db-snapshot", truncated], /the dump in snapshot [0-9a-f]{64} is incomplete; nothing was changed/],
+      [["--db-snapshot", corrupted], /psql failed; nothing was committed, the database is as it was/],
+    ];
+    for (const [args, why] of refused) {
+      const r = await restore(["--wipe", ...args]);
+      assert.deepEqual(await databaseFingerprint(), live.db, `${args.join(" ")}: the database is untouched\n${r.out}`);
+      assert.deepEqual(fileDigests(paths.media), live.media, `${args.join(" ")}: the media are untouched\n${r.out}`);
+      assert.notEqual(r.code, 0, `${args.join(" ")}: ${r.out}`);
+      assert.match(r.out, why, args.join(" "));
+      assert.deepEqual(leftovers(), [], "no staging directory is left behind");
+    }
+
+    // The good ones, by (short) id, after the live data changed.
+    await dendriteSql("DELETE FROM roomserver_event_json WHERE event_nid > 11000");
+    writeFileSync(join(paths.media, "stray"), "x");
+    const good = await restore(["--wipe", "--db-snapshot", databaseId.slice(0, 10), "--media-snapshot", mediaId]);
+    assert.equal(good.code, 0, good.out);
+    assert.deepEqual(await databaseFingerprint(), live.db);
+    assert.deepEqual(fileDigests(paths.media), live.media);
+    assert.deepEqual(leftovers(), []);
+    restic(["forget", truncated, corrupted]);
+  });
   test("after the database and the media are destroyed, the restore script brings back every row and every byte", async () => {
-    // Destroy: the database dropped and made again as a fresh stack makes it, the media store emptied.
+    // Destroy: the database dropped and made again as a fresh stack makes it, the media store gone
+    // (a fresh stack has none until the first upload).
     await superSql(`DROP DATABASE ${DB.database}`);
     await superSql(`DROP ROLE ${DB.role}`);
     await freshDatabase();
     rmSync(paths.media, { recursive: true, force: true });
-    mkdirSync(paths.media);
     assert.equal(await dendriteSql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"), "0");
 
     const r = await restore([]);

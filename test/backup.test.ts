@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { settingsFor, problemsFor } from "./support/settings";
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -75,11 +75,38 @@ test("the healthcheck fails once the last good backup is older than allowed, and
   }
 });
 
+test("a healthcheck reading while the heartbeat or the last-success marker is written never sees an empty file", () => {
+  // The rendered command that writes each marker (and the one-line functions it may use), run in a
+  // tight loop against the rendered check: \`date >file\` truncates first, and a check in between reads "".
+  const dir = mkdtempSync(join(tmpdir(), "backup-stamp-"));
+  try {
+    for (const [script, marker] of [[renderDumpScript({ ...DUMP, stateDir: dir }), "heartbeat"], [renderBackupScript({ ...PARAMS, stateDir: dir }), "last-success"]] as const) {
+      const lines = script.split("\n");
+      const write = lines.map((l) => l.trim()).find((l) => !l.startsWith("#") && l.endsWith(`"$state/${marker}"`));
+      assert.ok(write, `the line that writes ${marker}`);
+      const functions = lines.filter((l) => /^[a-z_]+\(\) \{ .* \}$/.test(l));
+      const file = join(dir, marker);
+      writeFileSync(file, `${Math.floor(Date.now() / 1000)}\n`);
+      const check = join(dir, "check.sh");
+      writeFileSync(check, renderFreshnessCheck(file, file, 60, marker));
+      const writer = spawn("sh", ["-c", `state='${dir}'\n${functions.join("\n")}\nwhile :; do ${write}; done`], { stdio: "ignore" });
+      try {
+        const failed = Array.from({ length: 150 }, () => spawnSync("sh", [check], { encoding: "utf8" })).filter((r) => r.status !== 0);
+        assert.deepEqual(failed.map((r) => r.stderr.trim()), [], `${marker}: checks failed while it was written by \`${write}\``);
+      } finally {
+        writer.kill("SIGKILL");
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test("retention becomes restic forget flags; a kind kept 0 times is left out", () => {
   assert.deepEqual(retentionArgs({ daily: 7, weekly: 4, monthly: 6 }), ["--keep-daily", "7", "--keep-weekly", "4", "--keep-monthly", "6"]);
   assert.deepEqual(retentionArgs({ daily: 3, weekly: 0, monthly: 0 }), ["--keep-daily", "3"]);
   assert.throws(() => retentionArgs({ daily: 0, weekly: 4, monthly: 6 }), /retention.daily/);
-  assert.match(renderBackupScript(PARAMS), /restic forget --host "\$host" --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune/);
+  assert.match(renderBackupScript(PARAMS), /restic forget --host "\$host" \$done_tags --keep-daily 7 --keep-weekly 4 --keep-monthly 6 --prune/);
 });
 
 test("the dump is pg_dump's plain, consistent, password-file-only dump into the FIFO, bounded in time", () => {

@@ -96,12 +96,16 @@ export function retentionArgs(r: Retention): string[] {
 }
 
 const LOG = `log() { printf '%s %s: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$prog" "$*" >&2; }`;
+// The healthchecks read these files at any moment: \`date >file\` would show them an empty file
+// between the truncation and the write; a rename replaces it whole.
+const STAMP = `stamp() { date -u +%s >"$1.tmp" && mv -f "$1.tmp" "$1"; }`;
 
 /**
  * The backup side's script: `backup.sh` runs forever on the schedule, `backup.sh once` runs once
- * and exits with its status. A run succeeds only if the media backup, the database dump (pg_dump's
- * own exit status, reported by the dump side), retention and `restic check` all succeed; only then
- * is `last-success` written, which the healthcheck reads.
+ * and exits with its status. A run succeeds only if the media backup (a media store that does not
+ * exist yet, or is empty, has nothing to back up), the database dump (pg_dump's own exit status,
+ * reported by the dump side), retention and `restic check` all succeed; only then is `last-success`
+ * written, which the healthcheck reads. Retention and the check run even when one kind failed.
  */
 export function renderBackupScript(p: BackupScriptParams): string {
   const spool = path("spoolDir", p.spoolDir);
@@ -126,6 +130,7 @@ dump_timeout=${count("dumpTimeoutSeconds", p.dumpTimeoutSeconds, 1)}
 answer_timeout=${count("answerTimeoutSeconds", p.answerTimeoutSeconds, 1)}
 
 ${LOG}
+${STAMP}
 
 # The last summary line of \`restic backup --json\` (restic internal/ui/backup/json.go summaryOutput).
 summary_of() { grep '"message_type":"summary"' "$1" | tail -n 1; }
@@ -147,6 +152,25 @@ ensure_repository() {
 }
 
 backup_media() {
+  # Dendrite creates its media base_path on the first upload (element-hq/dendrite v0.15.2
+  # mediaapi/fileutils/fileutils.go: os.MkdirAll in moveFile and createTempDir), and restic refuses
+  # an empty snapshot (restic internal/archiver/archiver.go: "snapshot is empty"): a missing or
+  # empty store has nothing to back up. Unless the repository already holds media: then the store
+  # was lost or is not mounted, and a run that called that a success would hide it.
+  if [ -d "$media" ]; then
+    entries=$(ls -A "$media") || { log "media: cannot read $media"; return 1; }
+  else
+    entries=
+  fi
+  if [ -z "$entries" ]; then
+    known=$(restic snapshots --json --host "$host" --tag ${TAG_MEDIA}) || { log "media: cannot list the media snapshots"; return 1; }
+    if printf '%s' "$known" | grep -q '"id":"'; then
+      log "media: $media is missing or empty but the repository holds media snapshots: Dendrite's storage is not mounted or its media are lost (see the README's restore); nothing backed up"
+      return 1
+    fi
+    log "media: $media is missing or empty (no upload yet): nothing to back up"
+    return 0
+  fi
   log "media: backing up $media"
   # Backing up "." stores the files at the snapshot's root, so a restore lands in any target as is.
   if ! (cd "$media" && restic backup --json --host "$host" --tag ${TAG_MEDIA} .) >"$state/media.json"; then
@@ -203,17 +227,24 @@ run_once() {
   ensure_repository || return 1
   # The database first, and both always tried: a media failure must not cost the database its backup.
   failed=0
-  backup_database || failed=1
-  backup_media || failed=1
+  done_tags=
+  if backup_database; then done_tags="$done_tags --tag ${TAG_DATABASE}"; else failed=1; fi
+  if backup_media; then done_tags="$done_tags --tag ${TAG_MEDIA}"; else failed=1; fi
+  # Retention for each kind that has a new good snapshot (repeated --tag: either kind, restic
+  # internal/data/snapshot.go HasTagList), so retries of a failing run do not pile up snapshots
+  # of the other kind, and a kind that fails keeps every snapshot it has.
+  if [ -n "$done_tags" ]; then
+    log "retention:$done_tags ${keep}"
+    # shellcheck disable=SC2086
+    restic forget --host "$host" $done_tags ${keep} --prune >&2 || { log "retention: restic forget --prune failed"; failed=1; }
+  fi
+  restic check >&2 || { log "restic check FAILED: the repository needs attention"; failed=1; }
   [ "$failed" = 0 ] || return 1
-  log "retention: ${keep}"
-  restic forget --host "$host" ${keep} --prune >&2 || { log "retention: restic forget --prune failed"; return 1; }
-  restic check >&2 || { log "restic check FAILED: the repository needs attention"; return 1; }
-  date -u +%s >"$state/last-success"
+  stamp "$state/last-success"
   log "backup complete"
 }
 
-date -u +%s >"$state/started"
+stamp "$state/started"
 if [ "\${1:-}" = once ]; then
   run_once
   exit $?
@@ -254,15 +285,32 @@ state='${state}'
 dump_timeout=${count("dumpTimeoutSeconds", p.dumpTimeoutSeconds, 1)}
 
 ${LOG}
+${STAMP}
+
+# The healthcheck reads the heartbeat, and a dump (with restic's upload at the other end of the FIFO)
+# can take hours: while pg_dump runs, a helper keeps the heartbeat fresh, until the dump's own time
+# limit (and a margin) has passed, so a dump stuck past it is no longer vouched for.
+keep_beating() {
+  deadline=$1
+  while [ -e "$state/dumping" ] && [ "$(date -u +%s)" -le "$deadline" ]; do
+    stamp "$state/heartbeat"
+    sleep 1
+  done
+}
 
 serve() {
   rm -f "$spool/request"
   : >"$spool/accepted"
   log "dumping database ${word("database", db.name)}"
+  : >"$state/dumping"
+  keep_beating $(($(date -u +%s) + dump_timeout + 30)) &
+  beating=$!
   rc=0
   # pg_dump opens the FIFO itself, inside the timeout. Plain SQL: restic deduplicates it well and any psql restores it.
   timeout "$dump_timeout" pg_dump --host='${word("host", db.host)}' --port=${count("port", db.port, 1)} --username='${word("user", db.user)}' \\
     --dbname='${db.name}' --no-password --format=plain --no-owner --no-privileges --file="$spool/dump.fifo" || rc=$?
+  rm -f "$state/dumping"
+  wait "$beating" || true
   if [ "$rc" -ne 0 ]; then
     # pg_dump may have failed before opening the FIFO: open it once so the reader gets its end of file.
     # shellcheck disable=SC2016
@@ -275,7 +323,7 @@ serve() {
 }
 
 while :; do
-  date -u +%s >"$state/heartbeat"
+  stamp "$state/heartbeat"
   if [ -e "$spool/request" ] && [ -p "$spool/dump.fifo" ]; then
     rc=0
     serve || rc=$?
@@ -310,7 +358,14 @@ echo "${what}: \${age}s ago"
  * The restore: the latest (or a chosen) database snapshot into an empty database and the latest (or
  * a chosen) media snapshot into an empty media directory. It needs restic and psql (the server's
  * major version) on PATH, the restic variables of the backup, and libpq's PG* variables / PGPASSFILE
- * for the database. `--wipe` empties both first (DROP OWNED BY the restoring role; the media files).
+ * for the database. `--wipe` replaces what is there.
+ *
+ * Nothing live is touched before both snapshots are fetched and verified: the snapshots are resolved
+ * among this host's snapshots of the right kind (a mistyped id, or a media id given for the database,
+ * stops here), the dump is fetched to a private scratch directory and must be complete, and the media
+ * are restored (and verified) into a staging directory beside the media directory. Only then is the
+ * database replaced, in one transaction with the wipe (a dump that fails half-way commits nothing and
+ * drops nothing), and then the media directory's content is swapped for the staged files.
  */
 export function renderRestoreScript(p: RestoreScriptParams): string {
   const media = path("mediaDir", p.mediaDir);
@@ -319,6 +374,7 @@ export function renderRestoreScript(p: RestoreScriptParams): string {
 # Restores Dendrite's database and media store from the restic repository in RESTIC_REPOSITORY.
 # Usage: restore.sh [--wipe] [--media DIR] [--db-snapshot ID] [--media-snapshot ID]   (default: the latest of each)
 # The database comes from libpq's PGHOST, PGPORT, PGDATABASE, PGUSER and PGPASSFILE (or PGOPTIONS=-c role=...).
+# The dump is staged in a private directory under TMPDIR (default /tmp), the media beside DIR.
 set -eu
 
 prog=restore
@@ -334,17 +390,41 @@ die() { log "$*"; exit 1; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --wipe) wipe=yes ;;
-    --media) media=$2; shift ;;
-    --db-snapshot) db_snapshot=$2; shift ;;
-    --media-snapshot) media_snapshot=$2; shift ;;
+    --media | --db-snapshot | --media-snapshot)
+      [ $# -ge 2 ] || die "$1 needs a value"
+      case "$1" in
+        --media) media=$2 ;;
+        --db-snapshot) db_snapshot=$2 ;;
+        --media-snapshot) media_snapshot=$2 ;;
+      esac
+      shift ;;
     *) die "unknown argument $1" ;;
   esac
   shift
 done
+for id in "$db_snapshot" "$media_snapshot"; do
+  case "$id" in
+    latest) ;;
+    '' | *[!0-9a-f]*) die "snapshot id $id: expected latest or a hexadecimal id (restic snapshots lists them)" ;;
+  esac
+done
+while [ "\${media%/}" != "$media" ]; do media=\${media%/}; done
+case "$media" in
+  /?*) ;;
+  *) die "--media $media: expected an absolute directory" ;;
+esac
+media_parent=$(dirname "$media")
+[ -d "$media_parent" ] || die "$media_parent does not exist: is Dendrite's storage mounted?"
 
 umask 077
 scratch=$(mktemp -d)
-trap 'rm -rf "$scratch"' EXIT INT TERM
+stage=
+cleanup() {
+  rm -rf "$scratch"
+  if [ -n "$stage" ]; then rm -rf "$stage"; fi
+}
+trap cleanup EXIT
+trap 'exit 1' HUP INT TERM
 
 # Fails first, and clearly, on a wrong password or an unreachable repository.
 restic cat config >/dev/null || die "cannot open the repository $RESTIC_REPOSITORY (see restic's message above)"
@@ -353,29 +433,75 @@ psql_q() { psql -X -q -A -t -w -v ON_ERROR_STOP=1 "$@"; }
 
 objects=$(psql_q -c "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'") ||
   die "cannot connect to the database (PGHOST, PGDATABASE, PGUSER, PGPASSFILE)"
-if [ "$objects" != 0 ]; then
-  [ "$wipe" = yes ] || die "the database already holds $objects objects; restore into an empty database or pass --wipe"
-  log "database: dropping everything the restoring role owns"
-  psql_q -c 'DROP OWNED BY CURRENT_USER' || die "could not empty the database"
+if [ "$objects" != 0 ] && [ "$wipe" != yes ]; then
+  die "the database already holds $objects objects; restore into an empty database or pass --wipe"
 fi
-[ -d "$media" ] || die "the media directory $media does not exist"
-if [ -n "$(ls -A "$media")" ]; then
-  [ "$wipe" = yes ] || die "the media directory $media is not empty; restore into an empty one or pass --wipe"
+if [ -d "$media" ] && [ -n "$(ls -A "$media")" ] && [ "$wipe" != yes ]; then
+  die "the media directory $media is not empty; restore into an empty one or pass --wipe"
+fi
+
+# The full id of this host's snapshot of one kind: the newest for "latest" (restic snapshots lists
+# the oldest first: cmd/restic/cmd_snapshots.go), else the one whose id starts with the given id.
+# Prints nothing if there is none. Explicit ids make restic ignore --host and --tag, so we filter.
+resolve() {
+  restic snapshots --json --host "$host" --tag "$1" >"$scratch/snapshots.json" || return 1
+  grep -o '"id":"[0-9a-f]*"' "$scratch/snapshots.json" | cut -d '"' -f 4 >"$scratch/ids" || true
+  if [ "$2" = latest ]; then
+    tail -n 1 "$scratch/ids"
+  else
+    matches=$(grep -c "^$2" "$scratch/ids" || true)
+    [ "$matches" -le 1 ] || { log "$2 is the start of $matches $1 snapshot ids: give more of it"; return 1; }
+    grep "^$2" "$scratch/ids" || true
+  fi
+}
+
+db_id=$(resolve ${TAG_DATABASE} "$db_snapshot") || die "cannot list the database snapshots"
+[ -n "$db_id" ] || die "no database snapshot $db_snapshot of host $host in the repository (restic snapshots --tag ${TAG_DATABASE} lists them); nothing was changed"
+media_id=$(resolve ${TAG_MEDIA} "$media_snapshot") || die "cannot list the media snapshots"
+if [ -z "$media_id" ] && [ "$media_snapshot" != latest ]; then
+  die "no media snapshot $media_snapshot of host $host in the repository (restic snapshots --tag ${TAG_MEDIA} lists them); nothing was changed"
+fi
+
+log "database: fetching snapshot $db_id"
+restic dump "$db_id" /${DUMP_FILE} >"$scratch/${DUMP_FILE}" || die "restic dump failed; nothing was changed"
+# pg_dump ends every complete plain dump with this line: a truncated dump is refused.
+tail -n 5 "$scratch/${DUMP_FILE}" | grep -q '^-- PostgreSQL database dump complete' ||
+  die "the dump in snapshot $db_id is incomplete; nothing was changed"
+
+if [ -n "$media_id" ]; then
+  # Beside the media directory: the same filesystem, so the swap below is a rename.
+  stage=$(mktemp -d "$media_parent/.$(basename "$media").restore.XXXXXX") || die "cannot create a staging directory in $media_parent"
+  log "media: fetching snapshot $media_id into $stage"
+  restic restore "$media_id" --target "$stage" --verify >&2 || die "restic restore failed; nothing was changed"
+else
+  # Backups skip a media store that does not exist yet: the server had no media.
+  log "media: the repository holds no media snapshot of host $host: the server had no media"
+fi
+
+# From stdin, so psql may also run in another container (docker exec -i). --single-transaction
+# wraps every -c and -f in one BEGIN/COMMIT (PostgreSQL docs, app-psql), the wipe included.
+set -- --single-transaction
+if [ "$objects" != 0 ]; then
+  log "database: dropping everything the restoring role owns, in the restore's transaction"
+  set -- "$@" -c 'DROP OWNED BY CURRENT_USER'
+fi
+log "database: restoring ($(wc -c <"$scratch/${DUMP_FILE}") bytes of SQL) in one transaction"
+psql_q "$@" -f - <"$scratch/${DUMP_FILE}" >/dev/null || die "psql failed; nothing was committed, the database is as it was"
+rm -f "$scratch/${DUMP_FILE}"
+
+if [ ! -d "$media" ]; then
+  # As Dendrite would make it on its first upload (os.MkdirAll 0770 under umask 022), owned as its storage.
+  mkdir -m 0750 "$media" || die "cannot create $media"
+  chown "$(stat -c %u:%g "$media_parent")" "$media" || die "cannot give $media its parent's owner"
+fi
+if [ "$wipe" = yes ] && [ -n "$(ls -A "$media")" ]; then
   log "media: emptying $media"
   find "$media" -mindepth 1 -delete
 fi
-
-log "database: fetching snapshot $db_snapshot"
-restic dump --host "$host" --tag ${TAG_DATABASE} "$db_snapshot" /${DUMP_FILE} >"$scratch/${DUMP_FILE}" || die "restic dump failed"
-# pg_dump ends every complete plain dump with this line: a truncated dump is refused.
-tail -n 5 "$scratch/${DUMP_FILE}" | grep -q '^-- PostgreSQL database dump complete' || die "the dump in snapshot $db_snapshot is incomplete"
-log "database: restoring ($(wc -c <"$scratch/${DUMP_FILE}") bytes of SQL) in one transaction"
-# From stdin, so psql may also run in another container (docker exec -i).
-psql_q --single-transaction -f - <"$scratch/${DUMP_FILE}" >/dev/null || die "psql failed; nothing was committed"
-rm -f "$scratch/${DUMP_FILE}"
-
-log "media: restoring snapshot $media_snapshot into $media"
-restic restore --host "$host" --tag ${TAG_MEDIA} "$media_snapshot" --target "$media" >&2 || die "restic restore failed"
+if [ -n "$stage" ]; then
+  log "media: moving the restored files into $media"
+  find "$stage" -mindepth 1 -maxdepth 1 -exec mv -- {} "$media"/ \\;
+fi
 log "restore complete"
 `;
 }

@@ -129,6 +129,7 @@ export class Backup extends pulumi.ComponentResource {
     // Healthy while the last good backup is younger than one interval plus an hour for the run itself.
     const maxAgeSeconds = intervalSeconds + 3600;
     const backupHealth = swarmConfig(`${name}-health`, "backup-health", renderFreshnessCheck(`${STATE_DIR}/last-success`, `${STATE_DIR}/started`, maxAgeSeconds, "the last good backup"), child);
+    // The dump loop's heartbeat, kept fresh while a dump runs too (up to dumpTimeoutSeconds): a long dump is not killed.
     const dumpHealth = swarmConfig(`${name}-dump-health`, "backup-dump-health", renderFreshnessCheck(`${STATE_DIR}/heartbeat`, `${STATE_DIR}/heartbeat`, 60, "the dump loop"), child);
     const restoreScript = swarmConfig(`${name}-restore-script`, "backup-restore", renderRestoreScript({ host: args.snapshotHost, mediaDir: MEDIA_DIR }), child);
 
