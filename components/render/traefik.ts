@@ -198,10 +198,13 @@ export function renderTraefikDynamic(i: TraefikDynamicInput): string {
     },
     http: {
       middlewares: {
+        // On every entrypoint, so on every host Traefik answers: the Matrix host, and the server name
+        // (apex) where it serves /.well-known/matrix or, with SRV delegation, federation. HSTS for the
+        // answering host only: includeSubDomains on the apex would force HTTPS on every name of the
+        // operator's domain for a year (RFC 6797 section 6.1.2), and no name under the Matrix host is ours.
         "security-headers": {
           headers: {
             stsSeconds: 31536000,
-            stsIncludeSubdomains: true,
             contentTypeNosniff: true,
             frameDeny: true,
             referrerPolicy: "no-referrer",
