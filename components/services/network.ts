@@ -8,7 +8,7 @@ export const OVERLAY_MTU = "1420";
  * An overlay network for the services that share it and no one else. `internal` networks have no
  * route out: use them wherever nothing on the network needs the internet.
  */
-export function overlayNetwork(name: string, args: { networkName: string; internal: boolean }, opts: pulumi.CustomResourceOptions): docker.Network {
+export function overlayNetwork(name: string, args: { networkName: string; internal: boolean; subnet?: string }, opts: pulumi.CustomResourceOptions): docker.Network {
   return new docker.Network(
     name,
     {
@@ -17,6 +17,8 @@ export function overlayNetwork(name: string, args: { networkName: string; intern
       internal: args.internal,
       attachable: false,
       options: { "com.docker.network.driver.mtu": OVERLAY_MTU },
+      // A fixed range only where something trusts addresses in it (the Funnel network).
+      ...(args.subnet ? { ipamConfigs: [{ subnet: args.subnet }] } : {}),
     },
     opts,
   );
