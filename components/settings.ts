@@ -601,6 +601,9 @@ function ingressProblems(s: RawSettings): string[] {
     problems.push(`${key("turnEnabled")}: TURN is UDP and cannot go through Funnel, so with ingress "funnel" it needs its own ports open to the internet; set turnEnabled false, or set funnelTurnPorts true to open them`);
   }
   if (!s.turnEnabled && s.funnelTurnPorts) problems.push(`${key("funnelTurnPorts")}: is true but turnEnabled is false; there are no TURN ports to open`);
+  // The Funnel network takes the pool's last /24 (render/funnel.ts funnelSubnet); a malformed pool is reported by its own check.
+  const poolPrefix = Number(/\/(\d+)$/.exec(s.swarmAddressPool)?.[1]);
+  if (poolPrefix > 23) problems.push(`${key("swarmAddressPool")}: "${s.swarmAddressPool}" with ingress "funnel" must be /23 or larger: its last /24 is the Funnel network's, the rest Swarm's`);
   return problems;
 }
 

@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import * as path from "node:path";
 import { test } from "node:test";
-import { dendriteRouterLabels, type DendriteRoutesInput } from "../components/render/dendriteRoutes";
+import { dendriteRouterLabels, FEDERATION_ALLOWLIST, REQUIRE_TOKEN, type DendriteRoutesInput } from "../components/render/dendriteRoutes";
+import { renderFederationGate } from "../components/render/federationGate";
+import { DENDRITE_ROUTES, samplePaths } from "./support/dendriteRouteTable";
+import { route, routersFromLabels, type Router } from "./support/traefikRules";
 
 const base: DendriteRoutesInput = {
   service: "dendrite",
@@ -107,4 +113,88 @@ test("SRV delegation: every federation router asks ACME for the server name and 
 test("without SRV delegation no router names TLS domains (certificates follow the Host rules)", () => {
   const l = dendriteRouterLabels(base);
   assert.ok(!Object.keys(l).some((k) => k.includes(".tls.domains")));
+});
+
+// Dendrite's own route table (test/support/dendriteRouteTable.ts, from element-hq/dendrite v0.15.2),
+// routed through Traefik's rule semantics (test/support/traefikRules.ts) over the rendered labels.
+const GATE = "http://federation-gate:8090/verify";
+const variants: [string, DendriteRoutesInput][] = [
+  ["open", base],
+  ["allowlist", { ...base, federation: { mode: "allowlist", gateAddress: GATE } }],
+  ["closed", { ...base, federation: { mode: "closed" } }],
+  ["SRV delegation", { ...base, wellKnownHost: undefined, federationCertDomain: "example.org" }],
+  ["funnel, open", { ...base, matrixHost: "matrix.tail0example.ts.net", wellKnownHost: undefined, funnelEntryPoint: "funnel" }],
+  ["funnel, allowlist", { ...base, matrixHost: "matrix.tail0example.ts.net", wellKnownHost: undefined, funnelEntryPoint: "funnel", federation: { mode: "allowlist", gateAddress: GATE } }],
+];
+const entryPointsOf = (routers: Router[]) => [...new Set(routers.flatMap((r) => r.entryPoints))];
+
+test("no Dendrite route that fetches remote media answers without an access token, on any entrypoint or host", () => {
+  const fetching = DENDRITE_ROUTES.filter((r) => r.remoteFetch && r.auth === "none");
+  assert.equal(fetching.length, 3, "download (two forms) and thumbnail");
+  for (const [name, input] of variants) {
+    const routers = routersFromLabels(dendriteRouterLabels(input));
+    for (const entryPoint of entryPointsOf(routers)) {
+      for (const host of [input.matrixHost, "example.org", "anything.example"]) {
+        for (const r of fetching) {
+          for (const path of samplePaths(r, "remote.example")) {
+            for (const method of r.methods) {
+              const routed = route(routers, {}, { entryPoint, host, path, method });
+              assert.ok(!routed || routed.middlewares.includes(REQUIRE_TOKEN), `${name}: ${method} ${host}${path} on ${entryPoint} reaches ${r.handler} through ${routed?.router} with no token`);
+            }
+          }
+        }
+      }
+    }
+  }
+});
+
+test("what clients and other servers need still reaches Dendrite, with no forwardAuth in the way of a CORS preflight", () => {
+  for (const [name, input] of variants) {
+    const labels = dendriteRouterLabels(input);
+    const routers = routersFromLabels(labels);
+    const clientEp = input.funnelEntryPoint ?? "websecure";
+    const fedEp = input.funnelEntryPoint ?? "federation";
+    // Authenticated media (MSC3916) and the two legacy paths Dendrite authenticates itself.
+    for (const r of DENDRITE_ROUTES.filter((x) => x.auth === "token")) {
+      for (const path of samplePaths(r, "remote.example")) {
+        for (const method of r.methods) {
+          const routed = route(routers, {}, { entryPoint: clientEp, host: input.matrixHost, path, method });
+          assert.ok(routed, `${name}: ${method} ${path} is not routed`);
+          assert.deepEqual(routed.middlewares, [], `${name}: ${method} ${path} goes through ${routed.middlewares.join(",")}`);
+        }
+      }
+    }
+    // The signed federation media endpoints other servers call: through the gate with an allowlist.
+    for (const r of DENDRITE_ROUTES.filter((x) => x.template.startsWith("/_matrix/federation/v1/media/"))) {
+      for (const path of samplePaths(r, "remote.example")) {
+        const routed = route(routers, {}, { entryPoint: fedEp, host: input.matrixHost, path, method: "GET" });
+        if (input.federation.mode === "closed") assert.equal(routed, undefined, `${name}: ${path}`);
+        else assert.deepEqual(routed?.middlewares, input.federation.mode === "allowlist" ? [FEDERATION_ALLOWLIST] : [], `${name}: ${path}`);
+      }
+    }
+  }
+});
+
+test("legacy unauthenticated media with a valid token still works (only the anonymous request is refused)", () => {
+  const routers = routersFromLabels(dendriteRouterLabels(base));
+  const routed = route(routers, {}, { entryPoint: "websecure", host: base.matrixHost, path: "/_matrix/media/v3/download/remote.example/aBcD1234", method: "GET" });
+  assert.deepEqual(routed, { router: "dendrite-media-token", middlewares: [REQUIRE_TOKEN] });
+  // The same middleware as the room directory: forwardAuth to Dendrite's whoami, which answers 200 only for a valid token.
+  const labels = dendriteRouterLabels(base);
+  assert.equal(labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.address`], "http://dendrite:8008/_matrix/client/v3/account/whoami");
+});
+
+test("the federation gate lets through unsigned exactly Dendrite's unsigned federation GET routes, but the room directory", () => {
+  // The gate file as the renderer delivers it (a module: it serves only when run as the main program).
+  const file = path.join(mkdtempSync(path.join(tmpdir(), "hm-gate-")), "gate.js");
+  writeFileSync(file, renderFederationGate({ allowedOrigins: ["friend.org"], port: 8090 }));
+  const gate = require(file) as { UNSIGNED_GET: string[] };
+  const unsignedGet = DENDRITE_ROUTES.filter((r) => r.template.startsWith("/_matrix/federation/") && r.auth === "none" && r.methods.includes("GET") && !r.template.includes("{"));
+  // publicRooms: Dendrite serves the room directory unsigned, but this deployment hides it from anyone
+  // without a token (the public-rooms router), so over federation it keeps needing an allowed origin.
+  assert.deepEqual(
+    unsignedGet.map((r) => r.template).filter((t) => t !== "/_matrix/federation/v1/publicRooms").sort(),
+    [...gate.UNSIGNED_GET].sort(),
+  );
+  assert.deepEqual([...gate.UNSIGNED_GET].sort(), ["/_matrix/federation/v1/openid/userinfo", "/_matrix/federation/v1/version"]);
 });

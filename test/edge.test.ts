@@ -1,11 +1,13 @@
 import assert from "node:assert/strict";
-import { before, test } from "node:test";
+import { before, describe, test } from "node:test";
 import { statSync } from "node:fs";
 import { parse } from "yaml";
 import { DOCKER_SOCKET_GID } from "../components/settings";
 import { planStack, type Plan, type PlannedResource } from "../plan/plan";
 import { named, plannedFile, type Inputs } from "./support/planned";
 import { SOCKET_PROXY_API } from "../components/services/socketProxy";
+import { planToDisk, STACKS } from "./support/plan";
+import { route, routersFromDynamic, routersFromLabels } from "./support/traefikRules";
 
 // The real program, local stack, under mocks: the edge (socket proxy + Traefik).
 let plan: Plan;
@@ -149,4 +151,49 @@ test("stack outputs: the URL and server name in clear, the registration secret a
   assert.equal(o.target, "local");
   assert.ok(o.registrationSharedSecret.secret, "registrationSharedSecret must be a secret output");
   assert.match(o.signingKeyId, /^ed25519:hm_[0-9a-f]{8}$/);
+});
+
+// HSTS over what every stack file deploys: each router Traefik would answer on the server name (the
+// apex: /.well-known/matrix, or federation with SRV delegation) or on the Matrix host, with the
+// headers middlewares in effect there (entrypoint's, then router's), resolved from the rendered
+// dynamic config and the Dendrite service's labels. includeSubDomains on the apex would force HTTPS
+// on every name of the operator's domain for a year (RFC 6797 section 6.1.2).
+describe("HSTS on every stack file", () => {
+  const PROBES = ["/.well-known/matrix/server", "/.well-known/matrix/client", "/_matrix/federation/v1/version", "/_matrix/key/v2/server", "/_matrix/client/versions", "/_matrix/media/v3/upload"];
+  for (const stack of STACKS) {
+    test(stack, () => {
+      const p = planToDisk(stack);
+      const staticConfig = parse(p.files.get("traefik-static/traefik.yml")!);
+      const dynamic = parse(p.files.get("traefik-dynamic/dynamic.yml")!);
+      const service = p.resources.find((r) => r.name === "dendrite-service")!;
+      const labels = Object.fromEntries(((service.inputs as Inputs).labels as { label: string; value: string }[]).map((l) => [l.label, l.value]));
+      const routers = [...routersFromLabels(labels), ...routersFromDynamic(dynamic)];
+      const epMiddlewares = Object.fromEntries(Object.entries(staticConfig.entryPoints as Record<string, { http?: { middlewares?: string[] } }>).map(([ep, e]) => [ep, e.http?.middlewares ?? []]));
+      const headersOf = (name: string): { stsSeconds?: number; stsIncludeSubdomains?: boolean } | undefined => {
+        if (name.endsWith("@file")) return dynamic.http.middlewares[name.slice(0, -"@file".length)]?.headers;
+        const prefix = `traefik.http.middlewares.${name}.headers.`;
+        const keys = Object.keys(labels).filter((k) => k.startsWith(prefix));
+        if (keys.length === 0) return undefined;
+        const get = (k: string) => Object.entries(labels).find(([l]) => l.toLowerCase() === `${prefix}${k}`.toLowerCase())?.[1];
+        return { stsSeconds: Number(get("stsSeconds") ?? 0), stsIncludeSubdomains: get("stsIncludeSubdomains") === "true" };
+      };
+      const serverName = String(p.outputs.serverName);
+      const matrixHost = new URL(String(p.outputs.matrixUrl)).hostname;
+      let answered = 0;
+      for (const host of [...new Set([serverName, matrixHost])]) {
+        for (const entryPoint of Object.keys(epMiddlewares).filter((ep) => ep !== "web" && ep !== "ping")) {
+          for (const path of PROBES) {
+            const routed = route(routers, epMiddlewares, { entryPoint, host, path, method: "GET" });
+            if (!routed) continue;
+            answered++;
+            const headers = routed.middlewares.map(headersOf).filter((h) => h !== undefined);
+            const where = `${stack}: ${host}${path} on ${entryPoint} (${routed.router}, ${routed.middlewares.join(",")})`;
+            assert.ok(!headers.some((h) => h.stsIncludeSubdomains), `${where} sends HSTS includeSubDomains`);
+            assert.ok(headers.some((h) => (h.stsSeconds ?? 0) >= 31536000), `${where} sends no HSTS`);
+          }
+        }
+      }
+      assert.ok(answered > 0, `${stack}: no probe answered`);
+    });
+  }
 });

@@ -103,6 +103,44 @@ test("the service's own healthcheck command passes against the running gate and 
   assert.equal(run(Number(closed.stdout.trim())).status, 1);
 });
 
+// Dendrite v0.15.2 serves these two without X-Matrix authentication (element-hq/dendrite
+// federationapi/routing/routing.go: MakeExternalAPI, GET only); widgets, integration managers and
+// Element Call ask openid/userinfo with no signature at all. Asked as Traefik's forwardAuth asks.
+const asTraefik = (method: string, uri: string, ...extra: [string, string][]) => ask("/verify", [["X-Forwarded-Method", method], ["X-Forwarded-Uri", uri], ...extra]);
+
+test("exactly the unsigned federation endpoints pass without a signature", async () => {
+  assert.equal(await asTraefik("GET", "/_matrix/federation/v1/version"), 200);
+  assert.equal(await asTraefik("GET", "/_matrix/federation/v1/openid/userinfo?access_token=abcdef"), 200);
+  // Even with a header naming an origin that is not allowed: the endpoint ignores it.
+  assert.equal(await asTraefik("GET", "/_matrix/federation/v1/version", ["Authorization", `X-Matrix origin="evil.net",${sig}`]), 200);
+});
+
+test("nothing else passes unsigned: other paths, other methods, near misses, doubled headers", async () => {
+  for (const uri of [
+    "/_matrix/federation/v1/send/1",
+    "/_matrix/federation/v1/publicRooms",
+    "/_matrix/federation/v1/query/profile?user_id=@a:b",
+    "/_matrix/federation/v1/media/download/abc",
+    "/_matrix/federation/v1/version/",
+    "/_matrix/federation/v1/versions",
+    "/_matrix/federation/v2/version",
+    "/_matrix/federation/v1/%76ersion",
+    "/_matrix/federation/v1/openid/userinfo/x",
+    "/_matrix/federation/v1/openid/userinfo/../../v1/send/1",
+    "/_matrix/federation//v1/version",
+    "/_matrix/key/v2/query",
+  ]) {
+    assert.equal(await asTraefik("GET", uri), 403, uri);
+  }
+  for (const method of ["POST", "PUT", "OPTIONS", "HEAD", "get"]) assert.equal(await asTraefik(method, "/_matrix/federation/v1/version"), 403, method);
+  assert.equal(await ask("/verify", [["X-Forwarded-Uri", "/_matrix/federation/v1/version"]]), 403, "no method");
+  assert.equal(await ask("/verify", [["X-Forwarded-Method", "GET"]]), 403, "no URI");
+  assert.equal(await asTraefik("GET", "/_matrix/federation/v1/version", ["X-Forwarded-Uri", "/_matrix/federation/v1/send/1"]), 403, "two URIs");
+  assert.equal(await asTraefik("GET", "/_matrix/federation/v1/send/1", ["X-Forwarded-Method", "GET"]), 403, "two methods");
+  // A signed request from an allowed origin still passes anywhere, as before.
+  assert.equal(await asTraefik("PUT", "/_matrix/federation/v1/send/1", ["Authorization", `X-Matrix origin="friend.org",${sig}`]), 200);
+});
+
 test("health answers; no other path decides anything", async () => {
   assert.equal(await ask("/healthz", []), 200);
   assert.equal(await ask("/", [["Authorization", `X-Matrix origin="friend.org",${sig}`]]), 404);

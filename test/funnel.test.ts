@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { settingsFor, problemsFor } from "./support/settings";
+import { settingsFor, problemsFor, problemsOf } from "./support/settings";
 import { before, describe, test } from "node:test";
 import { parse } from "yaml";
-import { FUNNEL_PORT, renderServeConfig, renderWellKnownWorker, serveConfig, wellKnownDocuments } from "../components/render/funnel";
+import { FUNNEL_PORT, funnelSubnet, renderServeConfig, renderWellKnownWorker, serveConfig, wellKnownDocuments } from "../components/render/funnel";
 import { TRAEFIK_PORTS } from "../components/render/traefik";
 import { FUNNEL_USER } from "../components/services/funnel";
 import { planStack, type Plan } from "../plan/plan";
@@ -56,6 +56,18 @@ describe("settings: ingress", () => {
     assert.ok(problemsFor("funnel", { [`${P}delegation`]: "srv" }).some((p) => /^hardened-matrix:delegation: "srv" cannot work with ingress "funnel".*allowed: well-known/.test(p)));
     assert.ok(problemsFor("funnel", { [`${P}acmeCa`]: "letsencrypt", [`${P}acmeEmail`]: "ops@example.org" }).some((p) => /^hardened-matrix:acmeCa: "letsencrypt" with ingress "funnel".*allowed: none/.test(p)));
     assert.ok(problemsFor("funnel", { [`${P}cloudflareAccountId`]: "" }).some((p) => p.startsWith("hardened-matrix:cloudflareAccountId: is required with ingress \"funnel\"")));
+  });
+
+  test("the swarm address pool must leave its last /24 to the Funnel network", () => {
+    assert.deepEqual(problemsFor("funnel", { [`${P}swarmAddressPool`]: "10.20.0.0/24" }), [
+      'hardened-matrix:swarmAddressPool: "10.20.0.0/24" with ingress "funnel" must be /23 or larger: its last /24 is the Funnel network\'s, the rest Swarm\'s',
+    ]);
+    assert.deepEqual(problemsOf("funnel", { [`${P}swarmAddressPool`]: "10.20.0.0/23" }), []);
+    assert.deepEqual(problemsOf("dev", { [`${P}swarmAddressPool`]: "10.20.0.0/24" }), [], "only funnel carves a /24");
+    assert.equal(funnelSubnet("10.20.0.0/16"), "10.20.255.0/24");
+    assert.equal(funnelSubnet("10.20.0.0/23"), "10.20.1.0/24");
+    assert.equal(funnelSubnet("10.64.0.0/12"), "10.79.255.0/24");
+    assert.throws(() => funnelSubnet("10.20.0.0/24"), /swarmAddressPool "10.20.0.0\/24" is not an IPv4 range of \/8 to \/23/);
   });
 
   test("funnel-only keys are refused with ingress public", () => {
@@ -238,6 +250,24 @@ describe("funnel stack plan", () => {
     const net = named(plan, "funnel-net");
     const onNet = ofType(plan, "docker:index/service:Service").filter((s) => ((s.inputs as Inputs).taskSpec.networksAdvanceds as Inputs[]).some((n) => n.id === net.id));
     assert.deepEqual(onNet.map((s) => (s.inputs as Inputs).name).sort(), ["funnel", "traefik"]);
+  });
+
+  test("Traefik trusts forwarded headers on the funnel entrypoint from exactly the Funnel network's fixed subnet, and nowhere else", () => {
+    // Without it Traefik drops the X-Forwarded-For tailscaled sets (pkg/middlewares/forwardedheaders
+    // ServeHTTP) and Dendrite's rate limiter (internal/httputil/rate_limiting.go: X-Forwarded-For, else
+    // RemoteAddr) sees every client as the Funnel container.
+    const net = named(plan, "funnel-net").inputs as Inputs;
+    const subnet = net.ipamConfigs?.[0]?.subnet;
+    assert.deepEqual(net.ipamConfigs, [{ subnet: "10.20.255.0/24" }], "the last /24 of swarmAddressPool 10.20.0.0/16");
+    const staticConfig = parse(plannedFile(plan, "traefik-static/traefik.yml")) as Inputs;
+    assert.deepEqual(staticConfig.entryPoints.funnel.forwardedHeaders, { trustedIPs: [subnet] });
+    for (const [ep, e] of Object.entries(staticConfig.entryPoints as Record<string, Inputs>)) if (ep !== "funnel") assert.equal(e.forwardedHeaders, undefined, ep);
+    // No other network of the plan takes a fixed range that could overlap it.
+    const fixed = ofType(plan, "docker:index/network:Network").filter((n) => (n.inputs as Inputs).ipamConfigs !== undefined);
+    assert.deepEqual(fixed.map((n) => n.name), ["funnel-net"]);
+    // Dendrite reads the client from X-Forwarded-For's first address, which tailscaled set.
+    const dendrite = parse(plannedFile(plan, "dendrite-config/dendrite.yaml")) as Inputs;
+    assert.equal(dendrite.sync_api.real_ip_header, "X-Forwarded-For");
   });
 
   test("the Funnel service: userspace, non-root, no capability, read-only, its key a secret file, its state on a protected volume", () => {

@@ -127,6 +127,7 @@ const STATIC_SHAPE: Shape = {
       asDefault: true,
       http: { redirections: { entryPoint: { to: true, scheme: true, permanent: true } }, middlewares: true, tls: { options: true, certResolver: true, domains: { main: true, sans: true } } },
       transport: { respondingTimeouts: { readTimeout: true, writeTimeout: true, idleTimeout: true } },
+      forwardedHeaders: { insecure: true, trustedIPs: true, connection: true, notAppendXForwardedFor: true }, // entrypoints.go ForwardedHeaders
     },
   },
   providers: {
@@ -206,6 +207,7 @@ test("every rendered static key is one Traefik v3.7 knows", () => {
     renderTraefikStatic({ ...base, dashboard: true, acme: { ca: "letsencrypt", email: "ops@example.org", dnsTokenFile: "/run/secrets/cf" } }),
     renderTraefikStatic({ ...base, dashboard: false, acme: { ca: "letsencrypt", email: "ops@example.org" } }),
     renderTraefikStatic({ ...base, dashboard: false }),
+    renderTraefikStatic({ ...base, dashboard: true, funnel: { trustedIPs: ["10.20.255.0/24"] } }),
   ];
   for (const text of variants) assert.deepEqual(unknownKeys(parse(text), STATIC_SHAPE), []);
   // The check can fail: a misspelt key is caught.
@@ -233,4 +235,21 @@ test("every rendered dynamic key, and every Dendrite router label, is one Traefi
     assert.deepEqual(unknownKeys(config, DYNAMIC_SHAPE, "", true), []);
   }
   assert.deepEqual(unknownKeys(labelsAsConfig({ "traefik.http.routers.x.tls.domain[0].main": "a" }), DYNAMIC_SHAPE, "", true), [".http.routers.x.tls.domain"]);
+});
+
+test("funnel: forwarded headers are trusted on the funnel entrypoint from the given range only; an empty range is refused", () => {
+  const c = parse(renderTraefikStatic({ ...base, dashboard: true, funnel: { trustedIPs: ["10.20.255.0/24"] } }));
+  assert.deepEqual(c.entryPoints.funnel.forwardedHeaders, { trustedIPs: ["10.20.255.0/24"] });
+  for (const [ep, e] of Object.entries(c.entryPoints as Record<string, { forwardedHeaders?: unknown }>)) if (ep !== "funnel") assert.equal(e.forwardedHeaders, undefined, ep);
+  assert.equal(parse(renderTraefikStatic({ ...base, dashboard: false })).entryPoints.funnel, undefined);
+  assert.throws(() => renderTraefikStatic({ ...base, dashboard: false, funnel: { trustedIPs: [] } }), /funnel trustedIPs is empty/);
+});
+
+test("HSTS: a year, for the answering host only (no includeSubDomains: the apex's well-known carries it too)", () => {
+  for (const d of [renderTraefikDynamic({ sniStrict: true }), renderTraefikDynamic({ sniStrict: false, dashboard: { usersFile: "/u", allowedSourceRanges: ["100.64.0.0/10"] } })]) {
+    const h = parse(d).http.middlewares["security-headers"].headers;
+    assert.equal(h.stsSeconds, 31536000);
+    assert.notEqual(h.stsIncludeSubdomains, true);
+    assert.equal(h.stsPreload, undefined);
+  }
 });

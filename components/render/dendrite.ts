@@ -62,7 +62,11 @@ export interface DendriteConfigInput {
   searchIndexPath?: string;
   /** null: TURN deliberately off (no `turn` block). Never a half-filled block that silently answers {}. */
   turn: DendriteTurnInput | null;
-  /** Header carrying the client address. Traefik sets X-Real-Ip from the TCP peer and drops a client-sent one. */
+  /**
+   * Header carrying the client address (sync_api.real_ip_header; Dendrite reads its first address).
+   * X-Forwarded-For: Traefik drops it from an untrusted peer and appends the peer, so its first address
+   * is the TCP peer, or, on the funnel entrypoint, the client address tailscaled set.
+   */
   realIpHeader: string;
   /** federation_api.key_perspectives. Undefined: matrix.org (upstream sample); [] for none. */
   trustedKeyServers?: DendriteKeyServer[];

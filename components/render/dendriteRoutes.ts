@@ -69,13 +69,28 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
   labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.address`] = `http://${i.service}:${i.port}/_matrix/client/v3/account/whoami`;
   labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.trustForwardHeader`] = "false";
   router("public-rooms", "websecure", `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`)`, { middlewares: [REQUIRE_TOKEN], priority: 1000 });
+  // Media without a token: Dendrite v0.15.2 serves /_matrix/media/{r0,v1,v3}/download and /thumbnail
+  // to anyone and fetches a remote server's file onto the media volume when it is not cached
+  // (element-hq/dendrite mediaapi/routing/routing.go download_unauthed, thumbnail_unauthed; download.go
+  // doDownload -> getRemoteFile), for every method, OPTIONS included. Everything under /_matrix/media/
+  // needs an access token Dendrite accepts, except the two paths Dendrite itself authenticates and
+  // whose CORS preflight (sent without a token) must reach it: upload and config (MakeAuthAPI).
+  // Clients use the authenticated /_matrix/client/v1/media/* (MSC3916, advertised by Dendrite as
+  // org.matrix.msc3916.stable in clientapi/routing/routing.go), which the client router passes on.
+  router("media-token", "websecure", `${host} && PathPrefix(\`/_matrix/media/\`) && !PathRegexp(\`^/_matrix/media/(r0|v1|v3)/(upload|config)$\`)`, {
+    middlewares: [REQUIRE_TOKEN],
+    priority: 1000,
+  });
   const wellKnownHosts = [i.matrixHost, ...(i.wellKnownHost && i.wellKnownHost !== i.matrixHost ? [i.wellKnownHost] : [])];
   router("well-known", "websecure", `(${wellKnownHosts.map((h) => `Host(\`${h}\`)`).join(" || ")}) && PathPrefix(\`/.well-known/matrix/\`)`, {
     middlewares: [WELL_KNOWN_CORS],
   });
 
+  // Other servers fetch our media signed, at /_matrix/federation/v1/media/{download,thumbnail}
+  // (mediaapi/routing/routing.go, MakeFedHTTPAPI), under the federation prefix. /_matrix/media/ is not
+  // routed here: unauthenticated it would fetch remote media for anyone (see media-token above).
   if (i.federation.mode === "open") {
-    router("federation", "federation", "PathPrefix(`/_matrix/federation/`) || PathPrefix(`/_matrix/key/`) || PathPrefix(`/_matrix/media/`)");
+    router("federation", "federation", "PathPrefix(`/_matrix/federation/`) || PathPrefix(`/_matrix/key/`)");
   } else if (i.federation.mode === "allowlist") {
     if (!i.federation.gateAddress) throw new Error("federation allowlist: no federation gate address");
     // Dendrite has no allowlist, and no header regex can be one (Traefik's HeaderRegexp passes when ANY

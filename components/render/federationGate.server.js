@@ -92,11 +92,36 @@ function decide(values, allowed) {
   return { ok: true, origin };
 }
 
-/** Every Authorization value as sent (req.headers keeps only the first of a duplicated Authorization). */
-function authorizationValues(rawHeaders) {
+/** Every value of one header as sent (req.headers keeps only the first of a duplicated Authorization). */
+function headerValues(rawHeaders, name) {
   const values = [];
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === "authorization") values.push(rawHeaders[i + 1]);
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) if (rawHeaders[i].toLowerCase() === name) values.push(rawHeaders[i + 1]);
   return values;
+}
+
+function authorizationValues(rawHeaders) {
+  return headerValues(rawHeaders, "authorization");
+}
+
+// The federation endpoints Dendrite v0.15.2 serves without X-Matrix request authentication and that
+// other parties call unsigned: element-hq/dendrite federationapi/routing/routing.go registers both
+// with MakeExternalAPI (not MakeFedAPI), GET only. Widgets, integration managers and Element Call
+// check a user's OpenID token at openid/userinfo; servers and tools ask version. Nothing else is
+// let through unsigned: the signing keys have their own router (dendriteRoutes.ts), and the other
+// unsigned routes (publicRooms, 3pid/onbind, the key notary) still need an allowed origin, as before.
+const UNSIGNED_GET = ["/_matrix/federation/v1/version", "/_matrix/federation/v1/openid/userinfo"];
+
+/**
+ * Whether the request Traefik asks about is one of UNSIGNED_GET. Traefik's forwardAuth (with
+ * trustForwardHeader false) drops client-sent X-Forwarded-* and sets X-Forwarded-Method and
+ * X-Forwarded-Uri = the request's RequestURI (traefik/traefik v3.7.9 pkg/middlewares/auth/forward.go
+ * writeHeader): the escaped path, which Dendrite routes on too (internal/httputil/routing.go
+ * UseEncodedPath, SkipClean). So the path is compared exactly, as sent, query cut off.
+ */
+function unsignedEndpoint(methods, uris) {
+  if (methods.length !== 1 || uris.length !== 1 || methods[0] !== "GET") return false;
+  const q = uris[0].indexOf("?");
+  return UNSIGNED_GET.includes(q < 0 ? uris[0] : uris[0].slice(0, q));
 }
 
 function log(fields) {
@@ -111,6 +136,10 @@ function serve(settings) {
     }
     if (req.url !== "/verify") {
       res.writeHead(404, { "Content-Type": "text/plain" }).end("not found\n");
+      return;
+    }
+    if (unsignedEndpoint(headerValues(req.rawHeaders, "x-forwarded-method"), headerValues(req.rawHeaders, "x-forwarded-uri"))) {
+      res.writeHead(200, { "Content-Length": "0" }).end();
       return;
     }
     const d = decide(authorizationValues(req.rawHeaders), settings.allowedOrigins);
@@ -133,5 +162,5 @@ function serve(settings) {
   return server;
 }
 
-module.exports = { SETTINGS, parseSpec, parseGsl, decide, authorizationValues };
+module.exports = { SETTINGS, parseSpec, parseGsl, decide, authorizationValues, headerValues, unsignedEndpoint, UNSIGNED_GET };
 if (require.main === module) serve(SETTINGS);

@@ -111,3 +111,24 @@ export default {
 };
 `;
 }
+
+/**
+ * The Funnel overlay's subnet: the last /24 of the swarm's address pool. Swarm hands out the pool's
+ * /24s from the first one up to networks created without a subnet (`docker swarm init
+ * --default-addr-pool`, default mask 24), so the last one stays free for this network, whose fixed
+ * range is what Traefik's funnel entrypoint trusts forwarded headers from. Only Funnel and Traefik
+ * are on that network (not attachable), so the range is the Funnel container and Swarm's own
+ * load-balancer address on it. Needs a pool of /23 or larger (settings refuse a smaller one).
+ */
+export function funnelSubnet(addressPool: string): string {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(addressPool);
+  const octets = m ? m.slice(1, 5).map(Number) : [];
+  const prefix = m ? Number(m[5]) : NaN;
+  if (!m || octets.some((o) => o > 255) || !(prefix >= 8 && prefix <= 23)) {
+    throw new Error(`funnel subnet: swarmAddressPool "${addressPool}" is not an IPv4 range of /8 to /23`);
+  }
+  const base = octets.reduce((a, o) => a * 256 + o, 0);
+  const size = 2 ** (32 - prefix);
+  const last24 = Math.floor(base / size) * size + size - 256;
+  return `${[24, 16, 8, 0].map((s) => Math.floor(last24 / 2 ** s) % 256).join(".")}/24`;
+}

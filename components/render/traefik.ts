@@ -53,8 +53,11 @@ export interface TraefikStaticInput {
   /** Largest media upload (MiB): sets how long the client entrypoint waits for a request body. */
   maxUploadMb: number;
   dashboard: boolean;
-  /** Ingress funnel: add the plain-HTTP `funnel` entrypoint. */
-  funnel?: boolean;
+  /**
+   * Ingress funnel: add the plain-HTTP `funnel` entrypoint, trusting the X-Forwarded-* headers of
+   * connections from `trustedIPs` only (the Funnel network's subnet: the Funnel container alone).
+   */
+  funnel?: { trustedIPs: string[] };
   acme?: {
     ca: keyof typeof ACME_SERVERS;
     email: string;
@@ -67,6 +70,11 @@ export interface TraefikDynamicInput {
   /** False only where Traefik serves its own self-signed default certificate (the local target). */
   sniStrict: boolean;
   dashboard?: { usersFile: string; allowedSourceRanges: string[] };
+}
+
+function nonEmpty(list: string[], what: string): string[] {
+  if (list.length === 0) throw new Error(`traefik: ${what} is empty`);
+  return [...list];
 }
 
 export function renderTraefikStatic(i: TraefikStaticInput): string {
@@ -104,10 +112,17 @@ export function renderTraefikStatic(i: TraefikStaticInput): string {
       ping: { address: `:${TRAEFIK_PORTS.ping}` },
       // Only the Funnel container reaches it, over an overlay shared with Traefik alone; the
       // same upload timeout as websecure, since client uploads arrive here.
+      // forwardedHeaders: Traefik deletes the X-Forwarded-* of a peer outside trustedIPs
+      // (traefik/traefik v3.7.9 pkg/middlewares/forwardedheaders/forwarded_header.go ServeHTTP), and
+      // every client's peer here is tailscaled, which sets X-Forwarded-For to the Funnel client's
+      // address after Go's ReverseProxy dropped any client-sent one (tailscale/tailscale v1.102.3
+      // ipn/ipnlocal/serve.go addProxyForwardedHeaders; go src/net/http/httputil/reverseproxy.go,
+      // Rewrite). Trusting exactly the Funnel network keeps that address for Dendrite's rate limits.
       ...(i.funnel
         ? {
             [FUNNEL_ENTRYPOINT]: {
               address: `:${TRAEFIK_PORTS.funnel}`,
+              forwardedHeaders: { trustedIPs: nonEmpty(i.funnel.trustedIPs, "funnel trustedIPs") },
               http: { middlewares: [SECURITY_HEADERS] },
               transport: { respondingTimeouts: { readTimeout: `${uploadReadTimeoutSeconds(i.maxUploadMb)}s`, writeTimeout: "0s", idleTimeout: "180s" } },
             },
@@ -198,10 +213,13 @@ export function renderTraefikDynamic(i: TraefikDynamicInput): string {
     },
     http: {
       middlewares: {
+        // On every entrypoint, so on every host Traefik answers: the Matrix host, and the server name
+        // (apex) where it serves /.well-known/matrix or, with SRV delegation, federation. HSTS for the
+        // answering host only: includeSubDomains on the apex would force HTTPS on every name of the
+        // operator's domain for a year (RFC 6797 section 6.1.2), and no name under the Matrix host is ours.
         "security-headers": {
           headers: {
             stsSeconds: 31536000,
-            stsIncludeSubdomains: true,
             contentTypeNosniff: true,
             frameDeny: true,
             referrerPolicy: "no-referrer",

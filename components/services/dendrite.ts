@@ -86,7 +86,10 @@ export class Dendrite extends pulumi.ComponentResource {
           jetstreamPath: `${DATA_DIR}/jetstream`,
           searchIndexPath: `${DATA_DIR}/searchindex`,
           turn: args.turn ? { uris: turnUris, sharedSecret: turnSecret, userLifetime: args.turn.userLifetime } : null,
-          realIpHeader: "X-Real-Ip",
+          // Dendrite takes the first address of this header (syncapi/sync/requestpool.go updateLastSeen).
+          // Traefik's X-Forwarded-For starts with the peer it does not trust, or with what a trusted
+          // Funnel set; X-Real-Ip would be a client-sent value passed through Funnel, or Funnel's own address.
+          realIpHeader: "X-Forwarded-For",
           denyNetworks: args.denyNetworks,
           // Keep Dendrite's caches well inside its memory limit.
           cacheMaxBytes: Math.floor((args.memoryLimitMb * 1024 * 1024) / 4),

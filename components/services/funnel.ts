@@ -1,7 +1,7 @@
 import * as docker from "@pulumi/docker";
 import * as pulumi from "@pulumi/pulumi";
 import { hardenedService } from "../hardening";
-import { funnelHostname, renderServeConfig } from "../render/funnel";
+import { funnelHostname, funnelSubnet, renderServeConfig } from "../render/funnel";
 import { overlayNetwork } from "./network";
 import { configMount, secretMount, swarmConfig, swarmSecret } from "./swarmFiles";
 
@@ -28,6 +28,8 @@ export interface FunnelArgs {
   storage: pulumi.Input<Omit<docker.types.input.ServiceTaskSpecContainerSpecMount, "target">>;
   /** Traefik's plain-HTTP funnel entrypoint, as reached on the funnel network, e.g. http://traefik:8081. */
   upstream: string;
+  /** The swarm's overlay address pool: the Funnel network takes its last /24 (render/funnel.ts funnelSubnet). */
+  addressPool: string;
   constraints: string[];
 }
 
@@ -41,13 +43,16 @@ export interface FunnelArgs {
 export class Funnel extends pulumi.ComponentResource {
   /** The network Traefik joins to receive Funnel's requests. */
   readonly networkId: pulumi.Output<string>;
+  /** That network's fixed subnet: the only peers Traefik's funnel entrypoint trusts forwarded headers from. */
+  readonly subnet: string;
   readonly fqdn: string;
   readonly service: docker.Service;
 
   constructor(name: string, args: FunnelArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:edge:Funnel", name, {}, opts);
     // Not internal: tailscaled must reach the coordination server and DERP relays.
-    const network = overlayNetwork(`${name}-net`, { networkName: "funnel", internal: false }, { parent: this });
+    this.subnet = funnelSubnet(args.addressPool);
+    const network = overlayNetwork(`${name}-net`, { networkName: "funnel", internal: false, subnet: this.subnet }, { parent: this });
     const serve = swarmConfig(`${name}-serve`, "funnel-serve", renderServeConfig({ fqdn: args.fqdn, upstream: args.upstream }), { parent: this });
     const key = swarmSecret(`${name}-authkey`, "funnel-authkey", args.authKey, { parent: this });
 
@@ -93,6 +98,6 @@ export class Funnel extends pulumi.ComponentResource {
     );
     this.networkId = network.id;
     this.fqdn = args.fqdn;
-    this.registerOutputs({ networkId: this.networkId, fqdn: this.fqdn });
+    this.registerOutputs({ networkId: this.networkId, fqdn: this.fqdn, subnet: this.subnet });
   }
 }

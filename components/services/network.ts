@@ -15,7 +15,7 @@ export const OVERLAY_MTU = "1420";
  * service whose network id would change, then the network, and creates both anew (pulumi/pulumi
  * pkg/resource/deploy/step_generator.go, calculateDependentReplacements): a short outage, on purpose.
  */
-export function overlayNetwork(name: string, args: { networkName: string; internal: boolean }, opts: pulumi.CustomResourceOptions): docker.Network {
+export function overlayNetwork(name: string, args: { networkName: string; internal: boolean; subnet?: string }, opts: pulumi.CustomResourceOptions): docker.Network {
   return new docker.Network(
     name,
     {
@@ -24,6 +24,8 @@ export function overlayNetwork(name: string, args: { networkName: string; intern
       internal: args.internal,
       attachable: false,
       options: { "com.docker.network.driver.mtu": OVERLAY_MTU },
+      // A fixed range only where something trusts addresses in it (the Funnel network).
+      ...(args.subnet ? { ipamConfigs: [{ subnet: args.subnet }] } : {}),
     },
     { ...opts, deleteBeforeReplace: true },
   );

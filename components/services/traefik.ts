@@ -47,7 +47,7 @@ export interface TraefikArgs {
    * Ingress funnel: requests arrive only from the Funnel container on this network (its id), at the
    * plain-HTTP funnel entrypoint; the public ports are not published.
    */
-  funnel?: { networkId: pulumi.Input<string> };
+  funnel?: { networkId: pulumi.Input<string>; subnet: string };
   /** Placement: the node carrying the edge role. */
   constraints: string[];
 }
@@ -77,7 +77,7 @@ export class Traefik extends pulumi.ComponentResource {
           edgeNetwork,
           maxUploadMb: args.maxUploadMb,
           dashboard: args.dashboard !== undefined,
-          funnel: args.funnel !== undefined,
+          funnel: args.funnel && { trustedIPs: [args.funnel.subnet] },
           acme: args.acme && { ca: args.acme.ca, email: args.acme.email, dnsTokenFile: args.acme.dnsToken ? DNS_TOKEN_FILE : undefined },
         }),
       ),
