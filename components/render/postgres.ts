@@ -37,6 +37,24 @@ function identifier(what: string, value: string): string {
  * The password never passes through the shell, argv or the environment: psql reads the file itself
  * (a backquoted `cat` whose only argument is the path) and quotes it as a literal with :'pw'.
  */
+
+/**
+ * psql lines that read the file :pwfile into :pw with no statement that carries it reaching the
+ * server log (not even when one fails), and refuse a short one. Shared by the init and start scripts.
+ */
+const READ_PASSWORD_SQL = `-- Statements carrying a password must never reach the server log, not even when one fails.
+SET log_statement = 'none';
+SET log_min_error_statement = 'panic';
+SET log_min_duration_statement = -1;
+SET password_encryption = 'scram-sha-256';
+
+\\set pw \`cat :'pwfile'\`
+SELECT length(:'pw') >= ${MIN_PASSWORD_LENGTH} AS pw_long_enough \\gset
+\\if :pw_long_enough
+\\else
+DO $$ BEGIN RAISE EXCEPTION 'the password file holds fewer than ${MIN_PASSWORD_LENGTH} characters'; END $$;
+\\endif`;
+
 export function renderPostgresInitScript(db: DendriteDatabase): string {
   const role = identifier("role", db.role);
   const database = identifier("database", db.database);
@@ -60,18 +78,7 @@ fi
 psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --quiet \\
   --username "$POSTGRES_USER" --dbname "\${POSTGRES_DB:-$POSTGRES_USER}" \\
   --set role="$role" --set db="$db" --set pwfile="$pwfile" <<'SQL'
--- Statements carrying the password must never reach the server log, not even when one fails.
-SET log_statement = 'none';
-SET log_min_error_statement = 'panic';
-SET log_min_duration_statement = -1;
-SET password_encryption = 'scram-sha-256';
-
-\\set pw \`cat :'pwfile'\`
-SELECT length(:'pw') >= ${MIN_PASSWORD_LENGTH} AS pw_long_enough \\gset
-\\if :pw_long_enough
-\\else
-DO $$ BEGIN RAISE EXCEPTION 'the password file holds fewer than ${MIN_PASSWORD_LENGTH} characters'; END $$;
-\\endif
+${READ_PASSWORD_SQL}
 
 CREATE ROLE :"role" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
 -- A separate statement: CREATE ROLE can fail (name taken), ALTER right after it cannot.
@@ -151,18 +158,7 @@ sync_password() { # role, password file
   psql -v ON_ERROR_STOP=1 --no-psqlrc --no-password --quiet \\
     --host "$socket" --port "$port" --username "$su" --dbname postgres \\
     --set role="$1" --set pwfile="$2" <<'SQL'
--- Statements carrying a password must never reach the server log, not even when one fails.
-SET log_statement = 'none';
-SET log_min_error_statement = 'panic';
-SET log_min_duration_statement = -1;
-SET password_encryption = 'scram-sha-256';
-
-\\set pw \`cat :'pwfile'\`
-SELECT length(:'pw') >= ${MIN_PASSWORD_LENGTH} AS pw_long_enough \\gset
-\\if :pw_long_enough
-\\else
-DO $$ BEGIN RAISE EXCEPTION 'the password file holds fewer than ${MIN_PASSWORD_LENGTH} characters'; END $$;
-\\endif
+${READ_PASSWORD_SQL}
 SELECT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') AS role_exists \\gset
 \\if :role_exists
 ALTER ROLE :"role" PASSWORD :'pw';
