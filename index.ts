@@ -49,7 +49,13 @@ function cloudPlatform(settings: Settings): CloudPlatform {
     acmeEmail: settings.acmeEmail,
     ports: { http: settings.httpPort, https: settings.httpsPort, federation: settings.federationPort, admin: settings.adminPort },
     turn: settings.turnEnabled
-      ? { fqdn: settings.turnFqdn, port: settings.turnPort, tlsPort: settings.turnTlsPort, minPort: settings.turnMinPort, maxPort: settings.turnMaxPort }
+      ? {
+          fqdn: settings.turnFqdn,
+          port: settings.turnPort,
+          ...(settings.turnTls === "off" ? {} : { tlsPort: settings.turnTlsPort }),
+          minPort: settings.turnMinPort,
+          maxPort: settings.turnMaxPort,
+        }
       : undefined,
     servesWellKnown: settings.servesWellKnown,
     delegation: settings.delegation,

@@ -144,8 +144,6 @@ test("dev: firewalls open only the public surface, never a forbidden port, with 
     "443/tcp from 0.0.0.0/0 ::/0",
     "49152-49251/udp from 0.0.0.0/0 ::/0",
     "51820/udp from hardened-matrix-dev",
-    "5349/tcp from 0.0.0.0/0 ::/0",
-    "5349/udp from 0.0.0.0/0 ::/0",
     "80/tcp from 0.0.0.0/0 ::/0",
     "8448/tcp from 0.0.0.0/0 ::/0",
   ]);

@@ -175,13 +175,21 @@ describe("every stack: TURN TLS is renewed by turn-cert or absent, never a certi
     });
   }
 
-  test("prod: acme needs no new public port (the turn node's firewall is the same as with turnTls off)", async () => {
-    const firewalls = (plan: Plan): string =>
-      JSON.stringify(plan.resources.filter((r) => r.type === "digitalocean:index/firewall:Firewall").map((r) => [r.name, r.inputs]));
+  test("prod: acme opens no port for the certificate (DNS-01); the TLS port is open only while coTURN serves TLS", async () => {
+    const turnRules = (plan: Plan): string[] => {
+      const fw = plan.resources.find((r) => r.type === "digitalocean:index/firewall:Firewall" && r.name.endsWith("-turn"))!;
+      return ((fw.inputs as { inboundRules: Array<{ portRange: string; protocol: string }> }).inboundRules ?? []).map((r) => `${r.portRange}/${r.protocol}`);
+    };
+    const others = (plan: Plan): string =>
+      JSON.stringify(plan.resources.filter((r) => r.type === "digitalocean:index/firewall:Firewall" && !r.name.endsWith("-turn")).map((r) => [r.name, r.inputs]));
     const acme = await planStack("prod");
     const off = await planStack("prod", { "hardened-matrix:turnTls": "off" });
     assert.ok(service(acme, "turn-cert-service") && !service(off, "turn-cert-service"));
-    assert.equal(firewalls(acme), firewalls(off));
+    assert.equal(others(acme), others(off));
+    assert.deepEqual(turnRules(acme), ["3478/udp", "3478/tcp", "5349/udp", "5349/tcp", "49152-49251/udp"]);
+    // With turnTls off coTURN runs no-tls and no-dtls: nothing listens on 5349, so nothing opens it.
+    assert.deepEqual(turnRules(off), ["3478/udp", "3478/tcp", "49152-49251/udp"]);
+    assert.match(file(off, "coturn-config/turnserver.conf") ?? "", /^no-tls$/m);
   });
 
   test("dev (one node, every role) with a token: turn-cert is placed by the turn role and asks the staging CA", async () => {

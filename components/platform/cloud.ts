@@ -84,7 +84,8 @@ export interface CloudPlatformArgs {
   acmeEmail: string;
   /** Ports the edge publishes. */
   ports: { http: number; https: number; federation: number; admin: number };
-  turn?: { fqdn: string; port: number; tlsPort: number; minPort: number; maxPort: number };
+  /** `tlsPort` only when TURN serves TLS (the firewall opens it then, and only then). */
+  turn?: { fqdn: string; port: number; tlsPort?: number; minPort: number; maxPort: number };
   /** Traefik serves /.well-known/matrix on the server name: it must point at the edge. */
   servesWellKnown: boolean;
   delegation: "well-known" | "srv" | "none";

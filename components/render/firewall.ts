@@ -24,7 +24,8 @@ export interface FirewallInput {
   httpPort: number;
   httpsPort: number;
   federationPort: number;
-  turn: { port: number; tlsPort: number; minPort: number; maxPort: number } | undefined;
+  /** `tlsPort` only when coTURN serves TLS/DTLS (it runs no-tls and no-dtls otherwise: nothing listens). */
+  turn: { port: number; tlsPort?: number; minPort: number; maxPort: number } | undefined;
   wireguardPort: number;
   tailscaleDirectPort?: number;
   /**
@@ -95,7 +96,7 @@ export function firewallPlans(input: FirewallInput): FirewallPlan[] {
   if (input.tailscaleDirectPort !== undefined) checkPort("tailscaleDirectPort", input.tailscaleDirectPort, problems);
   if (input.turn) {
     checkPort("turn.port", input.turn.port, problems);
-    checkPort("turn.tlsPort", input.turn.tlsPort, problems);
+    if (input.turn.tlsPort !== undefined) checkPort("turn.tlsPort", input.turn.tlsPort, problems);
     checkPort("turn.minPort", input.turn.minPort, problems);
     checkPort("turn.maxPort", input.turn.maxPort, problems);
     if (input.turn.minPort > input.turn.maxPort) problems.push(`turn relay range ${input.turn.minPort}-${input.turn.maxPort} is reversed`);
@@ -141,8 +142,12 @@ export function firewallPlans(input: FirewallInput): FirewallPlan[] {
       inbound: [
         { protocol: "udp", portRange: String(t.port), sourceAddresses: anywhere(), reason: "TURN/STUN over UDP" },
         { protocol: "tcp", portRange: String(t.port), sourceAddresses: anywhere(), reason: "TURN over TCP (clients behind UDP-blocking networks)" },
-        { protocol: "udp", portRange: String(t.tlsPort), sourceAddresses: anywhere(), reason: "TURN over DTLS" },
-        { protocol: "tcp", portRange: String(t.tlsPort), sourceAddresses: anywhere(), reason: "TURN over TLS" },
+        ...(t.tlsPort === undefined
+          ? []
+          : [
+              { protocol: "udp" as const, portRange: String(t.tlsPort), sourceAddresses: anywhere(), reason: "TURN over DTLS" },
+              { protocol: "tcp" as const, portRange: String(t.tlsPort), sourceAddresses: anywhere(), reason: "TURN over TLS" },
+            ]),
         // coTURN runs with no-tcp-relay: the relay range is UDP only.
         { protocol: "udp", portRange: `${t.minPort}-${t.maxPort}`, sourceAddresses: anywhere(), reason: "TURN relay ports (UDP only: no-tcp-relay)" },
       ],
