@@ -5,10 +5,12 @@
  *   tsx test/engine/run.ts up --stack local --dir D  an `up` into D's simulated cloud (kept)
  *   tsx test/engine/run.ts preview --stack prod --dir D --set region=ams3
  *   tsx test/engine/run.ts advance --dir D --hours 2  moves the simulated clock
+ *   tsx test/engine/run.ts up --stack prod --dir D --replace 'urn:pulumi:...::hm-prod-2-generation'
  *
  * Operations: preview, up, refresh, destroy, advance. Without --dir a temporary directory is used
  * and removed. `--set key=value` overrides one stack-file entry (value parsed as YAML); `--json`
- * prints the engine's summary as JSON on the last line. Exit status 1 when the operation fails.
+ * prints the engine's summary as JSON on the last line; `--replace URN` (repeatable, preview and up)
+ * asks the engine to replace that resource, as `pulumi up --replace` does. Exit status 1 when the operation fails.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import * as os from "node:os";
@@ -25,6 +27,7 @@ async function main(): Promise<number> {
       stack: { type: "string" },
       dir: { type: "string" },
       set: { type: "string", multiple: true },
+      replace: { type: "string", multiple: true },
       hours: { type: "string" },
       json: { type: "boolean" },
     },
@@ -54,6 +57,11 @@ async function main(): Promise<number> {
       const key = s.slice(0, i);
       overrides[key.includes(":") ? key : `hardened-matrix:${key}`] = parse(s.slice(i + 1));
     }
+    const replace = values.replace ?? [];
+    if (replace.length > 0 && op !== "preview" && op !== "up") {
+      console.error("--replace is for preview and up");
+      return 2;
+    }
     const bin = buildEngine();
     const sb: Sandbox = { dir, stack: values.stack };
     const stack = await openStack(sb, bin, overrides);
@@ -66,12 +74,12 @@ async function main(): Promise<number> {
     let summary: unknown;
     switch (op) {
       case "preview": {
-        const r = await stack.preview({ diff: true, onOutput, onError });
+        const r = await stack.preview({ diff: true, replace, onOutput, onError });
         summary = r.changeSummary;
         break;
       }
       case "up": {
-        const r = await stack.up({ diff: true, onOutput, onError });
+        const r = await stack.up({ diff: true, replace, onOutput, onError });
         summary = r.summary.resourceChanges;
         break;
       }

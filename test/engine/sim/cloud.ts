@@ -3,8 +3,9 @@ import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, stat
 /**
  * The simulated cloud: one JSON file (path in HM_SIM_CLOUD) that every simulated provider process
  * reads and writes under a lock file. It holds what the real APIs would hold (droplets, volumes and
- * their attachments, tailnet keys and devices, swarm objects, DNS records), a simulated clock, and a
- * log of every command the command provider would have run (never run).
+ * their attachments, tailnet keys and devices, swarm objects, DNS records), a simulated clock, a
+ * log of every command the command provider would have run (never run), and a journal of every
+ * provider operation in the order the engine asked for it (drills judge the engine's step order).
  */
 export interface SimObject {
   type: string;
@@ -24,6 +25,18 @@ export interface CommandRun {
   at: string;
 }
 
+/** One provider operation that the simulated cloud carried out, in the order it happened. */
+export interface JournalEntry {
+  /** The cloud's `seq` when the operation finished: strictly increasing across every provider process. */
+  seq: number;
+  op: "create" | "update" | "delete";
+  type: string;
+  /** The resource's name (the last part of its urn). */
+  name: string;
+  urn: string;
+  id: string;
+}
+
 export interface TailnetDevice {
   hostname: string;
   tags: string[];
@@ -38,6 +51,7 @@ export interface CloudState {
   seq: number;
   objects: Record<string, SimObject>;
   commands: CommandRun[];
+  journal: JournalEntry[];
   devices: TailnetDevice[];
   /** Swarm node ids by the admin address a join or init ran at (what `docker info` would print there). */
   swarmNodeIds: Record<string, string>;
@@ -52,7 +66,7 @@ export function cloudPath(): string {
 }
 
 export function emptyCloud(): CloudState {
-  return { clock: SIM_EPOCH, seq: 0, objects: {}, commands: [], devices: [], swarmNodeIds: {} };
+  return { clock: SIM_EPOCH, seq: 0, objects: {}, commands: [], journal: [], devices: [], swarmNodeIds: {} };
 }
 
 export function readCloud(file = cloudPath()): CloudState {
@@ -106,6 +120,11 @@ export function advanceClock(seconds: number, file = cloudPath()): string {
 export function nextSeq(c: CloudState): number {
   c.seq += 1;
   return c.seq;
+}
+
+/** Appends one provider operation to the journal (under the caller's lock). */
+export function journal(c: CloudState, op: JournalEntry["op"], type: string, urn: string, id: string): void {
+  c.journal.push({ seq: nextSeq(c), op, type, name: urn.split("::").pop() ?? urn, urn, id });
 }
 
 export function objectsOf(c: CloudState, type: string): SimObject[] {

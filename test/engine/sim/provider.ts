@@ -8,7 +8,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import * as path from "node:path";
 import * as provider from "@pulumi/pulumi/provider";
-import { withCloud, readCloud, type SimObject } from "./cloud";
+import { journal, withCloud, readCloud, type SimObject } from "./cloud";
 import { behaviorOf, sizesInvoke } from "./resources";
 import { schemaOf } from "./schema";
 import { changed, containsUnknown, plain, UNKNOWN, type Props } from "./values";
@@ -122,6 +122,7 @@ export function makeProvider(pkg: PackageName): provider.Provider {
           ({ id, computed } = behaviorOf(type).create({ cloud, type, urn, inputs, p }));
         }
         cloud.objects[id] = { type, id, urn, state: plain({ ...inputs, ...computed }) as Props, createdAt: cloud.clock };
+        journal(cloud, "create", type, urn, id);
         return { id, outs: { ...inputs, ...computed } };
       });
     },
@@ -144,6 +145,7 @@ export function makeProvider(pkg: PackageName): provider.Provider {
           computed = b.update ? b.update({ cloud, type, urn, inputs: news, p }, old) : keepComputed(type, olds);
         }
         cloud.objects[id] = { ...old, state: plain({ ...news, ...computed }) as Props };
+        journal(cloud, "update", type, urn, id);
         return { outs: { ...news, ...computed } };
       });
     },
@@ -159,6 +161,7 @@ export function makeProvider(pkg: PackageName): provider.Provider {
           behaviorOf(type).delete?.(cloud, obj);
         }
         delete cloud.objects[id];
+        journal(cloud, "delete", type, urn, id);
       });
     },
 
