@@ -3,20 +3,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
-import { dendriteRouterLabels, FEDERATION_ALLOWLIST, REQUIRE_TOKEN, type DendriteRoutesInput } from "../components/render/dendriteRoutes";
+import { dendriteRouterLabels, FEDERATION_ALLOWLIST, REQUIRE_TOKEN } from "../components/render/dendriteRoutes";
 import { renderFederationGate } from "../components/render/federationGate";
-import { DENDRITE_ROUTES, samplePaths } from "./support/dendriteRouteTable";
+import { DENDRITE_ROUTES, ROUTE_VARIANTS, samplePaths, SAMPLE_ROUTES } from "./support/dendriteRouteTable";
 import { route, routersFromLabels, type Router } from "./support/traefikRules";
 
-const base: DendriteRoutesInput = {
-  service: "dendrite",
-  port: 8008,
-  edgeNetwork: "edge",
-  matrixHost: "matrix.example.org",
-  wellKnownHost: "example.org",
-  federation: { mode: "open" },
-  certResolver: "le",
-};
+const base = SAMPLE_ROUTES;
 
 const rules = (labels: Record<string, string>) =>
   Object.fromEntries(Object.entries(labels).filter(([k]) => k.endsWith(".rule")).map(([k, v]) => [k.split(".")[3], v]));
@@ -117,15 +109,7 @@ test("without SRV delegation no router names TLS domains (certificates follow th
 
 // Dendrite's own route table (test/support/dendriteRouteTable.ts, from element-hq/dendrite v0.15.2),
 // routed through Traefik's rule semantics (test/support/traefikRules.ts) over the rendered labels.
-const GATE = "http://federation-gate:8090/verify";
-const variants: [string, DendriteRoutesInput][] = [
-  ["open", base],
-  ["allowlist", { ...base, federation: { mode: "allowlist", gateAddress: GATE } }],
-  ["closed", { ...base, federation: { mode: "closed" } }],
-  ["SRV delegation", { ...base, wellKnownHost: undefined, federationCertDomain: "example.org" }],
-  ["funnel, open", { ...base, matrixHost: "matrix.tail0example.ts.net", wellKnownHost: undefined, funnelEntryPoint: "funnel" }],
-  ["funnel, allowlist", { ...base, matrixHost: "matrix.tail0example.ts.net", wellKnownHost: undefined, funnelEntryPoint: "funnel", federation: { mode: "allowlist", gateAddress: GATE } }],
-];
+const variants = ROUTE_VARIANTS;
 const entryPointsOf = (routers: Router[]) => [...new Set(routers.flatMap((r) => r.entryPoints))];
 
 test("no Dendrite route that fetches remote media answers without an access token, on any entrypoint or host", () => {

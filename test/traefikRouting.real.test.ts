@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { parse } from "yaml";
-import { dendriteRouterLabels, REQUIRE_TOKEN, type DendriteRoutesInput } from "../components/render/dendriteRoutes";
-import { DENDRITE_ROUTES, samplePaths } from "./support/dendriteRouteTable";
+import { dendriteRouterLabels, REQUIRE_TOKEN } from "../components/render/dendriteRoutes";
+import { DENDRITE_ROUTES, ROUTE_VARIANTS, samplePaths } from "./support/dendriteRouteTable";
 import { planToDisk, STACKS } from "./support/plan";
 import { buildTraefikMuxer, realRoute, TRAEFIK_VERSION, type MuxRequest } from "./support/traefikMuxer";
 import { route, routersFromDynamic, routersFromLabels, type Router } from "./support/traefikRules";
@@ -15,25 +15,7 @@ const built = buildTraefikMuxer();
 if (!built.bin && process.env.CI) throw new Error(`Traefik's router harness is required in CI: ${built.error}`);
 const skip = built.bin ? false : `Traefik ${TRAEFIK_VERSION}'s router not built: ${built.error}`;
 
-const GATE = "http://federation-gate:8090/verify";
-const base: DendriteRoutesInput = {
-  service: "dendrite",
-  port: 8008,
-  edgeNetwork: "edge",
-  matrixHost: "matrix.example.org",
-  wellKnownHost: "example.org",
-  federation: { mode: "open" },
-  certResolver: "le",
-};
-const FUNNEL = { matrixHost: "matrix.tail0example.ts.net", wellKnownHost: undefined, funnelEntryPoint: "funnel" };
-const variants: [string, DendriteRoutesInput][] = [
-  ["open", base],
-  ["allowlist", { ...base, federation: { mode: "allowlist", gateAddress: GATE } }],
-  ["closed", { ...base, federation: { mode: "closed" } }],
-  ["SRV delegation", { ...base, wellKnownHost: undefined, federationCertDomain: "example.org" }],
-  ["funnel, open", { ...base, ...FUNNEL }],
-  ["funnel, allowlist", { ...base, ...FUNNEL, federation: { mode: "allowlist", gateAddress: GATE } }],
-];
+const variants = ROUTE_VARIANTS;
 
 /** A path as sent, and the same path with unreserved characters percent-encoded, as a client may send them. */
 function spellings(p: string): string[] {

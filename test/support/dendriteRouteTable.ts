@@ -1,3 +1,4 @@
+import type { DendriteRoutesInput } from "../../components/render/dendriteRoutes";
 /**
  * Dendrite v0.15.2's public routes under /_matrix/media/, /_matrix/client/v1/media/,
  * /_matrix/federation/ and /_matrix/key/, as element-hq/dendrite registers them (tag v0.15.2):
@@ -88,3 +89,26 @@ export function samplePaths(route: DendriteRoute, serverName: string): string[] 
   const versions = route.template.includes("{apiversion}") ? ["r0", "v1", "v3"] : [""];
   return versions.map((v) => fill(route.template.replace("{apiversion}", v)));
 }
+
+/** The routers' input the route tests start from (a server name delegating to its Matrix host). */
+export const SAMPLE_ROUTES: DendriteRoutesInput = {
+  service: "dendrite",
+  port: 8008,
+  edgeNetwork: "edge",
+  matrixHost: "matrix.example.org",
+  wellKnownHost: "example.org",
+  federation: { mode: "open" },
+  certResolver: "le",
+};
+
+const GATE = "http://federation-gate:8090/verify";
+const FUNNEL = { matrixHost: "matrix.tail0example.ts.net", wellKnownHost: undefined, funnelEntryPoint: "funnel" };
+/** Every federation mode and ingress the routers render differently. */
+export const ROUTE_VARIANTS: [string, DendriteRoutesInput][] = [
+  ["open", SAMPLE_ROUTES],
+  ["allowlist", { ...SAMPLE_ROUTES, federation: { mode: "allowlist", gateAddress: GATE } }],
+  ["closed", { ...SAMPLE_ROUTES, federation: { mode: "closed" } }],
+  ["SRV delegation", { ...SAMPLE_ROUTES, wellKnownHost: undefined, federationCertDomain: "example.org" }],
+  ["funnel, open", { ...SAMPLE_ROUTES, ...FUNNEL }],
+  ["funnel, allowlist", { ...SAMPLE_ROUTES, ...FUNNEL, federation: { mode: "allowlist", gateAddress: GATE } }],
+];
