@@ -3,18 +3,21 @@
 //
 //	dendrite-config -config dendrite.yaml [-key matrix_key.pem]
 //
-//   - loadError / verifyErrors: setup/config loadConfig (what config.Load runs: Defaults, yaml.v2
-//     Unmarshal, check, the private key, Derive) and then Verify, exactly as cmd/dendrite/main.go
-//     does before it starts. -key stands in for the file global.private_key names (a Swarm secret
-//     in the deployment), so the signing key is judged by the same PEM reader.
-//   - unknownKeys: every mapping key of the file no yaml tag of v0.13.8's config structs takes, by
-//     yaml.v2 UnmarshalStrict (the decoder Dendrite uses, made strict), each placed at its full path
-//     by a walk of the file against the same structs; the two must agree ("problems" otherwise).
-//   - values: every scalar (and empty list) of the file with the value the loaded config holds at its
-//     path, and whether that equals the file's text decoded alone into the field's type: a key v0.13.8
-//     parses but then replaces (global.key_id: loadConfig takes the PEM's Key-ID) shows as same=false.
-//     (yaml.v3 refuses a duplicate key: that is a problem, where yaml.v2 would keep the last.)
-//   - facts: behaviour of v0.13.8 that a key's meaning depends on, read from the linked code itself.
+// loadError / verifyErrors: setup/config loadConfig (what config.Load runs: Defaults, yaml.v2
+// Unmarshal, check, the private key, Derive) and then Verify, exactly as cmd/dendrite/main.go does
+// before it starts. -key stands in for the file global.private_key names (a Swarm secret in the
+// deployment), so the signing key is judged by the same PEM reader.
+//
+// unknownKeys: every mapping key of the file no yaml tag of v0.13.8's config structs takes, by
+// yaml.v2 UnmarshalStrict (the decoder Dendrite uses, made strict), each placed at its full path by
+// a walk of the file against the same structs; the two must agree ("problems" otherwise).
+//
+// values: every scalar (and empty list) of the file with the value the loaded config holds at its
+// path, and whether that equals the file's text decoded alone into the field's type: a key v0.13.8
+// parses but then replaces (global.key_id: loadConfig takes the PEM's Key-ID) shows as same=false.
+// yaml.v3 refuses a duplicate key (a problem), where yaml.v2 would keep the last.
+//
+// facts: behaviour of v0.13.8 that a key's meaning depends on, read from the linked code itself.
 package main
 
 import (
