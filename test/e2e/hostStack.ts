@@ -32,7 +32,8 @@ export interface HostStack {
   adaptations: string[];
   register: (localpart: string, password: string) => Promise<void>;
   restartAll: () => Promise<void>;
-  stopDendrite: () => Promise<void>;
+  /** Stops one service (for the self-check's failure cases). */
+  stopService: (name: "dendrite" | "coturn" | "postgres") => Promise<void>;
   stop: () => Promise<void>;
   logs: () => string;
 }
@@ -132,7 +133,9 @@ export async function startHostStack(opts: { plan?: PlanOnDisk; log?: (line: str
     if (!p || p.exitCode !== null || p.signalCode !== null) return;
     const gone = new Promise((r) => p.once("close", r));
     p.kill("SIGTERM");
-    await Promise.race([gone, sleep(15_000)]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([gone, new Promise((r) => (timer = setTimeout(r, 15_000)))]);
+    clearTimeout(timer);
     if (p.exitCode === null && p.signalCode === null) {
       p.kill("SIGKILL");
       await gone;
@@ -278,7 +281,7 @@ export async function startHostStack(opts: { plan?: PlanOnDisk; log?: (line: str
         await startTurn();
         await startDendrite();
       },
-      stopDendrite: () => stopProc("dendrite"),
+      stopService: (name) => stopProc(name),
       stop: async () => {
         await stopAll();
         rmSync(dir, { recursive: true, force: true });
