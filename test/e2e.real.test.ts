@@ -4,14 +4,14 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runChecks, type CheckResult } from "../ops/check";
-import { DENDRITE_DIR, startHostStack, type HostStack } from "./e2e/hostStack";
+import { dendriteDir, startHostStack, type HostStack } from "./e2e/hostStack";
 import { formatResult, runScenario, type StepResult } from "./e2e/scenario";
 import { findTools } from "./support/realTool";
 
 // The real client (matrix-js-sdk) against the local stack's rendered configs, run by the real programs on
 // loopback: PostgreSQL 15 and coTURN from Debian, Dendrite v0.13.8 from the Go module proxy. Then the
 // self-check (ops/check.ts) against the same servers, and again with a service stopped.
-// Dendrite's binaries: the lead's prebuild (HM_DENDRITE_DIR) until test/images/build-dendrite.sh lands.
+// Dendrite's binaries: HM_DENDRITE_DIR, test/images/build-dendrite.sh when present, else the lead's prebuild.
 
 const { skip: toolSkip } = findTools({
   initdb: ["initdb", "postgresql"],
@@ -19,9 +19,10 @@ const { skip: toolSkip } = findTools({
   turnserver: ["turnserver", "coturn"],
   setpriv: ["setpriv", "util-linux"],
 });
+const DENDRITE_DIR = dendriteDir();
 const dendriteMissing = !existsSync(join(DENDRITE_DIR, "dendrite")) || !existsSync(join(DENDRITE_DIR, "create-account"));
-if (dendriteMissing && process.env.CI) throw new Error(`Dendrite v0.13.8 is required in CI: ${DENDRITE_DIR} has no dendrite/create-account (build it first)`);
-const skip = toolSkip ?? (dendriteMissing ? `Dendrite v0.13.8 not built at ${DENDRITE_DIR}; CI builds it` : undefined);
+if (dendriteMissing && process.env.CI) throw new Error(`Dendrite v0.13.8 is required in CI: ${DENDRITE_DIR} has no dendrite/create-account (test/images/build-dendrite.sh builds it)`);
+const skip = toolSkip ?? (dendriteMissing ? `Dendrite v0.13.8 not built at ${DENDRITE_DIR} (test/images/build-dendrite.sh); CI builds it` : undefined);
 
 // matrix-js-sdk 43.0.0 arms a timer per request that it never clears (lib/http-api/utils.js timeoutSignal:
 // up to 110 s for a sync), which would keep this test's process alive long after the tests end. Long
@@ -41,7 +42,7 @@ describe("e2e: a real Matrix client against the rendered local stack on real ser
   let results: StepResult[] = [];
 
   before(async () => {
-    stack = await startHostStack({ maxLifetimeSeconds: 900, log: (l) => console.log(`# ${l}`) });
+    stack = await startHostStack({ dendriteDir: DENDRITE_DIR, maxLifetimeSeconds: 900, log: (l) => console.log(`# ${l}`) });
     results = await runScenario(
       {
         clientBaseUrl: stack.clientBaseUrl,

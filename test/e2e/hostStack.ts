@@ -18,8 +18,20 @@ import { planToDisk, type PlanOnDisk } from "../support/plan";
  * where that matters: Postgres refuses root; Dendrite and coTURN get the service's uid.
  */
 
-/** Where the lead's prebuild put Dendrite v0.13.8 until test/images/build-dendrite.sh (images helper) builds it. */
-export const DENDRITE_DIR = process.env.HM_DENDRITE_DIR ?? join(homedir(), ".cache/hardened-matrix/prebuild/dendrite-v0.13.8");
+const ROOT = join(__dirname, "../..");
+const BUILD_DENDRITE = join(ROOT, "test/images/build-dendrite.sh");
+/** The lead's prebuild, used until test/images/build-dendrite.sh (images helper) is on this branch. */
+const PREBUILD = join(homedir(), ".cache/hardened-matrix/prebuild/dendrite-v0.13.8");
+
+/**
+ * Dendrite v0.13.8's bin directory: HM_DENDRITE_DIR, else what test/images/build-dendrite.sh builds (cached
+ * by version: instant when warm; it prints the directory), else the prebuild.
+ */
+export function dendriteDir(): string {
+  if (process.env.HM_DENDRITE_DIR) return process.env.HM_DENDRITE_DIR;
+  if (existsSync(BUILD_DENDRITE)) return execFileSync(BUILD_DENDRITE, { encoding: "utf8", timeout: 1_800_000, stdio: ["ignore", "pipe", "inherit"] }).trim().split("\n").pop()!;
+  return PREBUILD;
+}
 
 export interface HostStack {
   dir: string;
@@ -77,9 +89,10 @@ function replaceOnce(text: string, from: string | RegExp, to: string, what: stri
   return text.replace(from, to);
 }
 
-export async function startHostStack(opts: { plan?: PlanOnDisk; log?: (line: string) => void; maxLifetimeSeconds?: number } = {}): Promise<HostStack> {
+export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOnDisk; log?: (line: string) => void; maxLifetimeSeconds?: number } = {}): Promise<HostStack> {
   const say = opts.log ?? (() => undefined);
-  const bins = { dendrite: join(DENDRITE_DIR, "dendrite"), createAccount: join(DENDRITE_DIR, "create-account") };
+  const binDir = opts.dendriteDir ?? dendriteDir();
+  const bins = { dendrite: join(binDir, "dendrite"), createAccount: join(binDir, "create-account") };
   for (const b of Object.values(bins)) if (!existsSync(b)) throw new Error(`${b} is missing: build Dendrite v0.13.8 first (test/images/build-dendrite.sh; until it lands, the lead's prebuild)`);
   const tools = { initdb: which("initdb"), postgres: which("postgres"), pgIsready: which("pg_isready"), turnserver: which("turnserver"), setpriv: which("setpriv"), timeout: which("timeout") };
   const pgBin = dirname(realpathSync(tools.postgres));
