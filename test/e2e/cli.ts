@@ -4,12 +4,15 @@
  *
  *   npm run e2e                       host stack: run the scenario, tear down
  *   npm run e2e -- --keep             ... and leave it up until Ctrl-C, printing how to use it
+ *   npm run e2e -- --log FILE         ... and write the servers' logs to FILE (they hold no secrets but the
+ *                                     access tokens Dendrite logs at debug level: mode 0600)
  *   npm run e2e -- --client-url https://matrix.localhost:8443 --server-name matrix.localhost \
  *       --well-known https://matrix.localhost:8443 --traefik-http-url http://matrix.localhost:8080
  *                                     a deployed local stack: accounts through ops/users.ts (the local
  *                                     engine's Dendrite container); a private CA via NODE_EXTRA_CA_CERTS
  */
 import { spawnSync } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { createAccounts } from "../../ops/users";
 import { startHostStack, type HostStack } from "./hostStack";
@@ -24,6 +27,7 @@ async function main(): Promise<number> {
       "well-known": { type: "string" },
       "traefik-http-url": { type: "string" },
       "no-restart": { type: "boolean", default: false },
+      log: { type: "string" },
     },
   });
   const say = (s: string) => process.stdout.write(`${s}\n`);
@@ -69,7 +73,7 @@ async function main(): Promise<number> {
     if (values.keep && stack) {
       say("");
       say(`The stack is up. Client (homeserver) URL: ${stack.clientBaseUrl}   server name: ${stack.serverName}`);
-      say("Create an account (you are asked nothing; type the password, then Enter):");
+      say("Create an account (it reads the password from stdin: type it on the next line, then Enter):");
       say(`  ${stack.createAccountCommand("yourname")}`);
       say(`Then log in from any Matrix client with homeserver ${stack.clientBaseUrl} (plain HTTP on loopback: no Traefik here).`);
       say(`TURN: 127.0.0.1:${stack.turn.port}/udp. Ctrl-C stops everything and deletes ${stack.dir}.`);
@@ -79,6 +83,7 @@ async function main(): Promise<number> {
       });
     }
   } finally {
+    if (values.log && stack) writeFileSync(values.log, stack.logs(), { mode: 0o600 });
     await stack?.stop();
   }
   return failed > 0 ? 1 : 0;
