@@ -77,10 +77,12 @@ async function main(): Promise<number> {
       say(`  ${stack.createAccountCommand("yourname")}`);
       say(`Then log in from any Matrix client with homeserver ${stack.clientBaseUrl} (plain HTTP on loopback: no Traefik here).`);
       say(`TURN: 127.0.0.1:${stack.turn.port}/udp. Ctrl-C stops everything and deletes ${stack.dir}.`);
+      // Handlers stay installed through the teardown: a second Ctrl-C (or npm passing the signal on) must not
+      // kill this process before the servers are stopped and the temp dir is gone.
       await new Promise<void>((resolve) => {
-        process.once("SIGINT", () => resolve());
-        process.once("SIGTERM", () => resolve());
+        for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, () => resolve());
       });
+      say("stopping the servers ...");
     }
   } finally {
     if (values.log && stack) writeFileSync(values.log, stack.logs(), { mode: 0o600 });
