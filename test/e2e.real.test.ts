@@ -1,0 +1,129 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { runChecks, type CheckResult } from "../ops/check";
+import { dendriteDir, startHostStack, type HostStack } from "./e2e/hostStack";
+import { formatResult, runScenario, type StepResult } from "./e2e/scenario";
+import { findTools } from "./support/realTool";
+
+// The real client (matrix-js-sdk) against the local stack's rendered configs, run by the real programs on
+// loopback: PostgreSQL 15 and coTURN from Debian, Dendrite v0.13.8 from the Go module proxy. Then the
+// self-check (ops/check.ts) against the same servers, and again with a service stopped.
+// Dendrite's binaries: HM_DENDRITE_DIR, test/images/build-dendrite.sh when present, else the lead's prebuild.
+
+const { skip: toolSkip } = findTools({
+  initdb: ["initdb", "postgresql"],
+  postgres: ["postgres", "postgresql"],
+  turnserver: ["turnserver", "coturn"],
+  setpriv: ["setpriv", "util-linux"],
+});
+const DENDRITE_DIR = dendriteDir();
+const dendriteMissing = !existsSync(join(DENDRITE_DIR, "dendrite")) || !existsSync(join(DENDRITE_DIR, "create-account"));
+if (dendriteMissing && process.env.CI) throw new Error(`Dendrite v0.13.8 is required in CI: ${DENDRITE_DIR} has no dendrite/create-account (test/images/build-dendrite.sh builds it)`);
+const skip = toolSkip ?? (dendriteMissing ? `Dendrite v0.13.8 not built at ${DENDRITE_DIR} (test/images/build-dendrite.sh); CI builds it` : undefined);
+
+// matrix-js-sdk 43.0.0 arms a timer per request that it never clears (lib/http-api/utils.js timeoutSignal:
+// up to 110 s for a sync), which would keep this test's process alive long after the tests end. Long
+// timers are unref'd: they still fire while the process has work, they just do not hold it open.
+const armTimer = globalThis.setTimeout;
+globalThis.setTimeout = Object.assign(
+  (fn: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
+    const t = armTimer(fn, ms, ...args);
+    if ((ms ?? 0) >= 60_000) t.unref();
+    return t;
+  },
+  armTimer,
+) as typeof setTimeout;
+
+describe("e2e: a real Matrix client against the rendered local stack on real servers", { skip, timeout: 900_000 }, () => {
+  let stack: HostStack;
+  let results: StepResult[] = [];
+
+  before(async () => {
+    stack = await startHostStack({ dendriteDir: DENDRITE_DIR, maxLifetimeSeconds: 900, log: (l) => console.log(`# ${l}`) });
+    results = await runScenario(
+      {
+        clientBaseUrl: stack.clientBaseUrl,
+        serverName: stack.serverName,
+        wellKnownBaseUrl: stack.wellKnownBaseUrl,
+        register: stack.register,
+        adminPath: { dendriteUrl: stack.clientBaseUrl },
+        turnPeerHost: "127.0.0.1",
+        turnDeniedPeers: ["10.0.0.1", "127.0.0.2"],
+        restart: stack.restartAll,
+      },
+      (r) => console.log(`# ${formatResult(r)}`),
+    );
+  });
+
+  after(async () => {
+    await stack?.stop();
+  });
+
+  test("every scenario step that needs no Traefik passes", () => {
+    const failed = results.filter((r) => r.status === "failed");
+    assert.deepEqual(failed.map(formatResult), [], `server log tail:\n${stack.logs().split("\n").slice(-40).join("\n")}`);
+    // What runs without Traefik is the whole client flow; only the routing checks wait for it.
+    assert.deepEqual(
+      results.filter((r) => r.status === "skipped").map((r) => r.name),
+      ["media: legacy /_matrix/media/v3/download needs a token at Traefik", "admin paths /_dendrite/ and /_synapse/ are not reachable through Traefik", "plain HTTP serves no Matrix API (redirects to HTTPS)"],
+    );
+    assert.ok(results.length >= 17);
+  });
+
+  describe("self-check (npm run check) against the same servers", () => {
+    const byName = (rs: CheckResult[], name: string) => rs.find((r) => r.name === name) ?? assert.fail(`no check named ${name}`);
+    let token = "";
+    const input = () => ({
+      clientUrl: stack.clientBaseUrl,
+      expectedBaseUrl: stack.wellKnownBaseUrl,
+      serverName: stack.serverName,
+      federation: { mode: "closed" as const },
+      turnUris: [`turn:127.0.0.1:${stack.turn.port}?transport=udp`],
+      accessToken: token,
+      timeoutMs: 5000,
+    });
+
+    before(async () => {
+      const localpart = `e2e-check-${randomBytes(3).toString("hex")}`;
+      const password = randomBytes(18).toString("base64url");
+      await stack.register(localpart, password);
+      const r = await fetch(`${stack.clientBaseUrl}/_matrix/client/v3/login`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: localpart }, password }),
+      });
+      token = ((await r.json()) as { access_token: string }).access_token;
+    });
+
+    test("passes on the running servers, and flags the admin paths Dendrite serves when no Traefik is in front", async () => {
+      const rs = await runChecks(input());
+      for (const name of ["client API (/_matrix/client/versions)", "well-known client discovery matches the server", "TURN credentials and an allocation"]) {
+        assert.equal(byName(rs, name).status, "ok", JSON.stringify(byName(rs, name)));
+      }
+      // Bare Dendrite hands out a registration nonce: exactly what the check exists to catch behind a wrong edge.
+      const admin = byName(rs, "admin paths closed (/_dendrite/, /_synapse/)");
+      assert.equal(admin.status, "failed");
+      assert.match(admin.detail, /\/_synapse\/admin\/v1\/register 200 \(hands out a registration nonce\)/);
+      assert.ok(admin.fix);
+    });
+
+    test("fails naming the TURN check when coTURN is stopped", async () => {
+      await stack.stopService("coturn");
+      const turn = byName(await runChecks(input()), "TURN credentials and an allocation");
+      assert.equal(turn.status, "failed");
+      assert.match(turn.fix ?? "", /coTURN does not answer/);
+    });
+
+    test("fails naming the client API check when Dendrite is stopped", async () => {
+      await stack.stopService("dendrite");
+      const rs = await runChecks(input());
+      const clientApi = byName(rs, "client API (/_matrix/client/versions)");
+      assert.equal(clientApi.status, "failed");
+      assert.match(clientApi.detail, /127\.0\.0\.1/);
+      assert.equal(byName(rs, "well-known client discovery matches the server").status, "failed");
+    });
+  });
+});
