@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -87,7 +87,8 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
   });
 
   it("a change of region replaces droplets and volumes, and the engine refuses on protect", () => {
-    const r = run(dir, "preview", "prod", "--set", "region=ams3");
+    const md = path.join(dir, "region.md");
+    const r = run(dir, "preview", "prod", "--set", "region=ams3", "--markdown", md);
     assert.notEqual(r.status, 0, "the preview must fail: the volumes and the reserved IP are protected");
     const all = steps(r.out);
     const of = (type: string) => all.filter((s) => s.type === type);
@@ -97,6 +98,17 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
     for (const v of of("digitalocean:index/volume:Volume")) {
       assert.ok(r.out.includes(`unable to replace resource "${v.urn}"\nas it is currently marked for protection`), `no protect error for ${v.urn}`);
     }
+    // The PR comment's markdown (run.ts --markdown), from the same preview's engine events: each
+    // replaced volume with the replace key its provider gave (region), each droplet with the one the
+    // engine gave for it (the VPC it sits in is replaced first), and the engine's refusal.
+    const text = readFileSync(md, "utf8");
+    const rows = text.split("\n").filter((l) => l.startsWith("| `"));
+    const row = (name: string) => rows.find((l) => l.startsWith(`| \`${name}\` |`)) ?? `no row for ${name} in:\n${text.slice(0, 3000)}`;
+    assert.match(text, /^\*\*The engine's summary:\*\* .*\b\d+ to replace\b/m);
+    for (const v of of("digitalocean:index/volume:Volume")) assert.match(row(v.urn.split("::").pop()!), /`region`: "fra1" → "ams3"/);
+    for (const d of of("digitalocean:index/droplet:Droplet")) assert.match(row(d.urn.split("::").pop()!), /`vpcUuid`: "[0-9a-f-]+" → \[unknown\]/);
+    assert.equal(rows.filter((l) => / \| `digitalocean:index\/(volume:Volume|droplet:Droplet)` \| /.test(l)).length, 6);
+    assert.match(text, /unable to replace resource "urn:[^"]+::hm-prod-postgres"\nas it is currently marked for protection/);
   });
 
   it("adding an SSH key replaces no droplet and changes nothing else (issue 15, defect 8)", () => {
@@ -266,6 +278,39 @@ describe("drill: replacing the db node hm-prod-2 through its generation", { skip
     for (const name of ["hm-prod-1", "hm-prod-3"]) {
       const was = objectsOf(before_, DROPLET).find((d) => d.state.name === name)!;
       assert.deepEqual(after_.objects[was.id], was, `${name} is the same droplet, unchanged`);
+    }
+  });
+});
+
+/**
+ * vpn: headscale under the engine. The program's Headscale resources are dynamic resources, served
+ * by the SDK's own dynamic-provider host (the harness's `pulumi-resource-pulumi-nodejs`): a preview
+ * needs only their Check and Diff. An `up` cannot be run here yet: the API key handover polls
+ * http://<control droplet's public IPv4>/sealed-api-key.bin, and the simulated cloud serves nothing
+ * at its addresses (README, "What the simulated cloud does not model").
+ */
+describe("the real engine over the simulated cloud (prod, vpn: headscale)", { skip }, () => {
+  it("a preview plans the control node and every Headscale dynamic resource", () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "hm-engine-headscale-"));
+    try {
+      const nodes = [
+        { name: "hm-prod-1", size: "s-1vcpu-2gb", roles: ["manager", "edge"] },
+        { name: "hm-prod-2", size: "s-2vcpu-4gb", roles: ["manager", "db"] },
+        { name: "hm-prod-3", size: "s-1vcpu-2gb", roles: ["manager", "turn"] },
+        { name: "hm-prod-hs", size: "s-1vcpu-1gb", roles: ["headscale"] },
+      ];
+      const r = run(dir, "preview", "prod", "--set", "vpn=headscale", "--set", `nodes=${JSON.stringify(nodes)}`);
+      assert.equal(r.status, 0, r.out.slice(-4000));
+      const created = steps(r.out).filter((x) => x.op === "create");
+      const dynamic = (t: string) => created.filter((x) => x.type === `pulumi-nodejs:dynamic/headscale:${t}`).map((x) => x.urn.split("::").pop()).sort();
+      assert.deepEqual(dynamic("SealingKey"), ["cloud-headscale-sealing"]);
+      assert.deepEqual(dynamic("ApiKeyHandover"), ["cloud-headscale-apikey"]);
+      assert.deepEqual(dynamic("PreAuthKey"), ["cloud-headscale-admin-key", "cloud-headscale-hm-prod-1-key", "cloud-headscale-hm-prod-2-key", "cloud-headscale-hm-prod-3-key"]);
+      assert.deepEqual(dynamic("NodeAddress"), ["cloud-headscale-hm-prod-1-address", "cloud-headscale-hm-prod-2-address", "cloud-headscale-hm-prod-3-address"]);
+      assert.ok(created.some((x) => x.type === "digitalocean:index/droplet:Droplet" && x.urn.endsWith("::hm-prod-hs")), r.out.slice(0, 4000));
+      assert.equal(created.filter((x) => x.type.startsWith("tailscale:")).length, 0, "no Tailscale resource with vpn: headscale");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
