@@ -75,7 +75,10 @@ function dynamicProviderPlugin(dir: string): { name: string; path: string } {
   mkdirSync(d, { recursive: true });
   const bin = path.join(d, "pulumi-resource-pulumi-nodejs");
   const host = path.join(REPO, "node_modules/@pulumi/pulumi/cmd/dynamic-provider/index.js");
-  writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(host)} "$@"\n`);
+  // netPreload.ts: what the program dials in the simulated cloud (Headscale) reaches sim/net.ts.
+  const tsx = path.join(REPO, "node_modules/tsx/dist/loader.mjs");
+  const preload = path.join(REPO, "test/engine/sim/netPreload.ts");
+  writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(tsx)} --import ${JSON.stringify(preload)} ${JSON.stringify(host)} "$@"\n`);
   chmodSync(bin, 0o755);
   return { name: "pulumi-nodejs", path: d };
 }

@@ -22,6 +22,7 @@ import { parseArgs } from "node:util";
 import type { EngineEvent, OpMap, StepEventMetadata } from "@pulumi/pulumi/automation";
 import { parse } from "yaml";
 import { advanceClock } from "./sim/cloud";
+import { SimNet } from "./sim/net";
 import { UNKNOWN } from "./sim/values";
 import { buildEngine, cloudFile, openStack, type Sandbox } from "./harness";
 
@@ -45,6 +46,7 @@ async function main(): Promise<number> {
   }
   const temporary = values.dir === undefined;
   let streamedErrors = false;
+  let simNet: SimNet | undefined;
   const dir = values.dir ? path.resolve(values.dir) : mkdtempSync(path.join(os.tmpdir(), "hm-engine-"));
   try {
     if (op === "advance") {
@@ -74,6 +76,9 @@ async function main(): Promise<number> {
     }
     const bin = buildEngine();
     const sb: Sandbox = { dir, stack: values.stack };
+    // The simulated network (Headscale's control node), for this operation; its state stays in cloud.json.
+    simNet = await SimNet.start(cloudFile(sb), path.join(dir, "net"));
+    Object.assign(process.env, simNet.env());
     const stack = await openStack(sb, bin, overrides);
     const onOutput = (out: string) => process.stdout.write(out);
     // The CLI's stderr (its errors), as it comes.
@@ -118,6 +123,7 @@ async function main(): Promise<number> {
     if (!streamedErrors) console.error((e as Error).message || String(e));
     return 1;
   } finally {
+    await simNet?.stop();
     if (temporary) rmSync(dir, { recursive: true, force: true });
   }
 }
