@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -87,7 +87,8 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
   });
 
   it("a change of region replaces droplets and volumes, and the engine refuses on protect", () => {
-    const r = run(dir, "preview", "prod", "--set", "region=ams3");
+    const md = path.join(dir, "region.md");
+    const r = run(dir, "preview", "prod", "--set", "region=ams3", "--markdown", md);
     assert.notEqual(r.status, 0, "the preview must fail: the volumes and the reserved IP are protected");
     const all = steps(r.out);
     const of = (type: string) => all.filter((s) => s.type === type);
@@ -97,6 +98,17 @@ describe("the real engine over the simulated cloud (prod)", { skip }, () => {
     for (const v of of("digitalocean:index/volume:Volume")) {
       assert.ok(r.out.includes(`unable to replace resource "${v.urn}"\nas it is currently marked for protection`), `no protect error for ${v.urn}`);
     }
+    // The PR comment's markdown (run.ts --markdown), from the same preview's engine events: each
+    // replaced volume with the replace key its provider gave (region), each droplet with the one the
+    // engine gave for it (the VPC it sits in is replaced first), and the engine's refusal.
+    const text = readFileSync(md, "utf8");
+    const rows = text.split("\n").filter((l) => l.startsWith("| `"));
+    const row = (name: string) => rows.find((l) => l.startsWith(`| \`${name}\` |`)) ?? `no row for ${name} in:\n${text.slice(0, 3000)}`;
+    assert.match(text, /^\*\*The engine's summary:\*\* .*\b\d+ to replace\b/m);
+    for (const v of of("digitalocean:index/volume:Volume")) assert.match(row(v.urn.split("::").pop()!), /`region`: "fra1" → "ams3"/);
+    for (const d of of("digitalocean:index/droplet:Droplet")) assert.match(row(d.urn.split("::").pop()!), /`vpcUuid`: "[0-9a-f-]+" → \[unknown\]/);
+    assert.equal(rows.filter((l) => / \| `digitalocean:index\/(volume:Volume|droplet:Droplet)` \| /.test(l)).length, 6);
+    assert.match(text, /unable to replace resource "urn:[^"]+::hm-prod-postgres"\nas it is currently marked for protection/);
   });
 
   it("adding an SSH key replaces no droplet and changes nothing else (issue 15, defect 8)", () => {
@@ -267,5 +279,102 @@ describe("drill: replacing the db node hm-prod-2 through its generation", { skip
       const was = objectsOf(before_, DROPLET).find((d) => d.state.name === name)!;
       assert.deepEqual(after_.objects[was.id], was, `${name} is the same droplet, unchanged`);
     }
+  });
+});
+
+/**
+ * vpn: headscale under the engine. The program's Headscale resources are dynamic resources, run by
+ * the SDK's own dynamic-provider host (the harness's `pulumi-resource-pulumi-nodejs`); what they dial
+ * reaches the simulated cloud's network (sim/net.ts): port 80 of the control droplet serves what its
+ * bootstrap script seals, and https://hs.example.org, found through the simulated DNS, is
+ * test/support/fakeHeadscaleApi.ts behind a certificate of a simulated CA, one database per state
+ * volume. Cluster droplets join it with the pre-auth key their user data carries.
+ */
+describe("the real engine over the simulated cloud (prod, vpn: headscale)", { skip }, () => {
+  const DROPLET = "digitalocean:index/droplet:Droplet";
+  const VOLUME = "digitalocean:index/volume:Volume";
+  const ATTACHMENT = "digitalocean:index/volumeAttachment:VolumeAttachment";
+  const nodes = [
+    { name: "hm-prod-1", size: "s-1vcpu-2gb", roles: ["manager", "edge"] },
+    { name: "hm-prod-2", size: "s-2vcpu-4gb", roles: ["manager", "db"] },
+    { name: "hm-prod-3", size: "s-1vcpu-2gb", roles: ["manager", "turn"] },
+    { name: "hm-prod-hs", size: "s-1vcpu-1gb", roles: ["headscale"] },
+  ];
+  const settings = ["--set", "vpn=headscale", "--set", `nodes=${JSON.stringify(nodes)}`];
+  type Db = { users: Array<{ email: string }>; nodes: Array<{ id: string; name: string; tags: string[] }>; apiKeys: unknown[]; keys: Array<{ used: boolean; aclTags: string[] }> };
+  type Hs = { dbs: Record<string, Db>; droplets: Record<string, { blob?: string; joined?: string }> };
+  const headscale = (c: CloudState) => (c as CloudState & { headscale?: Hs }).headscale!;
+  let dir: string;
+  let upRun: Run;
+  let second: Run;
+  let replace: Run;
+  let afterUp: CloudState;
+  let afterReplace: CloudState;
+  before(() => {
+    dir = mkdtempSync(path.join(tmpdir(), "hm-engine-headscale-"));
+    upRun = run(dir, "up", "prod", ...settings);
+    afterUp = readCloud(path.join(dir, "cloud.json"));
+    second = run(dir, "preview", "prod", ...settings);
+    const node = Object.values(afterUp.objects).find((o) => o.urn.endsWith("::cloud-headscale-node"));
+    replace = node ? run(dir, "up", "prod", ...settings, "--replace", node.urn) : { status: -1, out: "no cloud-headscale-node in the simulated cloud" };
+    afterReplace = readCloud(path.join(dir, "cloud.json"));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  const control = (c: CloudState) => objectsOf(c, DROPLET).find((d) => d.state.name === "hm-prod-hs")!;
+  const stateVolume = (c: CloudState) => objectsOf(c, VOLUME).find((v) => v.state.name === "hm-prod-headscale")!;
+
+  it("`up` creates the control node, hands over its API key, and every cluster node joins Headscale", () => {
+    assert.equal(upRun.status, 0, upRun.out.slice(-6000));
+    const volume = stateVolume(afterUp);
+    assert.deepEqual(volume.state.dropletIds, [control(afterUp).id], "the state volume is attached to the control droplet");
+    const db = headscale(afterUp).dbs[volume.id];
+    assert.ok(db, "Headscale's database lives on the state volume");
+    assert.ok(headscale(afterUp).droplets[control(afterUp).id]?.blob, "the control node's first boot sealed an API key");
+    assert.equal(db.apiKeys.length, 1);
+    assert.deepEqual(db.users.map((u) => u.email).sort(), ["alice@example.org", "bob@example.org"]);
+    // One tagged single-use key per cluster node, each used by its node; the deployer's key, untagged, unused.
+    assert.deepEqual(db.keys.map((k) => [k.aclTags.join(","), k.used]).sort(), [["", false], ["tag:hm-prod", true], ["tag:hm-prod", true], ["tag:hm-prod", true]]);
+    assert.deepEqual(db.nodes.map((n) => n.name).sort(), ["hm-prod-1", "hm-prod-2", "hm-prod-3"]);
+    // The docker provider reaches the swarm at a node's Headscale address (found by cloud-headscale-<node>-address).
+    assert.ok(afterUp.commands.some((c) => c.urn.endsWith("-init") && c.op === "create"), "the swarm was initialised over the tailnet");
+    assert.equal(afterUp.devices.length, 0, "nothing joined Tailscale");
+  });
+
+  it("a second preview with no change is empty", () => {
+    assert.equal(second.status, 0, second.out.slice(-4000));
+    const changes = Object.entries(second.summary ?? {}).filter(([op, n]) => op !== "same" && n > 0);
+    assert.deepEqual(changes, [], second.out.slice(-6000));
+  });
+
+  it("replacing the control node: its volume attachment goes before its droplet, the protected volume stays and follows it, the same database answers", () => {
+    assert.equal(replace.status, 0, replace.out.slice(-6000));
+    const ran = afterReplace.journal.slice(afterUp.journal.length);
+    const one = (op: string, type: string, name: string) => {
+      const found = ran.filter((j) => j.op === op && j.type === type && j.name === name);
+      assert.equal(found.length, 1, `${op} ${name}:\n${ran.map((j) => `${j.seq} ${j.op} ${j.name}`).join("\n")}`);
+      return found[0]!.seq;
+    };
+    const detached = one("delete", ATTACHMENT, "cloud-headscale-state-attach");
+    const deleted = one("delete", DROPLET, "cloud-headscale-node");
+    const created = one("create", DROPLET, "cloud-headscale-node");
+    const attached = one("create", ATTACHMENT, "cloud-headscale-state-attach");
+    assert.ok(detached < deleted && deleted < created && created < attached, `order: detach ${detached}, delete ${deleted}, create ${created}, attach ${attached}`);
+    // protect (and retainOnDelete): the engine never touched the volume; it is the same one, now on the new droplet only.
+    assert.deepEqual(ran.filter((j) => j.type === VOLUME), []);
+    const volume = stateVolume(afterReplace);
+    assert.equal(volume.id, stateVolume(afterUp).id);
+    assert.notEqual(control(afterReplace).id, control(afterUp).id);
+    assert.deepEqual(volume.state.dropletIds, [control(afterReplace).id]);
+    // The new boot found the database on the volume: the same nodes (identity kept), and one more API key, handed over anew.
+    const db = headscale(afterReplace).dbs[volume.id]!;
+    assert.deepEqual(db.nodes.map((n) => n.id), headscale(afterUp).dbs[volume.id]!.nodes.map((n) => n.id));
+    assert.equal(db.apiKeys.length, 2);
+    assert.ok(headscale(afterReplace).droplets[control(afterReplace).id]?.blob, "the new control node sealed a key for the handover");
+    // The A record follows the new address; nothing of the cluster is replaced.
+    const a = objectsOf(afterReplace, "cloudflare:index/dnsRecord:DnsRecord").find((r) => r.state.name === "hs.example.org")!;
+    assert.equal(a.state.content, control(afterReplace).state.ipv4Address);
+    assert.deepEqual(ran.filter((j) => j.type === DROPLET && j.name !== "cloud-headscale-node"), []);
+    assert.equal(replace.summary?.delete ?? 0, 0, JSON.stringify(replace.summary));
   });
 });

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { test } from "node:test";
 import { parse, stringify } from "yaml";
+import { builtEngine } from "./engine/harness";
 import { ROOT } from "./support/plan";
 import { findTool, skipReason } from "./support/realTool";
 
@@ -22,6 +23,7 @@ const jobs = (f: string) => Object.entries(doc(f).jobs as Record<string, Doc>);
 /**
  * The pins, checked against each action's repository (git tag → commit, in a mirror of the repo):
  * actions/checkout v7.0.1, actions/setup-node v7.0.0, actions/upload-artifact v7.0.0,
+ * actions/cache v5.0.5 (the newest tag of github.com/actions/cache; action.yml has path, key),
  * pulumi/actions v7.0.0 (the current major; action.yml has command, stack-name, policyPacks,
  * comment-on-pr, cloud-url, secrets-provider), tailscale/github-action v4.1.3.
  */
@@ -29,6 +31,7 @@ const PINS: Record<string, [string, string]> = {
   "actions/checkout": ["3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"],
   "actions/setup-node": ["820762786026740c76f36085b0efc47a31fe5020", "v7.0.0"],
   "actions/upload-artifact": ["bbbca2ddaa5d8feaa63e36b76fdaad77386f024f", "v7.0.0"],
+  "actions/cache": ["27d5ce7f107fe9357f9df03efb73ab90386fccae", "v5.0.5"],
   "pulumi/actions": ["8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"],
   "tailscale/github-action": ["780049a30b6ff5c378a9e7b389d15ece7a204888", "v4.1.3"],
 };
@@ -334,5 +337,78 @@ test("deploy: without the tailnet client or a stack that lets the runner in, the
     assert.equal(join.if, undefined, "the join is never skipped");
     assert.equal(join.with.tags, "${{ env.DEPLOYER_TAG }}");
     assert.equal(job.env.DEPLOYER_TAG, "tag:hm-ci");
+  }
+});
+
+
+const forkJob = () => doc("preview.yml").jobs["offline-plan"] as Doc;
+const ENGINE_STEP = "Pulumi's own preview of head against base, over the simulated cloud";
+
+test("fork PRs: the engine build is cached by build-engine.sh's content (binary and stamp only), before the engine runs", () => {
+  const steps = forkJob().steps as Doc[];
+  const cacheAt = steps.findIndex((s) => String(s.uses).startsWith("actions/cache@"));
+  const engineAt = steps.findIndex((s) => s.name === ENGINE_STEP);
+  assert.ok(cacheAt >= 0 && engineAt > cacheAt, "a cache step before the engine step");
+  const cache = steps[cacheAt]!;
+  assert.equal(cache.with.key, "pulumi-engine-${{ runner.os }}-${{ hashFiles('base/test/engine/build-engine.sh', 'head/test/engine/build-engine.sh') }}");
+  // What build-engine.sh checks before reusing a build: the stamp and the binary (not the 3 GiB of Go caches).
+  assert.deepEqual(String(cache.with.path).trim().split("\n"), ["~/.cache/hardened-matrix/pulumi-*/bin", "~/.cache/hardened-matrix/pulumi-*/stamp"]);
+  const script = readFileSync(path.join(ROOT, "test/engine/build-engine.sh"), "utf8");
+  assert.match(script, /hardened-matrix\/pulumi-\$version\}/, "the script's default cache is ~/.cache/hardened-matrix/pulumi-VERSION");
+  assert.match(script, /-f "\$stamp" \] && \[ "\$\(cat "\$stamp"\)" = "\$want" \] && \[ -x "\$bin\/pulumi" \]/, "reuse needs only the stamp and bin/pulumi");
+  // The engine step: base deployed, head previewed with its markdown; all in the job without secrets or write rights.
+  const run = String(steps[engineAt]!.run);
+  assert.match(run, /\(cd base && npm run --silent engine -- up --stack "\$stack" --dir "\$dir"/);
+  assert.match(run, /\(cd head && npm run --silent engine -- preview --stack "\$stack" --dir "\$dir" --markdown "\$md"/);
+  assert.deepEqual(forkJob().permissions, { contents: "read" });
+  assert.doesNotMatch(JSON.stringify(forkJob()), /secrets\./);
+});
+
+/**
+ * The fork job's engine step, run by bash as a runner runs it, on a base and a head of this
+ * repository (prod only, to bound the time) where head moves prod to another region: the comment
+ * it leaves for plan-comment.yml holds the engine's replacements with the field that forced them,
+ * and the engine's own refusal to replace protected volumes.
+ */
+const engine = builtEngine();
+test("fork PRs: the engine step comments the engine's replacements of a region change, with the field that forced them", { skip: engine ? false : "the Pulumi engine is not built here (npm run engine:build)", timeout: 15 * 60_000 }, () => {
+  const workspace = mkdtempSync(path.join(tmpdir(), "hm-fork-"));
+  try {
+    for (const side of ["base", "head"]) {
+      const dir = path.join(workspace, side);
+      mkdirSync(dir);
+      execFileSync("bash", ["-c", `git -C "${ROOT}" archive HEAD | tar -x -C "${dir}"`]);
+      symlinkSync(path.join(ROOT, "node_modules"), path.join(dir, "node_modules"));
+      for (const f of readdirSync(dir)) if (/^Pulumi\.\w+\.yaml$/.test(f) && f !== "Pulumi.prod.yaml") unlinkSync(path.join(dir, f));
+    }
+    const headProd = path.join(workspace, "head", "Pulumi.prod.yaml");
+    writeFileSync(headProd, readFileSync(headProd, "utf8").replace(/^(\s*hardened-matrix:region:) fra1$/m, "$1 ams3"));
+    assert.match(readFileSync(headProd, "utf8"), /hardened-matrix:region: ams3/);
+    // What the step before leaves: the marker line, then the offline plan's section.
+    mkdirSync(path.join(workspace, "result"));
+    writeFileSync(path.join(workspace, "result", "comment.md"), "<!-- hardened-matrix offline plan -->\n#### Offline plan: base → head\n");
+    const step = (forkJob().steps as Doc[]).find((s) => s.name === ENGINE_STEP)!;
+    const r = spawnSync("bash", ["--noprofile", "--norc", "-eo", "pipefail", "-c", String(step.run)], {
+      cwd: workspace,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+      encoding: "utf8",
+      timeout: 14 * 60_000,
+    });
+    assert.equal(r.status, 0, `${r.stdout}${r.stderr}`);
+    const comment = readFileSync(path.join(workspace, "result", "comment.md"), "utf8");
+    const lines = comment.split("\n");
+    assert.equal(lines[0], "<!-- hardened-matrix offline plan -->", "plan-comment.yml finds its marker on the first line");
+    assert.ok(comment.indexOf("#### Pulumi's own preview: base → head") < comment.indexOf("#### Offline plan: base → head"), comment.slice(0, 2000));
+    assert.match(comment, /### `prod`: Pulumi's own preview/);
+    const row = (name: string) => lines.find((l) => l.startsWith(`| \`${name}\` |`)) ?? "";
+    // The volumes and the VPC are replaced because their region changed; the droplets because the VPC they are in is.
+    for (const volume of ["hm-prod-postgres", "hm-prod-dendrite", "hm-prod-acme"]) assert.match(row(volume), /\| `digitalocean:index\/volume:Volume` \| `region`: "fra1" → "ams3" \|/, comment.slice(0, 4000));
+    assert.match(row("cloud-nodes-vpc"), /`region`: "fra1" → "ams3"/);
+    for (const droplet of ["hm-prod-1", "hm-prod-2", "hm-prod-3"]) assert.match(row(droplet), /\| `digitalocean:index\/droplet:Droplet` \| `vpcUuid`: "[0-9a-f-]+" → \[unknown\] \|/);
+    // The engine's own diff line and its refusal on protect, word for word.
+    assert.match(comment, /~ region\s+: "fra1" => "ams3"/);
+    assert.match(comment, /unable to replace resource "urn:pulumi:prod::hardened-matrix::[^"]*digitalocean:index\/volume:Volume::hm-prod-postgres"\nas it is currently marked for protection/);
+  } finally {
+    rmSync(workspace, { recursive: true, force: true });
   }
 });

@@ -175,6 +175,13 @@ export interface HeadscaleUser {
 }
 
 export class HeadscaleDirectory extends HeadscaleApi {
+  // Explicit on purpose: Pulumi's closure serializer gives a subclass without a constructor
+  // `constructor() { super(); }`, dropping the arguments (pulumi/pulumi
+  // sdk/nodejs/runtime/closure/parseFunction.ts), so in the dynamic-provider host the URL was undefined.
+  constructor(baseUrl: string, apiKey: string, timeoutMs?: number, connectAttempts?: number, retryDelayMs?: number) {
+    super(baseUrl, apiKey, timeoutMs, connectAttempts, retryDelayMs);
+  }
+
   async listNodes(): Promise<HeadscaleNode[]> {
     const res = await this.call<{ nodes?: HeadscaleNode[] }>("GET", "/api/v1/node");
     return (res.nodes ?? []).map((n) => ({ ...n, ipAddresses: n.ipAddresses ?? [], tags: n.tags ?? [] }));

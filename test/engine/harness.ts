@@ -55,14 +55,32 @@ function paths(dir: string) {
 function writePlugins(dir: string): Array<{ name: string; path: string }> {
   const tsx = path.join(REPO, "node_modules/tsx/dist/loader.mjs");
   const entry = path.join(REPO, "test/engine/sim/provider.ts");
-  return PACKAGES.map((name) => {
+  return PACKAGES.map((name): { name: string; path: string } => {
     const d = path.join(dir, name);
     mkdirSync(d, { recursive: true });
     const bin = path.join(d, `pulumi-resource-${name}`);
     writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(tsx)} ${JSON.stringify(entry)} ${name} "$@"\n`);
     chmodSync(bin, 0o755);
     return { name, path: d };
-  });
+  }).concat(dynamicProviderPlugin(dir));
+}
+
+/**
+ * `pulumi-resource-pulumi-nodejs`: the SDK's own dynamic-provider host (the program's
+ * `pulumi.dynamic.Resource`s, e.g. Headscale's keys), as the SDK's script of that name starts it,
+ * but from this repository's node_modules (the engine starts plugins in the sandbox's project).
+ */
+function dynamicProviderPlugin(dir: string): { name: string; path: string } {
+  const d = path.join(dir, "pulumi-nodejs");
+  mkdirSync(d, { recursive: true });
+  const bin = path.join(d, "pulumi-resource-pulumi-nodejs");
+  const host = path.join(REPO, "node_modules/@pulumi/pulumi/cmd/dynamic-provider/index.js");
+  // netPreload.ts: what the program dials in the simulated cloud (Headscale) reaches sim/net.ts.
+  const tsx = path.join(REPO, "node_modules/tsx/dist/loader.mjs");
+  const preload = path.join(REPO, "test/engine/sim/netPreload.ts");
+  writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(tsx)} --import ${JSON.stringify(preload)} ${JSON.stringify(host)} "$@"\n`);
+  chmodSync(bin, 0o755);
+  return { name: "pulumi-nodejs", path: d };
 }
 
 export function sandboxEnv(dir: string): Record<string, string> {

@@ -62,6 +62,14 @@ export interface FakeNode {
   tags: string[];
 }
 
+export interface FakeHeadscaleSnapshot {
+  keys: FakeKey[];
+  users: { id: string; name: string; email: string }[];
+  nodes: FakeNode[];
+  apiKeys: FakeApiKey[];
+  next: { key: number; apiKey: number; node: number };
+}
+
 export class FakeHeadscaleApi {
   readonly keys = new Map<string, FakeKey>();
   readonly requests: { method: string; url: string; body: unknown }[] = [];
@@ -91,7 +99,26 @@ export class FakeHeadscaleApi {
     this.addApiKey(apiKey, apiKeyExpiration);
   }
 
-  private addApiKey(key: string, expiration: string | undefined): FakeApiKey {
+  /** Everything the fake holds, as JSON (the engine harness keeps a simulated Headscale's database in its cloud file). */
+  snapshot(): FakeHeadscaleSnapshot {
+    return { keys: [...this.keys.values()], users: [...this.users], nodes: [...this.nodes], apiKeys: [...this.apiKeys.values()], next: { key: this.nextId, apiKey: this.nextApiKeyId, node: this.nextNodeId } };
+  }
+
+  /** Makes this fake hold exactly what `snapshot()` returned. */
+  restore(s: FakeHeadscaleSnapshot): void {
+    this.keys.clear();
+    for (const k of s.keys) this.keys.set(k.id, k);
+    this.apiKeys.clear();
+    for (const k of s.apiKeys) this.apiKeys.set(k.prefix, k);
+    this.users.splice(0, this.users.length, ...s.users);
+    this.nodes.splice(0, this.nodes.length, ...s.nodes);
+    this.nextId = s.next.key;
+    this.nextApiKeyId = s.next.apiKey;
+    this.nextNodeId = s.next.node;
+  }
+
+  /** An API key made as `headscale apikeys create` makes it, on the unix socket (no Bearer key needed). */
+  addApiKey(key: string, expiration: string | undefined): FakeApiKey {
     const m = /^hskey-api-(.{12})-(.{64})$/.exec(key);
     if (!m) throw new Error(`not an API key: ${key}`);
     const k: FakeApiKey = { id: String(this.nextApiKeyId++), prefix: m[1]!, secret: m[2]!, expiration, createdAt: this.now().toISOString() };
