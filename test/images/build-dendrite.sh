@@ -17,6 +17,10 @@ for g in "$(command -v go || true)" /usr/local/go/bin/go "${XDG_CACHE_HOME:-$HOM
   case "$("$g" env GOVERSION 2>/dev/null)" in go1.2[6-9]*|go1.[3-9][0-9]*) go=$g; break ;; esac
 done
 [ -n "$go" ] || { echo "build-dendrite.sh: no Go >= 1.26 (PATH, /usr/local/go, or test/engine/build-engine.sh's)" >&2; exit 3; }
+mkdir -p "$(dirname "$out")"
+# One build at a time (tests and CI may ask at once); the second waits and finds it built.
+exec 9>"$out.lock"
+flock 9
 stamp="$VERSION $(sha256sum "$here/build-dendrite.sh" | cut -c1-16) $("$go" env GOVERSION)"
 if [ -f "$out/stamp" ] && [ "$(cat "$out/stamp")" = "$stamp" ]; then echo "$out/bin"; exit 0; fi
 rm -rf "$out" && mkdir -p "$out/bin.tmp"

@@ -56,17 +56,38 @@ base_key=$( {
 } | hash16)
 base_archive="$cache/images-base-$base_key/base.tar"
 
-# Debian packages of a recipe as name=version (this machine's apt candidates, after apt-get update).
-deb_packages() {
-  local f="$1/packages" p v out=()
-  [ -f "$f" ] || return 0
-  for p in $(sed 's/#.*//' "$f"); do
-    v=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p')
-    if [ -z "$v" ] || [ "$v" = "(none)" ]; then
-      log "$1: Debian package $p has no candidate version here (run apt-get update)"; return 1
-    fi
-    out+=("$p=$v")
+# Debian packages of a recipe as name=version (this machine's apt candidates, after apt-get update),
+# from one `apt-cache policy` over every recipe's packages (one call costs seconds on a busy machine).
+declare -A candidate=()
+load_candidates() {
+  local all=() p pkg="" line
+  for p in "$here"/*/packages; do
+    [ -f "$p" ] || continue
+    while read -r line; do line=${line%%#*}; for pkg in $line; do all+=("$pkg"); done; done <"$p"
   done
+  [ ${#all[@]} -gt 0 ] || return 0
+  pkg=""
+  while IFS= read -r line; do
+    case "$line" in
+      [!\ ]*:) pkg=${line%:} ;;
+      *"Candidate: "*) candidate[$pkg]=${line##*Candidate: } ;;
+    esac
+  done < <(apt-cache policy "${all[@]}" 2>/dev/null)
+}
+load_candidates
+deb_packages() {
+  local f="$1/packages" p v line out=()
+  [ -f "$f" ] || return 0
+  while read -r line; do
+    line=${line%%#*}
+    for p in $line; do
+      v=${candidate[$p]:-}
+      if [ -z "$v" ] || [ "$v" = "(none)" ]; then
+        log "$1: Debian package $p has no candidate version here (run apt-get update)"; return 1
+      fi
+      out+=("$p=$v")
+    done
+  done <"$f"
   echo "${out[*]}"
 }
 
@@ -117,7 +138,7 @@ start_engine() {
 }
 JSON
     dockerd --config-file "$engine_dir/daemon.json" --data-root "$engine_dir/data" --exec-root "$engine_dir/x" \
-      --pidfile "$engine_dir/docker.pid" -H "unix://$engine_dir/docker.sock" >>"$engine_dir/dockerd.log" 2>&1 &
+      --pidfile "$engine_dir/docker.pid" -H "unix://$engine_dir/docker.sock" >>"$engine_dir/dockerd.log" 2>&1 9>&- &
     engine_pid=$!
     for _ in $(seq 1 300); do
       if [ -S "$engine_dir/docker.sock" ] && dk version >/dev/null 2>&1; then return 0; fi
@@ -168,6 +189,13 @@ build_image() { # name, tag, packages, archive
   rm -rf "$ctx"
   log "$name: built in $(( $(date +%s) - t0 )) s"
 }
+
+if [ "$list_only" -eq 0 ]; then
+  # One builder at a time (tests and CI may ask at once); the second waits and finds the archives.
+  mkdir -p "$cache"
+  exec 9>"$cache/images.lock"
+  flock 9
+fi
 
 failed=0
 for name in "${names[@]}"; do
