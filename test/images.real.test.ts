@@ -58,7 +58,7 @@ describe("the stand-in images, judged by a real engine", { skip, timeout: 3_600_
   const image = (name: ImageName): string => DEFAULT_IMAGES[name];
 
   before(async () => {
-    cluster = await NetnsCluster.create({ nodes: [{ name: "n1", vpcAddress: "10.110.0.2/24" }], lifetimeSeconds: 900 });
+    cluster = await NetnsCluster.create({ nodes: [{ name: "n1", vpcAddress: "10.110.0.2/24" }], lifetimeSeconds: 2400 });
     await cluster.startEngines();
     n1 = cluster.node("n1");
     images = await loadImages(n1.dockerHost);
