@@ -39,6 +39,8 @@ export interface Sandbox {
   /** Everything lives here: project/, state/, home/, plugins/, cloud.json. */
   dir: string;
   stack: string;
+  /** Real mode: the private Docker engine (unix:///path/docker.sock) docker resources and commands go to (sim/real/). */
+  dockerHost?: string;
 }
 
 function paths(dir: string) {
@@ -65,7 +67,7 @@ function writePlugins(dir: string): Array<{ name: string; path: string }> {
   });
 }
 
-export function sandboxEnv(dir: string): Record<string, string> {
+export function sandboxEnv(dir: string, dockerHost?: string): Record<string, string> {
   const p = paths(dir);
   return {
     PULUMI_BACKEND_URL: `file://${p.state}`,
@@ -77,6 +79,7 @@ export function sandboxEnv(dir: string): Record<string, string> {
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
     PULUMI_SKIP_CONFIRMATIONS: "true",
     HM_SIM_CLOUD: p.cloud,
+    ...(dockerHost ? { HM_REAL_DOCKER_HOST: dockerHost, DOCKER_HOST: dockerHost } : {}),
   };
 }
 
@@ -108,7 +111,7 @@ async function workspaceStack(sb: Sandbox, engineBin: string): Promise<Stack> {
   };
   return LocalWorkspace.createOrSelectStack(
     { stackName: sb.stack, projectName: PROJECT, program },
-    { workDir: p.project, pulumiCommand, envVars: sandboxEnv(sb.dir) },
+    { workDir: p.project, pulumiCommand, envVars: sandboxEnv(sb.dir, sb.dockerHost) },
   );
 }
 

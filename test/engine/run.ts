@@ -6,6 +6,9 @@
  *   tsx test/engine/run.ts preview --stack prod --dir D --set region=ams3
  *   tsx test/engine/run.ts advance --dir D --hours 2  moves the simulated clock
  *   tsx test/engine/run.ts up --stack prod --dir D --replace 'urn:pulumi:...::hm-prod-2-generation'
+ *   tsx test/engine/run.ts up --stack local --dir D --docker-host unix:///tmp/x/docker.sock
+ *                                                   real mode: docker resources and commands applied
+ *                                                   to that (private) engine (sim/real/)
  *
  * Operations: preview, up, refresh, destroy, advance. Without --dir a temporary directory is used
  * and removed. `--set key=value` overrides one stack-file entry (value parsed as YAML); `--json`
@@ -30,6 +33,7 @@ async function main(): Promise<number> {
       replace: { type: "string", multiple: true },
       hours: { type: "string" },
       json: { type: "boolean" },
+      "docker-host": { type: "string" },
     },
   });
   const op = positionals[0] ?? "preview";
@@ -63,7 +67,7 @@ async function main(): Promise<number> {
       return 2;
     }
     const bin = buildEngine();
-    const sb: Sandbox = { dir, stack: values.stack };
+    const sb: Sandbox = { dir, stack: values.stack, dockerHost: values["docker-host"] };
     const stack = await openStack(sb, bin, overrides);
     const onOutput = (out: string) => process.stdout.write(out);
     // The CLI's stderr (its errors), as it comes.
