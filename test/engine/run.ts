@@ -34,6 +34,7 @@ async function main(): Promise<number> {
       hours: { type: "string" },
       json: { type: "boolean" },
       "docker-host": { type: "string" },
+      "exclude-protected": { type: "boolean" },
     },
   });
   const op = positionals[0] ?? "preview";
@@ -93,7 +94,8 @@ async function main(): Promise<number> {
         break;
       }
       case "destroy": {
-        const r = await stack.destroy({ onOutput, onError });
+        // --exclude-protected: `pulumi destroy --exclude-protected` (protected volumes are kept).
+        const r = await stack.destroy({ onOutput, onError, excludeProtected: values["exclude-protected"] });
         summary = r.summary.resourceChanges;
         break;
       }
