@@ -71,9 +71,17 @@ function engineRun(dir: string, dockerHost: string, op: string, ...args: string[
  */
 async function loadStandInImages(node: ClusterNode, work: string): Promise<void> {
   const root = path.join(work, "rootfs");
-  for (const d of ["bin", "usr/bin", "usr/local/bin", "usr/local/sbin", "usr/local/lib", "etc", "tmp", "run", "var/tmp", "var/run/postgresql", "var/lib/postgresql/data", "var/lib/coturn", "var/dendrite", "docker-entrypoint-initdb.d", "etc/traefik", "etc/dendrite", "etc/coturn", "dev/shm", "proc", "sys"]) {
+  for (const d of ["bin", "usr/bin", "usr/local/bin", "usr/local/sbin", "usr/local/lib", "etc", "tmp", "run", "var/tmp", "var/run/postgresql", "var/lib/coturn", "docker-entrypoint-initdb.d", "etc/traefik", "etc/dendrite", "etc/coturn", "dev/shm", "proc", "sys"]) {
     mkdirSync(path.join(root, d), { recursive: true });
   }
+  // On this engine (Debian's docker.io 20.10) a tmpfs mount whose target exists in the image takes
+  // that directory's mode and owner, not the spec's tmpfs mode (seen: tmpfs-mode=1777 over an image's
+  // 0755 /tmp gives 0755). So the writable directories are world-writable and sticky here, as /tmp
+  // is in the upstream images; the real images (test/images) bring their own modes.
+  // No directory where a volume mounts: an empty named volume mounted over an image directory gets
+  // that directory's owner and mode copied in (seen here: the hand-over's 70:70 became root's), so
+  // the stand-ins leave them out and judge the volume as the hand-over command left it.
+  for (const d of ["tmp", "run", "var/tmp", "var/run/postgresql", "var/lib/coturn", "dev/shm"]) chmodSync(path.join(root, d), 0o1777);
   copyFileSync("/bin/busybox", path.join(root, "bin/busybox"));
   chmodSync(path.join(root, "bin/busybox"), 0o755);
   for (const applet of ["sh", "sleep", "cat", "test", "[", "touch", "mkdir", "chown", "httpd", "wget", "id", "ls", "rm", "echo", "sed", "grep", "stat", "printf"]) {

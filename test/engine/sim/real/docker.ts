@@ -6,7 +6,7 @@
  * attribute ForceNew, test/engine/sim/schema.ts), so the engine replaces them; services update in
  * place with their version index.
  */
-import { DockerApi, DockerError, filters } from "./dockerApi";
+import { containerLogs, DockerApi, DockerError, filters } from "./dockerApi";
 import { networkBody, secretBody, serviceSpec, volumeBody, type ConvergeConfig } from "./serviceSpec";
 import { plain, type Props } from "../values";
 
@@ -24,7 +24,7 @@ interface Task {
   ID: string;
   Slot?: number;
   DesiredState: string;
-  Status: { State: string; Err?: string; Message?: string };
+  Status: { State: string; Err?: string; Message?: string; ContainerStatus?: { ContainerID?: string } };
 }
 interface ServiceInspect {
   ID: string;
@@ -33,13 +33,15 @@ interface ServiceInspect {
   UpdateStatus?: { State?: string; Message?: string };
 }
 
-/** The engine's word on a service's tasks, for an error message. */
+/** The engine's word on a service's tasks, and the last lines a failed one logged (as deleteService collects them). */
 async function taskReport(api: DockerApi, id: string): Promise<string> {
   const tasks = await api.call<Task[]>("GET", `/tasks?filters=${filters({ service: [id] })}`).catch(() => [] as Task[]);
-  return tasks
+  const lines = tasks
     .slice(0, 6)
-    .map((t) => `  task ${t.ID.slice(0, 12)} desired ${t.DesiredState}, ${t.Status.State}${t.Status.Err ? `: ${t.Status.Err}` : t.Status.Message ? ` (${t.Status.Message})` : ""}`)
-    .join("\n");
+    .map((t) => `  task ${t.ID.slice(0, 12)} desired ${t.DesiredState}, ${t.Status.State}${t.Status.Err ? `: ${t.Status.Err}` : t.Status.Message ? ` (${t.Status.Message})` : ""}`);
+  const failed = tasks.find((t) => t.Status.State === "failed" && t.Status.ContainerStatus?.ContainerID);
+  const logs = failed ? await containerLogs(api, failed.Status.ContainerStatus!.ContainerID!).catch(() => "") : "";
+  return `${lines.join("\n")}${logs ? `\nLast task logs:\n${logs}` : ""}`;
 }
 
 /**

@@ -9,7 +9,7 @@ export class DockerApi {
     return new DockerApi(host.slice("unix://".length));
   }
 
-  request(method: string, path: string, body?: unknown, timeoutMs = 60_000): Promise<{ status: number; body: unknown }> {
+  request(method: string, path: string, body?: unknown, timeoutMs = 60_000): Promise<{ status: number; body: unknown; raw: Buffer }> {
     return new Promise((resolve, reject) => {
       const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
       const req = http.request(
@@ -24,14 +24,15 @@ export class DockerApi {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
           res.on("end", () => {
-            const text = Buffer.concat(chunks).toString("utf8");
+            const raw = Buffer.concat(chunks);
+            const text = raw.toString("utf8");
             let parsed: unknown = text;
             try {
               parsed = text ? JSON.parse(text) : undefined;
             } catch {
               // a plain-text answer (logs, errors of old engines)
             }
-            resolve({ status: res.statusCode ?? 0, body: parsed });
+            resolve({ status: res.statusCode ?? 0, body: parsed, raw });
           });
         },
       );
@@ -48,6 +49,20 @@ export class DockerApi {
     if (r.status >= 200 && r.status < 300) return r.body as T;
     throw new DockerError(r.status, `(docker) ${method} ${path.split("?")[0]}: ${r.status} ${messageOf(r.body)}`);
   }
+}
+
+/** The last lines a container logged (the API's multiplexed stream: 8-byte frame headers). */
+export async function containerLogs(api: DockerApi, id: string, tail = 10): Promise<string> {
+  const r = await api.request("GET", `/containers/${id}/logs?stdout=1&stderr=1&tail=${tail}`);
+  if (r.status !== 200) return "";
+  const out: Buffer[] = [];
+  let i = 0;
+  while (i + 8 <= r.raw.length) {
+    const size = r.raw.readUInt32BE(i + 4);
+    out.push(r.raw.subarray(i + 8, i + 8 + size));
+    i += 8 + size;
+  }
+  return Buffer.concat(out).toString("utf8");
 }
 
 export class DockerError extends Error {
