@@ -282,6 +282,29 @@ describe("the local stack through the real engine onto a private Docker engine",
     assert.deepEqual(changes, [], JSON.stringify(again.summary));
   });
 
+  test("a changed input: coTURN's config secret is replaced (a new one first) and the service updated in place onto it", async () => {
+    assert.equal(firstUp.status, 0, "needs the deploy");
+    const before = (await services()).find((s) => s.Spec.Name === "coturn")!;
+    const inspectSecretNames = async () => (await n1.mustDocker(["secret", "ls", "--format", "{{.Name}}"])).split("\n").filter((n) => n.startsWith("coturn-config-"));
+    const oldSecrets = await inspectSecretNames();
+    assert.equal(oldSecrets.length, 1);
+    const r = await engineRun(dir, n1.dockerHost, "up", "--set", "turnExternalIp=127.0.0.2");
+    assert.equal(r.status, 0, r.out.slice(-4000));
+    assert.deepEqual(r.summary, { replace: 1, same: 33, update: 1 });
+    const after = (await services()).find((s) => s.Spec.Name === "coturn")! as ServiceInspect & { Version: { Index: number } };
+    assert.equal(after.ID, before.ID, "updated in place, not re-created");
+    const newSecrets = await inspectSecretNames();
+    assert.equal(newSecrets.length, 1, "the old secret is removed once the service has moved off it");
+    assert.notEqual(newSecrets[0], oldSecrets[0]);
+    assert.deepEqual(
+      (after.Spec.TaskTemplate.ContainerSpec.Secrets ?? []).map((s) => (s as unknown as { SecretName: string }).SecretName),
+      newSecrets,
+    );
+    // The running task is the new spec's, and reads the new config.
+    const c = await containerOf("coturn");
+    assert.match((await execIn(c.Id, ["cat", "/etc/coturn/turnserver.conf"])).out, /external-ip=127\.0\.0\.2/);
+  });
+
   test("strict: an input field the real mode does not map is refused, naming it, and nothing is made", async () => {
     process.env.HM_REAL_DOCKER_HOST = n1.dockerHost;
     try {
