@@ -13,7 +13,8 @@
  * Operations: preview, up, refresh, destroy, advance. Without --dir a temporary directory is used
  * and removed. `--set key=value` overrides one stack-file entry (value parsed as YAML); `--json`
  * prints the engine's summary as JSON on the last line; `--replace URN` (repeatable, preview and up)
- * asks the engine to replace that resource, as `pulumi up --replace` does. Exit status 1 when the operation fails.
+ * asks the engine to replace that resource, as `pulumi up --replace` does; `--exclude-protected` (destroy)
+ * keeps protected resources, as `pulumi destroy --exclude-protected` does. Exit status 1 when the operation fails.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import * as os from "node:os";
