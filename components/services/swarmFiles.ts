@@ -6,7 +6,15 @@ import * as pulumi from "@pulumi/pulumi";
  * Swarm configs and secrets are immutable: a changed file needs a new object. Naming each one
  * after a hash of its content lets Pulumi create the new object, move the service to it, and
  * only then delete the old one.
+ *
+ * That order must be asked for: the docker provider autonames every `name` (pulumi/pulumi-docker
+ * provider/resources.go SetAutonaming), so an explicit name makes the bridge ask for
+ * delete-before-replace (pulumi-terraform-bridge nameRequiresDeleteBeforeReplace), and Docker
+ * refuses to delete a secret or config a service still uses: the `up` fails. An explicit
+ * `deleteBeforeReplace: false` overrides the provider's request (pulumi/pulumi
+ * pkg/resource/deploy/step_generator.go). Seen on a real engine: test/localDeploy.real.test.ts.
  */
+const createFirst = (opts: pulumi.CustomResourceOptions): pulumi.CustomResourceOptions => ({ ...opts, deleteBeforeReplace: false });
 function contentName(baseName: string, content: pulumi.Input<string>): pulumi.Output<string> {
   // The name is derived from the content but reveals nothing usable about it.
   return pulumi.unsecret(pulumi.output(content).apply((c) => `${baseName}-${createHash("sha256").update(c).digest("hex").slice(0, 12)}`));
@@ -16,7 +24,7 @@ export function swarmConfig(name: string, baseName: string, content: pulumi.Inpu
   return new docker.ServiceConfig(
     name,
     { name: contentName(baseName, content), data: pulumi.output(content).apply((c) => Buffer.from(c, "utf8").toString("base64")) },
-    opts,
+    createFirst(opts),
   );
 }
 
@@ -24,7 +32,7 @@ export function swarmSecret(name: string, baseName: string, content: pulumi.Inpu
   return new docker.Secret(
     name,
     { name: contentName(baseName, content), data: pulumi.secret(pulumi.output(content).apply((c) => Buffer.from(c, "utf8").toString("base64"))) },
-    opts,
+    createFirst(opts),
   );
 }
 

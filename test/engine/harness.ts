@@ -39,6 +39,8 @@ export interface Sandbox {
   /** Everything lives here: project/, state/, home/, plugins/, cloud.json. */
   dir: string;
   stack: string;
+  /** Real mode: the private Docker engine (unix:///path/docker.sock) docker resources and commands go to (sim/real/). */
+  dockerHost?: string;
 }
 
 function paths(dir: string) {
@@ -83,7 +85,7 @@ function dynamicProviderPlugin(dir: string): { name: string; path: string } {
   return { name: "pulumi-nodejs", path: d };
 }
 
-export function sandboxEnv(dir: string): Record<string, string> {
+export function sandboxEnv(dir: string, dockerHost?: string): Record<string, string> {
   const p = paths(dir);
   return {
     PULUMI_BACKEND_URL: `file://${p.state}`,
@@ -95,6 +97,7 @@ export function sandboxEnv(dir: string): Record<string, string> {
     PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION: "true",
     PULUMI_SKIP_CONFIRMATIONS: "true",
     HM_SIM_CLOUD: p.cloud,
+    ...(dockerHost ? { HM_REAL_DOCKER_HOST: dockerHost, DOCKER_HOST: dockerHost } : {}),
   };
 }
 
@@ -126,7 +129,7 @@ async function workspaceStack(sb: Sandbox, engineBin: string): Promise<Stack> {
   };
   return LocalWorkspace.createOrSelectStack(
     { stackName: sb.stack, projectName: PROJECT, program },
-    { workDir: p.project, pulumiCommand, envVars: sandboxEnv(sb.dir) },
+    { workDir: p.project, pulumiCommand, envVars: sandboxEnv(sb.dir, sb.dockerHost) },
   );
 }
 

@@ -6,11 +6,15 @@
  *   tsx test/engine/run.ts preview --stack prod --dir D --set region=ams3
  *   tsx test/engine/run.ts advance --dir D --hours 2  moves the simulated clock
  *   tsx test/engine/run.ts up --stack prod --dir D --replace 'urn:pulumi:...::hm-prod-2-generation'
+ *   tsx test/engine/run.ts up --stack local --dir D --docker-host unix:///tmp/x/docker.sock
+ *                                                   real mode: docker resources and commands applied
+ *                                                   to that (private) engine (sim/real/)
  *
  * Operations: preview, up, refresh, destroy, advance. Without --dir a temporary directory is used
  * and removed. `--set key=value` overrides one stack-file entry (value parsed as YAML); `--json`
  * prints the engine's summary as JSON on the last line; `--replace URN` (repeatable, preview and up)
- * asks the engine to replace that resource, as `pulumi up --replace` does. `--markdown FILE` (preview)
+ * asks the engine to replace that resource, as `pulumi up --replace` does; `--exclude-protected` (destroy)
+ * keeps protected resources, as `pulumi destroy --exclude-protected` does. `--markdown FILE` (preview)
  * writes what a pull request comment shows: the engine's summary, every resource it would replace
  * with the fields its provider said force the replacement, every delete, and the engine's own errors
  * (written also when the preview fails, e.g. on `protect`). Exit status 1 when the operation fails.
@@ -37,6 +41,8 @@ async function main(): Promise<number> {
       hours: { type: "string" },
       json: { type: "boolean" },
       markdown: { type: "string" },
+      "docker-host": { type: "string" },
+      "exclude-protected": { type: "boolean" },
     },
   });
   const op = positionals[0] ?? "preview";
@@ -75,7 +81,7 @@ async function main(): Promise<number> {
       return 2;
     }
     const bin = buildEngine();
-    const sb: Sandbox = { dir, stack: values.stack };
+    const sb: Sandbox = { dir, stack: values.stack, dockerHost: values["docker-host"] };
     // The simulated network (Headscale's control node), for this operation; its state stays in cloud.json.
     simNet = await SimNet.start(cloudFile(sb), path.join(dir, "net"));
     Object.assign(process.env, simNet.env());
@@ -110,7 +116,8 @@ async function main(): Promise<number> {
         break;
       }
       case "destroy": {
-        const r = await stack.destroy({ onOutput, onError });
+        // --exclude-protected: `pulumi destroy --exclude-protected` (protected volumes are kept).
+        const r = await stack.destroy({ onOutput, onError, excludeProtected: values["exclude-protected"] });
         summary = r.summary.resourceChanges;
         break;
       }

@@ -11,6 +11,7 @@ import * as provider from "@pulumi/pulumi/provider";
 import { journal, withCloud, readCloud, type SimObject } from "./cloud";
 import { behaviorOf, sizesInvoke } from "./resources";
 import { schemaOf } from "./schema";
+import { withRealMode } from "./real";
 import { changed, containsUnknown, plain, UNKNOWN, type Props } from "./values";
 
 export const PACKAGES = ["digitalocean", "cloudflare", "tailscale", "docker", "random", "command"] as const;
@@ -230,5 +231,6 @@ if (require.main === module) {
     console.error(`usage: provider.ts <${PACKAGES.join("|")}> [engine address]`);
     process.exit(2);
   }
-  void provider.main(makeProvider(pkg), process.argv.slice(3));
+  // Real mode (HM_REAL_DOCKER_HOST): docker resources and commands applied to a private engine (sim/real/).
+  void provider.main(withRealMode(makeProvider(pkg)), process.argv.slice(3));
 }
