@@ -57,7 +57,17 @@ main() {
     return 0
   fi
   [ "${1:-}" = "--check" ] && return 1
-  command -v go >/dev/null || { echo "build-traefik: go is not installed (Go >= 1.26 builds Traefik v3.7)" >&2; return 1; }
+  # Go >= 1.26 (traefik v3.7.13's go.mod: go 1.26.0): the machine's, or the toolchain that
+  # test/engine/build-engine.sh fetched from the module proxy (.ci/run runs it first).
+  local g
+  case "$(go env GOVERSION 2>/dev/null || true)" in
+    go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+    *) for g in "${XDG_CACHE_HOME:-$HOME/.cache}"/hardened-matrix/go-v*/bin/go; do [ -x "$g" ] && export PATH="${g%/go}:$PATH"; done ;;
+  esac
+  case "$(go env GOVERSION 2>/dev/null || true)" in
+    go1.2[6-9]*|go1.[3-9][0-9]*) ;;
+    *) echo "build-traefik: no Go >= 1.26 here (run test/engine/build-engine.sh, which fetches it, or install it)" >&2; return 1 ;;
+  esac
 
   rm -rf "$cache/src"
   mkdir -p "$cache/src/ext"
