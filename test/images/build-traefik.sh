@@ -14,8 +14,10 @@
 #      github.com/containous/go-http-auth@v0.4.1-0.20260804094822-b975dcaa8c48: reading https://proxy.golang.org/github.com/containous/go-http-auth/@v/v0.4.1-0.20260804094822-b975dcaa8c48.zip: 403 Forbidden
 #    (…/@v/list: "This module version is not available."). The closest real code is the library the
 #    fork comes from, abbot/go-http-auth at its newest commit the proxy serves
-#    (v0.4.1-0.20220112235402-e1cee1c72f2f). Only Traefik's basicAuth/digestAuth middlewares use it;
-#    this project uses basicAuth on the dashboard (stacks with the dashboard on) only.
+#    (v0.4.1-0.20220112235402-e1cee1c72f2f), plus the one method the fork adds that Traefik calls,
+#    DigestAuth.RequireAuthStale, here answering a stale nonce with a new challenge as RequireAuth
+#    does (upstream's likely adds stale=true). Only Traefik's basicAuth/digestAuth middlewares use
+#    the library; this project uses basicAuth, on the dashboard (stacks with the dashboard on), only.
 # 2. Six of lego's 180+ DNS-01 providers are not built: the proxy refuses the cloud SDK each one
 #    imports (`go build` error lines, 2026-12):
 #      github.com/akamai/AkamaiOPEN-edgegrid-golang/v13@v13.4.0: reading https://proxy.golang.org/github.com/akamai/%21akamai%21o%21p%21e%21n-edgegrid-golang/v13/@v/v13.4.0.zip: 403 Forbidden
@@ -160,6 +162,22 @@ func (*DNSProvider) CleanUp(context.Context, string, string, string) error { ret
 GO
     done
     printf '\nreplace github.com/go-acme/lego/v5 => ./lego\n' >> go.mod
+
+    # (1) the fork adds DigestAuth.RequireAuthStale (pkg/middlewares/auth/digest_auth.go calls it on
+    # a stale nonce): a copy of abbot/go-http-auth with that method answering as RequireAuth does.
+    go mod download github.com/abbot/go-http-auth
+    cp -r "$(go list -m -f '{{.Dir}}' github.com/abbot/go-http-auth)" go-http-auth
+    chmod -R u+w go-http-auth
+    cat > go-http-auth/hardened_matrix_stale.go <<'GO'
+package auth
+
+import "net/http"
+
+// RequireAuthStale (containous/go-http-auth, refused by the module proxy): a new challenge, as RequireAuth.
+func (da *DigestAuth) RequireAuthStale(w http.ResponseWriter, r *http.Request) { da.RequireAuth(w, r) }
+GO
+    sed -i 's#^\tgithub.com/abbot/go-http-auth => .*#\tgithub.com/abbot/go-http-auth => ./go-http-auth#' go.mod
+    grep -q '=> ./go-http-auth' go.mod
 
     local date
     date=$(go list -m -f '{{.Time}}' github.com/traefik/traefik/v3 | cut -c1-19 | tr ' ' T)Z
