@@ -5,7 +5,13 @@ import * as pulumi from "@pulumi/pulumi";
 /**
  * Swarm configs and secrets are immutable: a changed file needs a new object. Naming each one
  * after a hash of its content lets Pulumi create the new object, move the service to it, and
- * only then delete the old one.
+ * only then delete the old one. That order needs `deleteBeforeReplace: false` said explicitly: the
+ * bridge asks for delete-before-replace whenever an auto-named `name` is set by the program
+ * (pulumi/pulumi-terraform-bridge pkg/tfbridge schema.go nameRequiresDeleteBeforeReplace;
+ * pulumi-docker provider/resources.go SetAutonaming, no UniqueNameFields), and Docker refuses to
+ * remove a secret or config a service still uses, so every rotation failed (drill
+ * rotate-postgres-dendrite-password). The user's option overrides the provider's request
+ * (pulumi/pulumi pkg/resource/deploy/step_generator.go: goal.DeleteBeforeReplace).
  */
 function contentName(baseName: string, content: pulumi.Input<string>): pulumi.Output<string> {
   // The name is derived from the content but reveals nothing usable about it.
@@ -16,7 +22,7 @@ export function swarmConfig(name: string, baseName: string, content: pulumi.Inpu
   return new docker.ServiceConfig(
     name,
     { name: contentName(baseName, content), data: pulumi.output(content).apply((c) => Buffer.from(c, "utf8").toString("base64")) },
-    opts,
+    { ...opts, deleteBeforeReplace: false },
   );
 }
 
@@ -24,7 +30,7 @@ export function swarmSecret(name: string, baseName: string, content: pulumi.Inpu
   return new docker.Secret(
     name,
     { name: contentName(baseName, content), data: pulumi.secret(pulumi.output(content).apply((c) => Buffer.from(c, "utf8").toString("base64"))) },
-    opts,
+    { ...opts, deleteBeforeReplace: false },
   );
 }
 

@@ -17,6 +17,15 @@ import { PACKAGES } from "./sim/provider";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 const PROJECT = "hardened-matrix";
+
+/**
+ * Where the program (index.ts, components/, Pulumi.yaml and the stack files) is loaded from: this
+ * tree, or HM_PROGRAM_DIR (drills run an older program from a `git worktree` of another ref, with
+ * this tree's harness and simulated providers).
+ */
+export function programDir(): string {
+  return process.env.HM_PROGRAM_DIR ? path.resolve(process.env.HM_PROGRAM_DIR) : REPO;
+}
 /** Only encrypts placeholders in a throw-away backend. */
 const PASSPHRASE = "hardened-matrix-simulated-cloud";
 
@@ -55,14 +64,29 @@ function paths(dir: string) {
 function writePlugins(dir: string): Array<{ name: string; path: string }> {
   const tsx = path.join(REPO, "node_modules/tsx/dist/loader.mjs");
   const entry = path.join(REPO, "test/engine/sim/provider.ts");
-  return PACKAGES.map((name) => {
+  return PACKAGES.map((name): { name: string; path: string } => {
     const d = path.join(dir, name);
     mkdirSync(d, { recursive: true });
     const bin = path.join(d, `pulumi-resource-${name}`);
     writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(tsx)} ${JSON.stringify(entry)} ${name} "$@"\n`);
     chmodSync(bin, 0o755);
     return { name, path: d };
-  });
+  }).concat(dynamicProviderPlugin(dir, tsx));
+}
+
+/**
+ * The SDK's own dynamic-provider host (what its `pulumi-resource-pulumi-nodejs` script runs), for the
+ * program's dynamic resources (Headscale mode): a preview can then register them. Their create and
+ * update talk to Headscale, which the simulated cloud does not serve.
+ */
+function dynamicProviderPlugin(dir: string, tsx: string): { name: string; path: string } {
+  const d = path.join(dir, "pulumi-nodejs");
+  mkdirSync(d, { recursive: true });
+  const bin = path.join(d, "pulumi-resource-pulumi-nodejs");
+  const host = require.resolve("@pulumi/pulumi/cmd/dynamic-provider");
+  writeFileSync(bin, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} --import ${JSON.stringify(tsx)} ${JSON.stringify(host)} "$@"\n`);
+  chmodSync(bin, 0o755);
+  return { name: "pulumi-nodejs", path: d };
 }
 
 export function sandboxEnv(dir: string): Record<string, string> {
@@ -87,7 +111,7 @@ export function sandboxEnv(dir: string): Record<string, string> {
  * same stand-ins the offline plan uses.
  */
 function splitConfig(stack: string, overrides: Record<string, unknown>): { plain: Record<string, unknown>; secrets: string[] } {
-  const doc = parse(readFileSync(path.join(REPO, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> };
+  const doc = parse(readFileSync(path.join(programDir(), `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> };
   const plainConfig: Record<string, unknown> = {};
   const secrets: string[] = [];
   for (const [k, v] of Object.entries({ ...(doc.config ?? {}), ...overrides })) {
@@ -103,7 +127,7 @@ async function workspaceStack(sb: Sandbox, engineBin: string): Promise<Stack> {
   const pulumiCommand = await PulumiCommand.get({ root: path.dirname(engineBin) });
   const program = async () => {
     // The real program, loaded only now: its resources register with this run.
-    const main = require(path.join(REPO, "index.ts")) as () => Promise<Record<string, unknown>>;
+    const main = require(path.join(programDir(), "index.ts")) as () => Promise<Record<string, unknown>>;
     return main();
   };
   return LocalWorkspace.createOrSelectStack(
@@ -116,7 +140,7 @@ async function workspaceStack(sb: Sandbox, engineBin: string): Promise<Stack> {
 export async function openStack(sb: Sandbox, engineBin: string, overrides: Record<string, unknown> = {}): Promise<Stack> {
   const p = paths(sb.dir);
   for (const d of [p.project, p.state, p.home, p.plugins]) mkdirSync(d, { recursive: true });
-  const projectDoc = parse(readFileSync(path.join(REPO, "Pulumi.yaml"), "utf8")) as Record<string, unknown>;
+  const projectDoc = parse(readFileSync(path.join(programDir(), "Pulumi.yaml"), "utf8")) as Record<string, unknown>;
   // The engine loads these plugins from the project's own list (pkg/workspace project plugins).
   projectDoc.plugins = { providers: writePlugins(p.plugins) };
   writeFileSync(path.join(p.project, "Pulumi.yaml"), stringify(projectDoc));
