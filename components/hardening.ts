@@ -198,7 +198,13 @@ export function hardenedServiceArgs(a: HardenedServiceArgs): docker.ServiceArgs 
   const order = a.updateOrder ?? "stop-first";
   const replicas = a.replicas ?? 1;
   return {
-    name: a.serviceName,
+    // The name's value never changes, but it depends on the networks: when a network is replaced
+    // (delete-first, see network.ts), the engine deletes first only the dependents whose provider diff,
+    // with the inputs that depend on the network unknown, asks for a replacement (pulumi/pulumi
+    // pkg/resource/deploy/step_generator.go calculateDependentReplacements). Whether the bridge asks that
+    // for a wholly unknown taskSpec is not certain; an unknown `name` (ForceNew) always does. Without this
+    // the engine deleted the network while services still used it, which Docker refuses (drill overlay-mtu).
+    name: a.networkIds.length > 0 ? pulumi.all(a.networkIds).apply(() => a.serviceName) : a.serviceName,
     labels: Object.entries(labels).map(([label, value]) => ({ label, value })),
     mode: { replicated: { replicas } },
     taskSpec: {
