@@ -76,6 +76,8 @@ export interface Drill {
   findings?: number[];
   /** What the drill says when run with the program of a1620e9 (before issue 15's fixes): recorded from a real run. */
   failsOn?: string;
+  /** A defect this drill finds that is not fixed yet (named in the report): the test lists it as todo. */
+  knownDefect?: string;
   /** The drill's own assertions (node:assert); throw to fail. */
   check?: (j: Judged) => void;
 }
@@ -242,6 +244,8 @@ export interface DrillResult {
   message: string;
   seconds: number;
   replaced?: string[];
+  /** Docker services the judged step updated in place. */
+  updated?: string[];
   dir?: string;
 }
 
@@ -282,6 +286,7 @@ export class DrillRunner {
     const t = Date.now();
     const dir = this.opts.keep ? path.resolve(this.opts.keep) : path.join(this.root, drill.name);
     let replaced: string[] | undefined;
+    let updated: string[] | undefined;
     try {
       const base = await this.baseline(drill.stack);
       rmSync(dir, { recursive: true, force: true });
@@ -316,6 +321,7 @@ export class DrillRunner {
       const ran = after.cloud.journal.slice(r.before.cloud.journal.length);
       const sinceStart = after.cloud.journal.slice(start.cloud.journal.length);
       replaced = replacedNames(ran);
+      updated = names(ran, "update", T.service);
       const j: Judged = { drill, before: r.before, after, ran, out: r.out, status: r.status, summary: r.summary };
 
       // The manual act, if any, is one the README describes.
@@ -354,10 +360,10 @@ export class DrillRunner {
         assert.deepEqual(changes, [], `the second up is not empty (not converged):\n${journalText(more)}`);
         assert.deepEqual(more, [], `the second up ran provider operations:\n${journalText(more)}`);
       }
-      return { name: drill.name, ok: true, message: "ok", seconds: (Date.now() - t) / 1000, replaced, dir: this.opts.keep ? dir : undefined };
+      return { name: drill.name, ok: true, message: "ok", seconds: (Date.now() - t) / 1000, replaced, updated, dir: this.opts.keep ? dir : undefined };
     } catch (e) {
       const err = e as Error;
-      return { name: drill.name, ok: false, message: (err.message || String(e)).split("\n").slice(0, 60).join("\n"), seconds: (Date.now() - t) / 1000, replaced, dir: this.opts.keep ? dir : undefined };
+      return { name: drill.name, ok: false, message: (err.message || String(e)).split("\n").slice(0, 60).join("\n"), seconds: (Date.now() - t) / 1000, replaced, updated, dir: this.opts.keep ? dir : undefined };
     } finally {
       if (!this.opts.keep) rmSync(dir, { recursive: true, force: true });
     }
