@@ -311,9 +311,11 @@ export class DrillRunner {
           }
         }
         const replace = step.replace?.(before) ?? [];
+        // The state right before the operation (after any unprotect).
+        const atOp = step.unprotect ? snapshot(dir, drill.stack) : before;
         const r = await runOp(dir, drill.stack, step.op ?? "up", overrides, replace, programDirPath);
         if (!judged && r.status !== 0) throw new Error(`a prepare step failed:\n${r.out.slice(-3000)}`);
-        return { ...r, before: step.unprotect ? snapshot(dir, drill.stack) : before };
+        return { ...r, before: atOp };
       };
       for (const step of drill.prepare ?? []) await doStep(step, false);
       const r = await doStep(drill.change, true);
