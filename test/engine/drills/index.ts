@@ -163,17 +163,19 @@ interface Rotation {
   type: string;
   /** How many resources its replacement replaces (itself included). */
   replaced?: number;
+  /** The services updated in place (seen in a run of the drill). */
+  services?: string[];
   /** Protected in state: the engine refuses `--replace` (README names why). */
   protectedBy?: string;
 }
 const ROTATIONS: Rotation[] = [
   // Postgres's secret, Dendrite's config and the backup's pgpass (Swarm secrets named after their content).
-  { name: "postgres-dendrite-password", type: "random:index/randomPassword:RandomPassword", replaced: 4 },
-  { name: "postgres-superuser-password", type: "random:index/randomPassword:RandomPassword", replaced: 2 },
-  { name: "dendrite-registration-secret", type: "random:index/randomPassword:RandomPassword", replaced: 2 },
+  { name: "postgres-dendrite-password", type: "random:index/randomPassword:RandomPassword", replaced: 4, services: ["backup-dump-service", "dendrite-service", "postgres-service"] },
+  { name: "postgres-superuser-password", type: "random:index/randomPassword:RandomPassword", replaced: 2, services: ["postgres-service"] },
+  { name: "dendrite-registration-secret", type: "random:index/randomPassword:RandomPassword", replaced: 2, services: ["dendrite-service"] },
   // coTURN's config and Dendrite's (which mints TURN credentials with the same secret).
-  { name: "coturn-shared-secret", type: "random:index/randomPassword:RandomPassword", replaced: 3 },
-  { name: "traefik-dashboard-password", type: "random:index/randomPassword:RandomPassword", replaced: 2 },
+  { name: "coturn-shared-secret", type: "random:index/randomPassword:RandomPassword", replaced: 3, services: ["coturn-service", "dendrite-service"] },
+  { name: "traefik-dashboard-password", type: "random:index/randomPassword:RandomPassword", replaced: 2, services: ["traefik-service"] },
   { name: "backup-restic-password", type: "random:index/randomPassword:RandomPassword", protectedBy: "Backups and restore" },
   { name: "dendrite-signing-seed", type: "random:index/randomBytes:RandomBytes", protectedBy: "Which clients work" },
   // The mesh: the secret and every node's wg0 (re-sent, synced in place).
@@ -196,13 +198,14 @@ const rotations: Drill[] = ROTATIONS.map((r) =>
       }
     : {
         name: `rotate-${r.name}`,
-        summary: `prod: --replace of ${r.name}: the services that use it update in place, nothing stateful is replaced`,
+        summary: `prod: --replace of ${r.name}: ${r.services ? r.services.join(", ") : "the services that use it"} update in place, nothing stateful is replaced`,
         stack: "prod",
         change: { replace: (b: Before) => byName(b, r.name, r.type) },
         replaced: r.replaced ?? NaN,
         check(j: Judged) {
           nothingStatefulTouched(j);
           assert.ok(replacedNames(j.ran).includes(r.name), `${r.name} itself is replaced`);
+          if (r.services) assert.deepEqual(servicesUpdated(j), r.services, journalText(j.ran));
         },
       },
 );
