@@ -72,6 +72,11 @@ export interface HardenedServiceArgs {
    * ForceNew (resource_docker_service.go networks_advanced): the service would be replaced each time.
    */
   networkIds: Input<string>[];
+  /**
+   * Values of resources that, when replaced delete-first (a droplet), must take this service down
+   * with them first because its configs or secrets are built from them (coTURN: its node's address).
+   */
+  replacedWith?: Input<string>[];
   /** Network aliases on every network (e.g. "postgres"). */
   aliases?: string[];
   constraints?: string[];
@@ -235,5 +240,16 @@ export function hardenedService(name: string, a: HardenedServiceArgs, opts: pulu
   // (kreuzwerker/terraform-provider-docker internal/provider/resource_docker_service.go): a
   // replacement made create-before-delete would create a second service of the same name, which
   // Swarm refuses. Delete first; a replaced network deletes its services first for the same reason.
-  return new docker.Service(name, hardenedServiceArgs(a), { ...opts, ignoreChanges, deleteBeforeReplace: true });
+  const args = hardenedServiceArgs(a);
+  // The name's value never changes, but it depends on the networks: when a network is replaced
+  // (delete-first, see network.ts), the engine deletes first only the dependents whose provider diff,
+  // with the inputs that depend on the network unknown, asks for a replacement (pulumi/pulumi
+  // pkg/resource/deploy/step_generator.go calculateDependentReplacements). Whether the bridge asks that
+  // for a wholly unknown taskSpec is not certain; an unknown `name` (ForceNew) always does. Without this
+  // the engine deleted the network while services still used it, which Docker refuses (drill overlay-mtu).
+  // The same for what `replacedWith` names: without it, replacing the TURN node deleted coTURN's config
+  // secret while coTURN still used it (drill replace-hm-prod-3).
+  const deps = [...a.networkIds, ...(a.replacedWith ?? [])];
+  if (deps.length > 0) args.name = pulumi.all(deps).apply(() => a.serviceName);
+  return new docker.Service(name, args, { ...opts, ignoreChanges, deleteBeforeReplace: true });
 }

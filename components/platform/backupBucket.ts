@@ -33,8 +33,11 @@ export class BackupBucket extends pulumi.ComponentResource {
 
   constructor(name: string, args: BackupBucketArgs, opts?: pulumi.ComponentResourceOptions) {
     super("hardened-matrix:platform:BackupBucket", name, {}, opts);
-    // Bucket names are global: a random suffix, stable in state.
-    const suffix = new random.RandomId(`${name}-suffix`, { byteLength: 4 }, { parent: this });
+    // Bucket names are global: a random suffix, stable in state. Protected: the provider never renames
+    // a bucket (digitalocean/terraform-provider-digitalocean digitalocean/spaces/resource_spaces_bucket.go:
+    // Update changes ACL, CORS, versioning and lifecycle only, Read uses the id), so a new suffix would
+    // record a new name and point the backups at a bucket that does not exist (drill rotate-backup-bucket-suffix).
+    const suffix = new random.RandomId(`${name}-suffix`, { byteLength: 4 }, { parent: this, protect: true });
     const bucket = new digitalocean.SpacesBucket(
       `${name}-bucket`,
       {

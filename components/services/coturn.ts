@@ -120,6 +120,7 @@ export class Coturn extends pulumi.ComponentResource {
         // bin/turnutils_stunclient: /usr/bin/turnutils_stunclient. test/coturn.real.test.ts runs it.
         healthcheck: { test: ["turnutils_stunclient", "-p", String(args.port), "127.0.0.1"], intervalSeconds: 30, startPeriodSeconds: 10 },
         networkIds: [],
+        replacedWith: [args.externalIp],
         hostNetworkReason: "TURN relays UDP on a port range to clients' real addresses: the Swarm ingress cannot publish the range and would NAT the client address",
         constraints: args.constraints,
         updateOrder: "stop-first",

@@ -17,6 +17,15 @@ import { PACKAGES } from "./sim/provider";
 
 export const REPO = path.resolve(__dirname, "..", "..");
 const PROJECT = "hardened-matrix";
+
+/**
+ * Where the program (index.ts, components/, Pulumi.yaml and the stack files) is loaded from: this
+ * tree, or HM_PROGRAM_DIR (drills run an older program from a `git worktree` of another ref, with
+ * this tree's harness and simulated providers).
+ */
+export function programDir(): string {
+  return process.env.HM_PROGRAM_DIR ? path.resolve(process.env.HM_PROGRAM_DIR) : REPO;
+}
 /** Only encrypts placeholders in a throw-away backend. */
 const PASSPHRASE = "hardened-matrix-simulated-cloud";
 
@@ -108,7 +117,7 @@ export function sandboxEnv(dir: string, dockerHost?: string): Record<string, str
  * same stand-ins the offline plan uses.
  */
 function splitConfig(stack: string, overrides: Record<string, unknown>): { plain: Record<string, unknown>; secrets: string[] } {
-  const doc = parse(readFileSync(path.join(REPO, `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> };
+  const doc = parse(readFileSync(path.join(programDir(), `Pulumi.${stack}.yaml`), "utf8")) as { config?: Record<string, unknown> };
   const plainConfig: Record<string, unknown> = {};
   const secrets: string[] = [];
   for (const [k, v] of Object.entries({ ...(doc.config ?? {}), ...overrides })) {
@@ -124,7 +133,7 @@ async function workspaceStack(sb: Sandbox, engineBin: string): Promise<Stack> {
   const pulumiCommand = await PulumiCommand.get({ root: path.dirname(engineBin) });
   const program = async () => {
     // The real program, loaded only now: its resources register with this run.
-    const main = require(path.join(REPO, "index.ts")) as () => Promise<Record<string, unknown>>;
+    const main = require(path.join(programDir(), "index.ts")) as () => Promise<Record<string, unknown>>;
     return main();
   };
   return LocalWorkspace.createOrSelectStack(
@@ -137,7 +146,7 @@ async function workspaceStack(sb: Sandbox, engineBin: string): Promise<Stack> {
 export async function openStack(sb: Sandbox, engineBin: string, overrides: Record<string, unknown> = {}): Promise<Stack> {
   const p = paths(sb.dir);
   for (const d of [p.project, p.state, p.home, p.plugins]) mkdirSync(d, { recursive: true });
-  const projectDoc = parse(readFileSync(path.join(REPO, "Pulumi.yaml"), "utf8")) as Record<string, unknown>;
+  const projectDoc = parse(readFileSync(path.join(programDir(), "Pulumi.yaml"), "utf8")) as Record<string, unknown>;
   // The engine loads these plugins from the project's own list (pkg/workspace project plugins).
   projectDoc.plugins = { providers: writePlugins(p.plugins) };
   writeFileSync(path.join(p.project, "Pulumi.yaml"), stringify(projectDoc));
