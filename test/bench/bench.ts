@@ -6,7 +6,7 @@
  *   npm run bench                                  30 users, 60 s of messages
  *   npm run bench -- --users 2 --seconds 5          a smoke run
  *   options: --users N --seconds S --per-room N (users a room, default 10) --interval MS (each user sends a
- *            message every MS, default 2000) --out FILE (default out/bench.json)
+ *            message every MS, default 10000: 3 messages/s for 30 users) --out FILE (default out/bench.json)
  *
  * The programs are the host stack's (test/e2e/hostStack.ts: PostgreSQL 15 and coTURN from Debian, Dendrite
  * v0.13.8 from the Go module proxy, the pin being v0.15.2) and the real Traefik (test/bench/traefikFront.ts),
@@ -32,11 +32,11 @@ type Via = "traefik" | "direct";
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---- /proc ----
-function status(pid: number): { rssKb: number; hwmKb: number; ppid: number } | undefined {
+function status(pid: number): { rssKb: number; hwmKb: number; anonKb: number; shmemKb: number; ppid: number } | undefined {
   try {
     const s = readFileSync(`/proc/${pid}/status`, "utf8");
     const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(s)?.[1] ?? 0);
-    return { rssKb: kb("VmRSS"), hwmKb: kb("VmHWM"), ppid: Number(/^PPid:\s+(\d+)/m.exec(s)?.[1] ?? 0) };
+    return { rssKb: kb("VmRSS"), hwmKb: kb("VmHWM"), anonKb: kb("RssAnon"), shmemKb: kb("RssShmem"), ppid: Number(/^PPid:\s+(\d+)/m.exec(s)?.[1] ?? 0) };
   } catch {
     return undefined;
   }
@@ -44,6 +44,15 @@ function status(pid: number): { rssKb: number; hwmKb: number; ppid: number } | u
 function pssKb(pid: number): number {
   try {
     return Number(/^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+/** utime + stime in clock ticks (USER_HZ, 100 on Linux). */
+function cpuTicks(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return Number(f[11]) + Number(f[12]);
   } catch {
     return 0;
   }
@@ -61,6 +70,8 @@ interface Sample {
   rssMb: number;
   hwmMb: number;
   pssMb: number;
+  /** Private anonymous memory (heap, stacks): what a cgroup limit holds and cannot reclaim. Postgres adds its shared memory once. */
+  anonMb: number;
   processes: number;
 }
 type Programs = Record<"postgres" | "dendrite" | "coturn" | "traefik", () => number[]>;
@@ -85,6 +96,8 @@ function sample(pids: number[]): Sample {
   let rss = 0,
     hwm = 0,
     pss = 0,
+    anon = 0,
+    shmem = 0,
     n = 0;
   for (const p of pids) {
     const s = status(p);
@@ -93,8 +106,11 @@ function sample(pids: number[]): Sample {
     rss += s.rssKb;
     hwm += s.hwmKb;
     pss += pssKb(p);
+    anon += s.anonKb;
+    shmem = Math.max(shmem, s.shmemKb);
   }
-  return { rssMb: +(rss / 1024).toFixed(1), hwmMb: +(hwm / 1024).toFixed(1), pssMb: +(pss / 1024).toFixed(1), processes: n };
+  const mb = (kb: number) => +(kb / 1024).toFixed(1);
+  return { rssMb: mb(rss), hwmMb: mb(hwm), pssMb: mb(pss), anonMb: mb(anon + shmem), processes: n };
 }
 
 // ---- a small Matrix client over keep-alive connections (the same client code on both paths) ----
@@ -189,7 +205,7 @@ async function main(): Promise<void> {
       users: { type: "string", default: "30" },
       seconds: { type: "string", default: "60" },
       "per-room": { type: "string", default: "10" },
-      interval: { type: "string", default: "2000" },
+      interval: { type: "string", default: "10000" },
       out: { type: "string", default: path.join(ROOT, "out/bench.json") },
     },
   });
@@ -312,7 +328,7 @@ async function main(): Promise<void> {
     };
     const sendLoop = async (u: User, until: number) => {
       let txn = 0;
-      await sleep(Math.random() * interval);
+      await sleep(Math.random() * Math.min(interval, seconds * 500)); // spread the senders out
       while (Date.now() < until) {
         const id = `${u.localpart}-${txn++}`;
         const at = performance.now();
@@ -328,7 +344,9 @@ async function main(): Promise<void> {
         await sleep(Math.max(0, interval - (performance.now() - at)) * (0.8 + Math.random() * 0.4));
       }
     };
-    const peak = Object.fromEntries(Object.keys(progs).map((k) => [k, { rssMb: 0, hwmMb: 0, pssMb: 0, processes: 0 }])) as Record<keyof Programs, Sample>;
+    const peak = Object.fromEntries(Object.keys(progs).map((k) => [k, { rssMb: 0, hwmMb: 0, pssMb: 0, anonMb: 0, processes: 0 }])) as Record<keyof Programs, Sample>;
+    const cpuOf = () => Object.fromEntries(Object.entries(progs).map(([k, f]) => [k, f().reduce((a, p) => a + cpuTicks(p), 0)])) as Record<keyof Programs, number>;
+    const cpuBefore = cpuOf();
     const syncs = users.map(syncLoop);
     const loadStart = Date.now();
     const until = loadStart + seconds * 1000;
@@ -338,8 +356,8 @@ async function main(): Promise<void> {
       while (sampling) {
         for (const [k, s] of Object.entries(measureAll()) as [keyof Programs, Sample][]) {
           const p = peak[k];
-          if (s.rssMb > p.rssMb) peak[k] = { ...s, hwmMb: Math.max(p.hwmMb, s.hwmMb) };
-          else p.hwmMb = Math.max(p.hwmMb, s.hwmMb);
+          // Each column's own peak over the samples.
+          peak[k] = { rssMb: Math.max(p.rssMb, s.rssMb), hwmMb: Math.max(p.hwmMb, s.hwmMb), pssMb: Math.max(p.pssMb, s.pssMb), anonMb: Math.max(p.anonMb, s.anonMb), processes: Math.max(p.processes, s.processes) };
         }
         await sleep(1000);
       }
@@ -347,6 +365,9 @@ async function main(): Promise<void> {
     await senders;
     await sleep(3000); // the last deliveries
     const end = measureAll();
+    const cpuAfter = cpuOf();
+    // Postgres backends that exited during the load are not counted: a lower bound for postgres.
+    const cpuSeconds = Object.fromEntries(Object.keys(progs).map((k) => [k, +((cpuAfter[k as keyof Programs] - cpuBefore[k as keyof Programs]) / 100).toFixed(1)]));
     sampling = false;
     await sampler;
     stopping = true;
@@ -366,6 +387,7 @@ async function main(): Promise<void> {
         traefik: "v3.7.13 from the Go module proxy, the local plan's static and dynamic config and the dendrite service's labels",
       },
       load: { users: n, rooms, perRoom, messageIntervalMs: interval, seconds: +loadSeconds.toFixed(1), messagesSent: sent.size, deliveriesSeen: delivered, deliveriesExpectedAbout: expectedDeliveries, rateLimited, errors: errors.length, firstErrors: errors.slice(0, 5) },
+      cpuSecondsDuringLoad: cpuSeconds,
       memoryMb: { afterStartup: startup, underLoadPeak: peak, afterLoad: end },
       latencyMs: { sendToSync: Object.fromEntries(Object.entries(latency).map(([k, v]) => [k, summary(v)])), sendRequest: { traefik: summary(sendMs.traefik), direct: summary(sendMs.direct) } },
       plannedMemoryLocalStack: plannedMemory(plan.resources as unknown as { type: string; name: string; inputs: Record<string, unknown> }[]),
@@ -376,12 +398,12 @@ async function main(): Promise<void> {
 
     const pad = (s: string | number | null, w: number) => String(s ?? "-").padStart(w);
     say("");
-    say(`memory (MiB)     startup RSS   load peak RSS   VmHWM   peak PSS   processes`);
+    say(`memory (MiB)  startup RSS  startup anon  peak RSS  VmHWM  peak PSS  peak anon  procs  CPU s`);
     for (const k of Object.keys(progs) as (keyof Programs)[]) {
-      say(`${k.padEnd(16)}${pad(startup[k].rssMb, 12)}${pad(peak[k].rssMb, 16)}${pad(peak[k].hwmMb, 8)}${pad(peak[k].pssMb, 11)}${pad(peak[k].processes, 12)}`);
+      say(`${k.padEnd(12)}${pad(startup[k].rssMb, 13)}${pad(startup[k].anonMb, 14)}${pad(peak[k].rssMb, 10)}${pad(peak[k].hwmMb, 7)}${pad(peak[k].pssMb, 10)}${pad(peak[k].anonMb, 11)}${pad(peak[k].processes, 7)}${pad(cpuSeconds[k], 7)}`);
     }
-    const tot = (s: Record<keyof Programs, Sample>, f: "rssMb" | "pssMb") => +Object.values(s).reduce((a, x) => a + x[f], 0).toFixed(1);
-    say(`${"total".padEnd(16)}${pad(tot(startup, "rssMb"), 12)}${pad(tot(peak, "rssMb"), 16)}${pad("", 8)}${pad(tot(peak, "pssMb"), 11)}`);
+    const tot = (s: Record<keyof Programs, Sample>, f: "rssMb" | "pssMb" | "anonMb") => +Object.values(s).reduce((a, x) => a + x[f], 0).toFixed(1);
+    say(`${"total".padEnd(12)}${pad(tot(startup, "rssMb"), 13)}${pad(tot(startup, "anonMb"), 14)}${pad(tot(peak, "rssMb"), 10)}${pad("", 7)}${pad(tot(peak, "pssMb"), 10)}${pad(tot(peak, "anonMb"), 11)}`);
     say("");
     say(`send-to-sync (ms)     n      p50      p99      max`);
     for (const [k, v] of Object.entries(result.latencyMs.sendToSync)) say(`${k.padEnd(18)}${pad(v.n, 6)}${pad(v.p50Ms, 9)}${pad(v.p99Ms, 9)}${pad(v.maxMs, 9)}`);
