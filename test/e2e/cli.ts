@@ -22,7 +22,7 @@ import { writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { createAccounts } from "../../ops/users";
-import { deployLocalStack, LOCAL, pinStack, restartServices } from "./deployed";
+import { deployLocalStack, LOCAL, pinStack, restartServices, waitForRoutes } from "./deployed";
 import { startHostStack, type HostStack } from "./hostStack";
 import { formatResult, runScenario, type ScenarioTarget } from "./scenario";
 
@@ -49,6 +49,7 @@ async function main(): Promise<number> {
   if (values.pin) {
     const u = new URL(values["client-url"] ?? "");
     repin = await pinStack(u.hostname, values.pin, Number(u.port || 443));
+    say(`# Traefik routes the client API after ${await waitForRoutes(u.origin)} ms`);
   }
   if (values["client-url"]) {
     if (!values["server-name"]) throw new Error("--client-url needs --server-name");
@@ -71,6 +72,7 @@ async function main(): Promise<number> {
               await restartServices();
               // Traefik makes a new self-signed default certificate at every start: trust the new one.
               if (repin) say(`# re-pinned the served certificate after the restart: ${await repin()}`);
+              if (values["client-url"]) say(`# Traefik routes the client API again after ${await waitForRoutes(values["client-url"])} ms`);
             },
           }
         : {}),

@@ -128,7 +128,11 @@ export async function pinStack(name: string, addr: string, httpsPort: number): P
     const old = agent;
     agent = new Agent({
       connect: {
-        lookup: (host, _opts, cb) => (host === name ? cb(null, [{ address: addr, family: 4 }]) : cb(new Error(`no address for ${host} in this test`), [])),
+        // net.connect asks for all addresses (autoSelectFamily) or for one: answer in the form asked.
+        lookup: ((host: string, opts: { all?: boolean }, cb: (...a: unknown[]) => void) => {
+          if (host !== name) return cb(new Error(`no address for ${host} in this test`));
+          return opts.all ? cb(null, [{ address: addr, family: 4 }]) : cb(null, addr, 4);
+        }) as never,
         ca: cert.pem,
         checkServerIdentity: (_host, peer) => (peer.fingerprint256 === cert.fingerprint256 ? undefined : new Error(`certificate ${peer.fingerprint256} is not the pinned ${cert.fingerprint256}`)),
       },
@@ -162,4 +166,24 @@ export async function restartServices(timeoutMs = 300_000): Promise<void> {
       await new Promise((r) => setTimeout(r, 2000));
     }
   }
+}
+
+/**
+ * Waits (bounded) until Traefik routes the client API: after a deploy or a restart its swarm provider
+ * needs a poll (refreshSeconds) or a retry (the socket proxy not yet resolvable) before it has routers.
+ */
+export async function waitForRoutes(clientUrl: string, timeoutMs = 180_000): Promise<number> {
+  const started = Date.now();
+  let last = "";
+  while (Date.now() - started < timeoutMs) {
+    try {
+      const r = await fetch(`${clientUrl}/_matrix/client/versions`, { signal: AbortSignal.timeout(5000) });
+      if (r.status === 200) return Date.now() - started;
+      last = `${r.status}`;
+    } catch (e) {
+      last = e instanceof Error ? e.message : String(e);
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  throw new Error(`${clientUrl}/_matrix/client/versions not routed within ${timeoutMs} ms (last: ${last})`);
 }
