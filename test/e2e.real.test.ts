@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -6,6 +7,8 @@ import { after, before, describe, test } from "node:test";
 import { runChecks, type CheckResult } from "../ops/check";
 import { dendriteDir, startHostStack, type HostStack } from "./e2e/hostStack";
 import { formatResult, runScenario, type StepResult } from "./e2e/scenario";
+import { builtEngine } from "./engine/harness";
+import { clusterSkipReason } from "./support/netnsCluster";
 import { findTools } from "./support/realTool";
 
 // The real client (matrix-js-sdk) against the local stack's rendered configs, run by the real programs on
@@ -125,5 +128,31 @@ describe("e2e: a real Matrix client against the rendered local stack on real ser
       assert.match(clientApi.detail, /127\.0\.0\.1/);
       assert.equal(byName(rs, "well-known client discovery matches the server").status, "failed");
     });
+  });
+});
+
+// The same client through Traefik against the local stack as deployed: the real engine, a private
+// Docker engine in a network namespace, the real programs' images (`npm run e2e -- --deployed`).
+const deployedSkip = clusterSkipReason() ?? (builtEngine() ? undefined : "the Pulumi engine is not built here: run `npm run engine:build`");
+describe("e2e: the real client through Traefik against the deployed local stack", { skip: deployedSkip, timeout: 40 * 60_000 }, () => {
+  test("every step passes, the Traefik-only checks and the restart of every service included; teardown leaves nothing", {
+    // Last run (npm run e2e -- --deployed): 14 ok, 1 skip (the admin-path secret check needs Dendrite
+    // straight), 2 FAIL: the TURN relay step resolves matrix.localhost through the system resolver (the
+    // pinned lookup covers fetch only: EAI_AGAIN), and after the restart of every service a request
+    // still fails ("fetch failed") though Traefik routes again. Not yet diagnosed.
+    todo: "2 steps fail on the deployed stack: TURN relay (name resolution outside fetch) and the restart (fetch failed after it)",
+  }, async () => {
+    const started = Date.now();
+    const r = spawnSync(process.execPath, ["--import", "tsx", join(__dirname, "e2e/cli.ts"), "--deployed"], { encoding: "utf8", timeout: 35 * 60_000, maxBuffer: 64 * 1024 * 1024 });
+    const out = `${r.stdout}${r.stderr}`;
+    console.log(out.split("\n").map((l) => `# ${l}`).join("\n"));
+    console.log(`# wall time ${Math.round((Date.now() - started) / 1000)} s`);
+    assert.equal(r.status, 0, out.slice(-8000));
+    assert.match(out, /^\d+ ok, 0 failed, 0 skipped$/m);
+    for (const step of ["admin paths /_dendrite/ and /_synapse/ are not reachable through Traefik", "plain HTTP serves no Matrix API (redirects to HTTPS)", "media: legacy /_matrix/media/v3/download needs a token at Traefik", "a restart of every service loses no message"]) {
+      assert.match(out, new RegExp(`^ok .*${step.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "m"), step);
+    }
+    assert.match(out, /# torn down after/);
+    assert.doesNotMatch(out, /LEFT BEHIND/);
   });
 });

@@ -7,7 +7,7 @@ import { postgresServerArgs, postgresTuning, renderPostgresInitScript, renderPos
 import { COTURN_USER } from "../components/services/coturn";
 import { DENDRITE_USER } from "../components/services/dendrite";
 import { POSTGRES_USER } from "../components/services/postgres";
-import { SOCKET_PROXY_API } from "../components/services/socketProxy";
+import { SOCKET_PROXY_API, SOCKET_PROXY_RUN_DIR, SOCKET_PROXY_START } from "../components/services/socketProxy";
 import { TRAEFIK_USER } from "../components/services/traefik";
 import { TURN_CERT_USER } from "../components/services/turnCert";
 import { DEFAULT_IMAGES, type ImageName } from "../components/settings";
@@ -210,8 +210,9 @@ describe("the stand-in images, judged by a real engine", { skip, timeout: 3_600_
     const env = Object.entries({ ...SOCKET_PROXY_API, LOG_LEVEL: "info" }).flatMap(([k, v]) => ["-e", `${k}=${v}`]);
     const c = await docker([
       "run", "-d", "--name", "hm-sp", "--network", "none", ...HARDENED, "--user", user,
-      "--mount", "type=tmpfs,destination=/run,tmpfs-mode=1777,tmpfs-size=8388608",
-      "-v", `${n1.sock}:/var/run/docker.sock:ro`, ...env, image("socketProxy"),
+      // The service's one tmpfs and its start command (components/services/socketProxy.ts).
+      "--mount", `type=tmpfs,destination=${SOCKET_PROXY_RUN_DIR},tmpfs-mode=1777,tmpfs-size=8388608`,
+      "-v", `${n1.sock}:/var/run/docker.sock:ro`, ...env, "--entrypoint", "/bin/sh", image("socketProxy"), "-c", SOCKET_PROXY_START,
     ]);
     assert.equal(c.code, 0, c.out);
     try {
@@ -241,14 +242,11 @@ describe("the stand-in images, judged by a real engine", { skip, timeout: 3_600_
     await socketProxy("0:0");
   });
 
-  // DEFECT (components/services/socketProxy.ts, not this recipe): runc before 1.1.8 gives a tmpfs
-  // mounted on a directory the image has the mode of that directory, whatever mode the mount asks
-  // for (opencontainers/runc#3911, fixed by #3912, backported to 1.1 in #3916). Debian 12's runc is
-  // 1.1.5 (the droplets' docker.io): the service's tmpfs /run (mode 1777) is 0755 root as /run is
-  // in the image (Alpine's too), and the entrypoint, as 65534, cannot create /run/haproxy.
-  test("socketProxy: starts as nobody in the socket's group with the service's tmpfs /run", {
-    todo: "runc 1.1.5 (Debian 12) keeps /run 0755 root under the tmpfs: mkdir /run/haproxy is refused (runc#3911)",
-  }, async () => {
+  // runc before 1.1.8 gives a tmpfs mounted on a directory the image has that directory's mode
+  // (opencontainers/runc#3911); Debian 12's runc is 1.1.5, as on the droplets. With the service's
+  // former tmpfs at /run (0755 root as in the image) HAProxy as 65534 could write neither
+  // /run/haproxy nor /run/haproxy.pid; the service now mounts its tmpfs where the image has nothing.
+  test("socketProxy: starts as nobody in the socket's group with the service's tmpfs and command", async () => {
     await socketProxy(`65534:${statSync(n1.sock).gid}`);
   });
 

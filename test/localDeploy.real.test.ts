@@ -3,21 +3,24 @@
  * real program; the simulated docker and command providers run in real mode (test/engine/sim/real/:
  * Engine API over the engine's unix socket, commands with DOCKER_HOST pointed at it). The engine is
  * a private dockerd in a network namespace of its own (test/support/netnsCluster.ts, one node); the
- * program's own init command makes it a single-node swarm. Judged by the Docker engine and the
+ * program's own init command makes it a single-node swarm. The images are the real programs under the
+ * pinned names (test/images); the one difference of this machine the deploy adapts to is the kernel's
+ * missing IPVS (services as DNS round-robin: test/e2e/deployed.ts ENDPOINT_MODE). Judged by the Docker engine and the
  * kernel: every service converges, the hardening is in force in the running containers, a second
  * `up` changes nothing, an unmapped input field is refused, and `destroy` removes everything but the
  * protected volumes.
  */
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { after, before, describe, test } from "node:test";
-import { DEFAULT_IMAGES } from "../components/settings";
-import { builtEngine, REPO } from "./engine/harness";
+import { DEFAULT_IMAGES, type ImageName } from "../components/settings";
+import { builtEngine } from "./engine/harness";
 import { makeProvider } from "./engine/sim/provider";
 import { withRealMode } from "./engine/sim/real";
+import { engineRun, type EngineRun } from "./e2e/deployed";
+import { loadImages } from "./images/images";
 import { clusterSkipReason, NetnsCluster, type ClusterNode } from "./support/netnsCluster";
 
 const engine = builtEngine();
@@ -32,99 +35,10 @@ const SERVICES = {
   coturn: DEFAULT_IMAGES.coturn,
   dendrite: DEFAULT_IMAGES.dendrite,
 } as const;
-type ServiceName = keyof typeof SERVICES;
+/** The image each service runs, by its DEFAULT_IMAGES key. */
+const IMAGE_KEYS: readonly ImageName[] = ["socketProxy", "traefik", "postgres", "coturn", "dendrite"];
 
-interface Run {
-  status: number;
-  out: string;
-  summary?: Record<string, number>;
-}
-
-/** One engine operation in its own process (test/engine/run.ts), bounded. */
-function engineRun(dir: string, dockerHost: string, op: string, ...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ["--import", "tsx", path.join(REPO, "test/engine/run.ts"), op, "--stack", "local", "--dir", dir, "--json", "--docker-host", dockerHost, ...args], {
-      cwd: REPO,
-      env: { ...process.env, PULUMI_CONFIG_PASSPHRASE: undefined, PULUMI_BACKEND_URL: undefined, PULUMI_ACCESS_TOKEN: undefined, DOCKER_HOST: dockerHost },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d));
-    child.stderr.on("data", (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15 * 60_000);
-    child.on("close", (code) => {
-      clearTimeout(timer);
-      const last = stdout.trim().split("\n").pop() ?? "";
-      const summary = last.startsWith("{") ? (JSON.parse(last) as { summary: Record<string, number> }).summary : undefined;
-      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}`, summary });
-    });
-  });
-}
-
-/**
- * STAND-INS, TO BE REPLACED: until test/images (the real programs built under the pinned names,
- * issue 17 point 1) lands on main, the lead replaces this function with its loadImages(host).
- * These are busybox-static images tagged with the pinned names. They run no real server: each
- * checks what its service is given (its secrets and configs readable by its user, its volume
- * writable, the engine's socket reachable) and serves only what its healthcheck asks for.
- */
-async function loadStandInImages(node: ClusterNode, work: string): Promise<void> {
-  const root = path.join(work, "rootfs");
-  for (const d of ["bin", "usr/bin", "usr/local/bin", "usr/local/sbin", "usr/local/lib", "etc", "tmp", "run", "var/tmp", "var/run/postgresql", "var/lib/coturn", "docker-entrypoint-initdb.d", "etc/traefik", "etc/dendrite", "etc/coturn", "dev/shm", "proc", "sys"]) {
-    mkdirSync(path.join(root, d), { recursive: true });
-  }
-  // On this engine (Debian's docker.io 20.10) a tmpfs mount whose target exists in the image takes
-  // that directory's mode and owner, not the spec's tmpfs mode (seen: tmpfs-mode=1777 over an image's
-  // 0755 /tmp gives 0755). So the writable directories are world-writable and sticky here, as /tmp
-  // is in the upstream images; the real images (test/images) bring their own modes.
-  // No directory where a volume mounts: an empty named volume mounted over an image directory gets
-  // that directory's owner and mode copied in (seen here: the hand-over's 70:70 became root's), so
-  // the stand-ins leave them out and judge the volume as the hand-over command left it.
-  for (const d of ["tmp", "run", "var/tmp", "var/run/postgresql", "var/lib/coturn", "dev/shm"]) chmodSync(path.join(root, d), 0o1777);
-  copyFileSync("/bin/busybox", path.join(root, "bin/busybox"));
-  chmodSync(path.join(root, "bin/busybox"), 0o755);
-  for (const applet of ["sh", "sleep", "cat", "test", "[", "touch", "mkdir", "chown", "httpd", "wget", "id", "ls", "rm", "echo", "sed", "grep", "stat", "printf"]) {
-    symlinkSync("busybox", path.join(root, "bin", applet));
-  }
-  writeFileSync(path.join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n");
-  writeFileSync(path.join(root, "etc/group"), "root:x:0:\nnogroup:x:65534:\n");
-  const script = (rel: string, body: string) => writeFileSync(path.join(root, rel), `#!/bin/sh\n${body}\n`, { mode: 0o755 });
-  script(
-    "usr/local/lib/hm-standin",
-    [
-      "set -eu",
-      'fail() { echo "stand-in: $*" >&2; exit 1; }',
-      'readable() { for f in "$@"; do [ -r "$f" ] && [ -s "$f" ] || fail "$f is missing or unreadable for uid $(id -u)"; done; }',
-      '[ "$(id -u)" != 0 ] || fail "runs as root"',
-      'if touch /hm-rw-probe 2>/dev/null; then fail "the root filesystem is writable"; fi',
-      // A stand-in process that stops at once on SIGTERM.
-      'serve() { : > "$1/hm-ready"; trap "exit 0" TERM INT; while :; do sleep 1 & wait $! || true; done; }',
-    ].join("\n"),
-  );
-  script("usr/local/bin/hm-ready", '[ -e "${1:-/tmp}/hm-ready" ]');
-  script("usr/local/bin/socket-proxy", ". /usr/local/lib/hm-standin\n[ -S /var/run/docker.sock ] && [ -w /var/run/docker.sock ] || fail 'the engine socket is not reachable'\nmkdir -p /run/www && echo OK > /run/www/_ping\nexec httpd -f -p 127.0.0.1:2375 -h /run/www");
-  script("usr/local/bin/traefik", '[ "${1:-}" = healthcheck ] && exec hm-ready /tmp\n. /usr/local/lib/hm-standin\nreadable /etc/traefik/traefik.yml /etc/traefik/dynamic.yml\nserve /tmp');
-  script("usr/local/bin/turnserver", '. /usr/local/lib/hm-standin\nreadable /etc/coturn/turnserver.conf\nserve /tmp');
-  script("usr/local/bin/turnutils_stunclient", "exec hm-ready /tmp");
-  script("usr/local/bin/docker-entrypoint.sh", '. /usr/local/lib/hm-standin\nreadable "$POSTGRES_PASSWORD_FILE" /run/secrets/dendrite-db-password\n[ -x /docker-entrypoint-initdb.d/10-dendrite.sh ] || fail "the init script is not executable"\nmkdir -p "$PGDATA" || fail "the data volume is not writable"\n: > /var/run/postgresql/.s.PGSQL.5432\nserve /tmp');
-  script("usr/local/bin/pg_isready", "[ -e /var/run/postgresql/.s.PGSQL.5432 ]");
-  script("usr/bin/dendrite", '. /usr/local/lib/hm-standin\nreadable /etc/dendrite/dendrite.yaml /run/secrets/matrix-signing-key.pem\ntouch /var/dendrite/hm-standin || fail "the media volume is not writable"\nmkdir -p /tmp/www/_matrix/client && echo "{}" > /tmp/www/_matrix/client/versions\nexec httpd -f -p 8008 -h /tmp/www');
-  script("usr/local/bin/curl", 'for a in "$@"; do url=$a; done\nexec wget -q -O /dev/null "$url"');
-  const tar = path.join(work, "rootfs.tar");
-  const t = spawnSync("tar", ["--owner=0", "--group=0", "-C", root, "-cf", tar, "."], { encoding: "utf8", timeout: 60_000 });
-  assert.equal(t.status, 0, t.stderr);
-  const entry: Record<ServiceName, string> = {
-    "socket-proxy": '["/usr/local/bin/socket-proxy"]',
-    traefik: '["/usr/local/bin/traefik"]',
-    postgres: '["/usr/local/bin/docker-entrypoint.sh"]',
-    coturn: '["/usr/local/bin/turnserver"]',
-    dendrite: '["/usr/bin/dendrite"]',
-  };
-  for (const [name, image] of Object.entries(SERVICES) as Array<[ServiceName, string]>) {
-    await node.mustDocker(["import", "--change", `ENTRYPOINT ${entry[name]}`, tar, image], { timeoutMs: 120_000 });
-  }
-}
+type Run = EngineRun;
 
 interface ContainerInspect {
   Id: string;
@@ -170,7 +84,10 @@ describe("the local stack through the real engine onto a private Docker engine",
     assert.equal(link.code, 0, link.stderr);
     work = mkdtempSync(path.join(tmpdir(), "hm-localdeploy-"));
     dir = path.join(work, "engine");
-    await loadStandInImages(n1, work);
+    // The real programs under the pinned names (test/images): built when missing, cached by version.
+    const images = await loadImages(n1.dockerHost, [...IMAGE_KEYS]);
+    const missing = images.filter((i) => !i.archive).map((i) => i.name);
+    assert.deepEqual(missing, [], "every service's image is available here (test/images/build-images.sh)");
     firstUp = await engineRun(dir, n1.dockerHost, "up");
   });
 
@@ -247,7 +164,9 @@ describe("the local stack through the real engine onto a private Docker engine",
       const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(status.out)?.[1];
       // NET_BIND_SERVICE is capability 10 (linux/capability.h): 0x400.
       assert.equal(capBnd, name === "coturn" ? "0000000000000400" : "0000000000000000", `${name}: bounding set`);
-      assert.equal(capEff, "0000000000000000", `${name}: effective set`);
+      // Effective: nothing, but coTURN's turnserver, whose file capability (cap_net_bind_service+ep, as
+      // upstream's coturn/coturn docker/coturn/debian/Dockerfile sets it) raises the one bounded cap.
+      assert.equal(capEff, name === "coturn" ? "0000000000000400" : "0000000000000000", `${name}: effective set`);
       // Secrets and configs: the file modes and owners the spec asks for, as the container sees them.
       for (const f of [...(spec.Secrets ?? []), ...(spec.Configs ?? [])].map((x) => x.File)) {
         const st = await execIn(c.Id, ["stat", "-L", "-c", "%a %u %g", f.Name]);

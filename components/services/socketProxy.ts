@@ -5,6 +5,16 @@ import { overlayNetwork } from "./network";
 
 export const SOCKET_PROXY_PORT = 2375;
 
+/** The socket proxy's only writable directory (a tmpfs): HAProxy's rendered config and pidfile. */
+export const SOCKET_PROXY_RUN_DIR = "/run/haproxy";
+
+/** The image's entrypoint, with the pidfile inside SOCKET_PROXY_RUN_DIR (see the service's tmpfs). */
+export const SOCKET_PROXY_START = [
+  "set -e",
+  `sed "s/@@BIND_PROTO@@/[::]:${SOCKET_PROXY_PORT} v4v6/g" /templates/haproxy.cfg > ${SOCKET_PROXY_RUN_DIR}/haproxy.cfg`,
+  `exec /usr/sbin/haproxy -f ${SOCKET_PROXY_RUN_DIR}/haproxy.cfg -W -db -p ${SOCKET_PROXY_RUN_DIR}/haproxy.pid`,
+].join("\n");
+
 /**
  * The Docker API sections Traefik's swarm provider calls (FACTS: /version, /services, /networks,
  * /tasks, /nodes/{id}); everything else is off, and POST=0 makes the proxy read-only.
@@ -64,8 +74,19 @@ export class SocketProxy extends pulumi.ComponentResource {
         // nobody, in the socket's group: can talk to the socket and nothing else.
         user: `65534:${args.dockerSocketGid}`,
         env: { ...SOCKET_PROXY_API, LOG_LEVEL: "info" },
-        // The entrypoint writes /run/haproxy/haproxy.cfg and the pidfile at start.
-        tmpfs: [{ target: "/run", sizeMb: 8, mode: 0o1777 }],
+        // HAProxy writes its config and pidfile at start. runc before 1.1.8 (Debian 12's 1.1.5, the
+        // droplets' docker.io) gives a tmpfs mounted on a directory the image has that directory's
+        // mode, not the one asked for (opencontainers/runc#3911): a tmpfs at /run stays 0755 root
+        // and nobody can write neither /run/haproxy nor /run/haproxy.pid. So the tmpfs is at
+        // /run/haproxy, which the image lacks (the entrypoint mkdirs it; Alpine's haproxy package
+        // makes only /var/lib/haproxy: alpinelinux/aports main/haproxy/APKBUILD), and the pidfile
+        // moves into it.
+        tmpfs: [{ target: SOCKET_PROXY_RUN_DIR, sizeMb: 8, mode: 0o1777 }],
+        // linuxserver/docker-socket-proxy root/docker-entrypoint.sh at 3.4.3-r0-ls91, less its banner,
+        // plus `-p`: the template's `pidfile /run/haproxy.pid` (root/templates/haproxy.cfg) then only
+        // logs "'pidfile' already specified. Continuing." (a CLI -p wins over the config's). The
+        // program sets no DISABLE_IPV6, so the bind is upstream's default.
+        commands: ["/bin/sh", "-c", SOCKET_PROXY_START],
         mounts: [{ type: "bind", source: "/var/run/docker.sock", target: "/var/run/docker.sock", readOnly: true }],
         memoryLimitMb: 64,
         memoryReservationMb: 16,

@@ -10,11 +10,19 @@
  *       --well-known https://matrix.localhost:8443 --traefik-http-url http://matrix.localhost:8080
  *                                     a deployed local stack: accounts through ops/users.ts (the local
  *                                     engine's Dendrite container); a private CA via NODE_EXTRA_CA_CERTS
+ *   npm run e2e -- --deployed         the local stack deployed by the real engine onto a private Docker engine
+ *                                     (a network namespace) with the real programs' images; the scenario
+ *                                     runs inside that namespace through Traefik (test/e2e/deployed.ts)
+ *   ... --pin ADDR                    (with --client-url) send the server name's requests to ADDR and trust
+ *                                     exactly the certificate served there (pinned); --restart-services
+ *                                     restarts every service of the engine at DOCKER_HOST for the restart step
  */
 import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
+import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { createAccounts } from "../../ops/users";
+import { deployLocalStack, LOCAL, pinStack, restartServices, waitForRoutes } from "./deployed";
 import { startHostStack, type HostStack } from "./hostStack";
 import { formatResult, runScenario, type ScenarioTarget } from "./scenario";
 
@@ -28,11 +36,21 @@ async function main(): Promise<number> {
       "traefik-http-url": { type: "string" },
       "no-restart": { type: "boolean", default: false },
       log: { type: "string" },
+      deployed: { type: "boolean", default: false },
+      pin: { type: "string" },
+      "restart-services": { type: "boolean", default: false },
     },
   });
   const say = (s: string) => process.stdout.write(`${s}\n`);
   let stack: HostStack | undefined;
   let target: ScenarioTarget;
+  if (values.deployed) return runDeployed(say);
+  let repin: (() => Promise<string>) | undefined;
+  if (values.pin) {
+    const u = new URL(values["client-url"] ?? "");
+    repin = await pinStack(u.hostname, values.pin, Number(u.port || 443));
+    say(`# Traefik routes the client API after ${await waitForRoutes(u.origin)} ms`);
+  }
   if (values["client-url"]) {
     if (!values["server-name"]) throw new Error("--client-url needs --server-name");
     target = {
@@ -48,6 +66,16 @@ async function main(): Promise<number> {
         const [o] = createAccounts([{ localpart, admin: false }], docker, () => password);
         if (o?.result !== "created") throw new Error(`create-account ${localpart}: ${o?.result} ${o?.detail ?? ""}`);
       },
+      ...(values["restart-services"]
+        ? {
+            restart: async () => {
+              await restartServices();
+              // Traefik makes a new self-signed default certificate at every start: trust the new one.
+              if (repin) say(`# re-pinned the served certificate after the restart: ${await repin()}`);
+              if (values["client-url"]) say(`# Traefik routes the client API again after ${await waitForRoutes(values["client-url"])} ms`);
+            },
+          }
+        : {}),
     };
   } else {
     stack = await startHostStack({ log: (l) => say(`# ${l}`) });
@@ -89,6 +117,42 @@ async function main(): Promise<number> {
     await stack?.stop();
   }
   return failed > 0 ? 1 : 0;
+}
+
+/** --deployed: deploy, run this CLI again inside the stack's namespace against Traefik, tear down. */
+async function runDeployed(say: (s: string) => void): Promise<number> {
+  const started = Date.now();
+  const stack = await deployLocalStack((l) => say(`# ${l}`));
+  try {
+    if (stack.up.status !== 0) {
+      say(stack.up.out.slice(-6000));
+      say("# pulumi up of the local stack failed");
+      return 1;
+    }
+    say(`# deployed in ${Math.round((Date.now() - started) / 1000)} s: ${JSON.stringify(stack.up.summary)}`);
+    const host = `${LOCAL.serverName}`;
+    const r = await stack.node.exec(
+      [
+        // nsenter starts in /: tsx resolves from the repository.
+        "/usr/bin/env", "-C", path.resolve(__dirname, "../.."), process.execPath, "--import", "tsx", path.join(__dirname, "cli.ts"),
+        "--client-url", `https://${host}:${LOCAL.httpsPort}`, "--server-name", LOCAL.serverName,
+        "--traefik-http-url", `http://${host}:${LOCAL.httpPort}`, "--pin", "127.0.0.1", "--restart-services",
+      ],
+      { timeoutMs: 20 * 60_000, env: { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin` } },
+    );
+    say(r.stdout.trimEnd());
+    if (r.stderr.trim()) say(r.stderr.trimEnd());
+    if (r.code !== 0) {
+      for (const service of ["traefik", "dendrite", "socket-proxy"]) {
+        const logs = await stack.node.docker(["service", "logs", "--raw", "--tail", "40", service], { timeoutMs: 30_000 });
+        say(`--- ${service} log tail ---\n${logs.stdout}${logs.stderr}`);
+      }
+    }
+    return r.code === 0 ? 0 : 1;
+  } finally {
+    const left = stack.stop();
+    say(`# torn down${left.length > 0 ? `; LEFT BEHIND: ${left.join(", ")}` : ""} after ${Math.round((Date.now() - started) / 1000)} s`);
+  }
 }
 
 main().then(

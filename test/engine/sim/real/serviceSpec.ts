@@ -302,6 +302,11 @@ export function serviceSpec(p: Props): { spec: Props; converge?: ConvergeConfig 
     EndpointSpec = defined({ Mode: ep.str("mode"), Ports: ports.length > 0 ? ports : undefined });
     ep.done();
   }
+  // A kernel without IPVS (this machine's, FACTS.md) routes no service virtual IP: a test sets
+  // HM_REAL_ENDPOINT_MODE=dnsrr to run the program's VIP services as DNS round-robin instead. A
+  // named difference of the test machine, not of the program (droplet kernels have IPVS).
+  const forcedMode = process.env.HM_REAL_ENDPOINT_MODE;
+  if (forcedMode && !EndpointSpec?.Mode) EndpointSpec = { ...EndpointSpec, Mode: forcedMode };
   const cc = s.obj("convergeConfig");
   const converge = cc && { delayMs: (durationNs(cc.str("delay")) ?? 7e9) / 1e6, timeoutMs: (durationNs(cc.str("timeout")) ?? 180e9) / 1e6 };
   cc?.done();
