@@ -29,6 +29,12 @@ export interface Before {
   state: StateResource[];
 }
 
+export interface ProgramEdit {
+  file: string;
+  from: string;
+  to: string;
+}
+
 export interface Step {
   /** Stack-file overrides (keys without a namespace are hardened-matrix:); they accumulate over the steps. */
   set?: Record<string, unknown>;
@@ -38,8 +44,8 @@ export interface Step {
   advanceHours?: number;
   /** `pulumi state unprotect` of these URNs before the operation (an operator's act: the drill names its README section). */
   unprotect?: (b: Before) => string[];
-  /** A program edit (as a new version of this program would make): file relative to the program, text replaced. */
-  edit?: { file: string; from: string; to: string };
+  /** A program edit (as a new version of this program would make): file relative to the program, text replaced (several: all in one new version). */
+  edit?: ProgramEdit | ProgramEdit[];
   /** The operation (default up). */
   op?: "up" | "refresh" | "preview";
 }
@@ -62,6 +68,8 @@ export interface Drill {
   /** One line for `--list`. */
   summary: string;
   stack: StackName;
+  /** Stack-file overrides of the first deploy itself (e.g. vpn: headscale); drills with the same stack and base share it. */
+  base?: Record<string, unknown>;
   /** Steps run (and required to succeed) before the judged one, not judged. */
   prepare?: Step[];
   /** The one change that is judged. */
@@ -194,16 +202,18 @@ export function programAtRef(ref: string): { dir: string; remove: () => void } {
 }
 
 /** A copy of the program with one edit (a new version of the program, as an operator would deploy it). */
-function editedProgram(from: string, edit: NonNullable<Step["edit"]>, into: string): string {
+function editedProgram(from: string, edits: ProgramEdit | ProgramEdit[], into: string): string {
   mkdirSync(into, { recursive: true });
   for (const f of readdirSync(from)) {
     if (f === "index.ts" || f === "components" || f === "package.json" || /^Pulumi(\.[a-z0-9-]+)?\.yaml$/.test(f)) cpSync(path.join(from, f), path.join(into, f), { recursive: true });
   }
   symlinkSync(realpathSync(path.join(REPO, "node_modules")), path.join(into, "node_modules"));
-  const file = path.join(into, edit.file);
-  const text = readFileSync(file, "utf8");
-  if (!text.includes(edit.from)) throw new Error(`program edit: ${edit.file} has no ${JSON.stringify(edit.from)}`);
-  writeFileSync(file, text.split(edit.from).join(edit.to));
+  for (const edit of Array.isArray(edits) ? edits : [edits]) {
+    const file = path.join(into, edit.file);
+    const text = readFileSync(file, "utf8");
+    if (!text.includes(edit.from)) throw new Error(`program edit: ${edit.file} has no ${JSON.stringify(edit.from)}`);
+    writeFileSync(file, text.split(edit.from).join(edit.to));
+  }
   return into;
 }
 
@@ -266,18 +276,20 @@ export class DrillRunner {
     this.opts.log?.(line);
   }
 
-  private baseline(stack: StackName): Promise<string> {
-    let p = this.baselines.get(stack);
+  private baseline(stack: StackName, base: Record<string, unknown>): Promise<string> {
+    const key = `${stack} ${JSON.stringify(base)}`;
+    let p = this.baselines.get(key);
     if (!p) {
+      const n = this.baselines.size;
       p = (async () => {
-        const dir = path.join(this.root, `baseline-${stack}`);
+        const dir = path.join(this.root, `baseline-${stack}-${n}`);
         const t = Date.now();
-        const r = await runOp(dir, stack, "up", {}, [], this.programDir);
-        if (r.status !== 0) throw new Error(`the baseline up of ${stack} failed:\n${r.out.slice(-3000)}`);
-        this.log(`baseline ${stack}: ${JSON.stringify(r.summary)} in ${((Date.now() - t) / 1000).toFixed(0)} s`);
+        const r = await runOp(dir, stack, "up", base, [], this.programDir);
+        if (r.status !== 0) throw new Error(`the baseline up of ${key} failed:\n${tail(r.out)}`);
+        this.log(`baseline ${key}: ${JSON.stringify(r.summary)} in ${((Date.now() - t) / 1000).toFixed(0)} s`);
         return dir;
       })();
-      this.baselines.set(stack, p);
+      this.baselines.set(key, p);
     }
     return p;
   }
@@ -288,15 +300,16 @@ export class DrillRunner {
     let replaced: string[] | undefined;
     let updated: string[] | undefined;
     try {
-      const base = await this.baseline(drill.stack);
+      const baseSet = withNamespace(drill.base ?? {});
+      const base = await this.baseline(drill.stack, baseSet);
       rmSync(dir, { recursive: true, force: true });
       cpSync(base, dir, { recursive: true });
       const start = snapshot(dir, drill.stack);
-      const overrides: Record<string, unknown> = {};
+      const overrides: Record<string, unknown> = { ...baseSet };
       let programDirPath = this.programDir;
       let edits = 0;
       const doStep = async (step: Step, judged: boolean): Promise<OpResult & { before: Before }> => {
-        Object.assign(overrides, Object.fromEntries(Object.entries(step.set ?? {}).map(([k, v]) => [k.includes(":") ? k : `hardened-matrix:${k}`, v])));
+        Object.assign(overrides, withNamespace(step.set ?? {}));
         if (step.edit) programDirPath = editedProgram(programDirPath, step.edit, path.join(this.root, `${drill.name}-program-${++edits}`));
         if (step.advanceHours) advanceClock(step.advanceHours * 3600, path.join(dir, "cloud.json"));
         const before = snapshot(dir, drill.stack);
@@ -390,6 +403,11 @@ export class DrillRunner {
     this.program?.remove();
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+/** Stack-file keys without a namespace are the program's (hardened-matrix:). */
+function withNamespace(set: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(set).map(([k, v]) => [k.includes(":") ? k : `hardened-matrix:${k}`, v]));
 }
 
 function tail(out: string): string {
