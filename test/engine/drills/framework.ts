@@ -70,6 +70,8 @@ export interface Drill {
   stack: StackName;
   /** Stack-file overrides of the first deploy itself (e.g. vpn: headscale); drills with the same stack and base share it. */
   base?: Record<string, unknown>;
+  /** Stop the judged operation after this many seconds (default 15 minutes): a wait the old code never ends is a failure, judged from the cloud at that point. */
+  timeoutSeconds?: number;
   /** Steps run (and required to succeed) before the judged one, not judged. */
   prepare?: Step[];
   /** The one change that is judged. */
@@ -148,7 +150,7 @@ interface OpResult {
   summary?: Record<string, number>;
 }
 
-function runOp(dir: string, stack: string, op: string, overrides: Record<string, unknown>, replace: string[], programDirPath: string): Promise<OpResult> {
+function runOp(dir: string, stack: string, op: string, overrides: Record<string, unknown>, replace: string[], programDirPath: string, timeoutSeconds = 15 * 60): Promise<OpResult> {
   const args = ["--import", "tsx", path.join(REPO, "test/engine/run.ts"), op, "--stack", stack, "--dir", dir, "--json"];
   for (const [k, v] of Object.entries(overrides)) args.push("--set", `${k}=${JSON.stringify(v)}`);
   for (const u of replace) args.push("--replace", u);
@@ -157,17 +159,27 @@ function runOp(dir: string, stack: string, op: string, overrides: Record<string,
       cwd: REPO,
       env: { ...process.env, HM_PROGRAM_DIR: programDirPath, PULUMI_CONFIG_PASSPHRASE: undefined, PULUMI_BACKEND_URL: undefined, PULUMI_ACCESS_TOKEN: undefined },
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so a timeout stops the engine and the plugins it started too.
+      detached: true,
     });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGTERM"), 15 * 60_000);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, "SIGTERM");
+      } catch {
+        child.kill("SIGTERM");
+      }
+    }, timeoutSeconds * 1000);
     child.on("close", (code) => {
       clearTimeout(timer);
       const last = stdout.trim().split("\n").pop() ?? "";
       const summary = last.startsWith("{") ? (JSON.parse(last) as { summary: Record<string, number> }).summary : undefined;
-      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}`, summary });
+      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}${timedOut ? `\nerror: ${op} stopped after ${timeoutSeconds} s` : ""}`, summary });
     });
   });
 }
@@ -326,7 +338,7 @@ export class DrillRunner {
         const replace = step.replace?.(before) ?? [];
         // The state right before the operation (after any unprotect).
         const atOp = step.unprotect ? snapshot(dir, drill.stack) : before;
-        const r = await runOp(dir, drill.stack, step.op ?? "up", overrides, replace, programDirPath);
+        const r = await runOp(dir, drill.stack, step.op ?? "up", overrides, replace, programDirPath, judged ? drill.timeoutSeconds : undefined);
         if (!judged && r.status !== 0) throw new Error(`a prepare step failed:\n${r.out.slice(-3000)}`);
         return { ...r, before: atOp };
       };

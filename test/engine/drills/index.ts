@@ -405,7 +405,10 @@ const headscaleAdmin: Drill = {
  * key pattern refuses the base64url keys Headscale makes (about 91% of them; fixed with issue 15),
  * and when a key passes, its HeadscaleDirectory (a subclass without a constructor, which Pulumi's
  * closure serializer turns into `constructor() { super(); }`) has no URL: "Invalid URL" at the
- * deployer's key. Both drills' first deploy fails with one of these (recorded: the first).
+ * deployer's key. Both drills' first deploy fails with one of these (recorded: the first). To reach
+ * the findings, the drills were also run on a1620e9 plus only those two fixes (API_KEY_PATTERN of
+ * render/headscaleBootstrap.ts with `_-`; HeadscaleDirectory's explicit constructor, as on main):
+ * `--program-ref` of a local commit made so; what they said is in `failsOn` after the first message.
  */
 const A1620E9_HEADSCALE =
   'the baseline up of prod {"hardened-matrix:vpn":"headscale",...} failed: error: the Headscale bootstrap blob opened but holds no Headscale API key';
@@ -439,8 +442,14 @@ const headscaleDrills: Drill[] = [
     stack: "prod",
     base: HS_BASE,
     findings: [3],
-    failsOn: A1620E9_HEADSCALE,
+    failsOn:
+      `${A1620E9_HEADSCALE}. With those two fixes alone on a1620e9: expected one delete of cloud-headscale-state-attach, found 0: ` +
+      "158 create cloud-headscale-node, 159 update cloud-headscale-a; the change failed: error: 422 volume e0f2e058-... is already attached to droplet 400000044; " +
+      "error: up stopped after 240 s (the new control droplet was created beside the old one, its attachment refused, and the handover waits for a blob the new node cannot seal)",
     change: { replace: (b) => byName(b, "cloud-headscale-node", T.droplet) },
+    // About a minute here; without deleteBeforeReplace the handover waits 20 minutes for a new node
+    // that never gets its volume.
+    timeoutSeconds: 240,
     // The droplet and the volume's attachment (the A record is updated in place; the handover, replaced
     // with the droplet, is a dynamic resource the cloud's journal does not see).
     replaced: 2,
@@ -469,7 +478,9 @@ const headscaleDrills: Drill[] = [
     stack: "prod",
     base: HS_BASE,
     findings: [10],
-    failsOn: A1620E9_HEADSCALE,
+    failsOn:
+      `${A1620E9_HEADSCALE}. With those two fixes alone on a1620e9: the sealing key's public key changed or was lost: outputs now ["__provider"]; ` +
+      "the change failed: sealingPublicKeyPem is not a PEM public key (the control node's user data is rendered from the wiped key)",
     change: {
       // Code inside the closures the SDK serializes into each dynamic resource's `__provider`:
       // the sealing key's provider, and the API client used by the node keys and lookups.
