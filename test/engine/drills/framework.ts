@@ -29,6 +29,12 @@ export interface Before {
   state: StateResource[];
 }
 
+export interface ProgramEdit {
+  file: string;
+  from: string;
+  to: string;
+}
+
 export interface Step {
   /** Stack-file overrides (keys without a namespace are hardened-matrix:); they accumulate over the steps. */
   set?: Record<string, unknown>;
@@ -38,8 +44,8 @@ export interface Step {
   advanceHours?: number;
   /** `pulumi state unprotect` of these URNs before the operation (an operator's act: the drill names its README section). */
   unprotect?: (b: Before) => string[];
-  /** A program edit (as a new version of this program would make): file relative to the program, text replaced. */
-  edit?: { file: string; from: string; to: string };
+  /** A program edit (as a new version of this program would make): file relative to the program, text replaced (several: all in one new version). */
+  edit?: ProgramEdit | ProgramEdit[];
   /** The operation (default up). */
   op?: "up" | "refresh" | "preview";
 }
@@ -62,6 +68,10 @@ export interface Drill {
   /** One line for `--list`. */
   summary: string;
   stack: StackName;
+  /** Stack-file overrides of the first deploy itself (e.g. vpn: headscale); drills with the same stack and base share it. */
+  base?: Record<string, unknown>;
+  /** Stop the judged operation after this many seconds (default 15 minutes): a wait the old code never ends is a failure, judged from the cloud at that point. */
+  timeoutSeconds?: number;
   /** Steps run (and required to succeed) before the judged one, not judged. */
   prepare?: Step[];
   /** The one change that is judged. */
@@ -140,7 +150,7 @@ interface OpResult {
   summary?: Record<string, number>;
 }
 
-function runOp(dir: string, stack: string, op: string, overrides: Record<string, unknown>, replace: string[], programDirPath: string): Promise<OpResult> {
+function runOp(dir: string, stack: string, op: string, overrides: Record<string, unknown>, replace: string[], programDirPath: string, timeoutSeconds = 15 * 60): Promise<OpResult> {
   const args = ["--import", "tsx", path.join(REPO, "test/engine/run.ts"), op, "--stack", stack, "--dir", dir, "--json"];
   for (const [k, v] of Object.entries(overrides)) args.push("--set", `${k}=${JSON.stringify(v)}`);
   for (const u of replace) args.push("--replace", u);
@@ -149,17 +159,27 @@ function runOp(dir: string, stack: string, op: string, overrides: Record<string,
       cwd: REPO,
       env: { ...process.env, HM_PROGRAM_DIR: programDirPath, PULUMI_CONFIG_PASSPHRASE: undefined, PULUMI_BACKEND_URL: undefined, PULUMI_ACCESS_TOKEN: undefined },
       stdio: ["ignore", "pipe", "pipe"],
+      // Its own process group, so a timeout stops the engine and the plugins it started too.
+      detached: true,
     });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
     child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill("SIGTERM"), 15 * 60_000);
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid!, "SIGTERM");
+      } catch {
+        child.kill("SIGTERM");
+      }
+    }, timeoutSeconds * 1000);
     child.on("close", (code) => {
       clearTimeout(timer);
       const last = stdout.trim().split("\n").pop() ?? "";
       const summary = last.startsWith("{") ? (JSON.parse(last) as { summary: Record<string, number> }).summary : undefined;
-      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}`, summary });
+      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}${timedOut ? `\nerror: ${op} stopped after ${timeoutSeconds} s` : ""}`, summary });
     });
   });
 }
@@ -194,16 +214,18 @@ export function programAtRef(ref: string): { dir: string; remove: () => void } {
 }
 
 /** A copy of the program with one edit (a new version of the program, as an operator would deploy it). */
-function editedProgram(from: string, edit: NonNullable<Step["edit"]>, into: string): string {
+function editedProgram(from: string, edits: ProgramEdit | ProgramEdit[], into: string): string {
   mkdirSync(into, { recursive: true });
   for (const f of readdirSync(from)) {
     if (f === "index.ts" || f === "components" || f === "package.json" || /^Pulumi(\.[a-z0-9-]+)?\.yaml$/.test(f)) cpSync(path.join(from, f), path.join(into, f), { recursive: true });
   }
   symlinkSync(realpathSync(path.join(REPO, "node_modules")), path.join(into, "node_modules"));
-  const file = path.join(into, edit.file);
-  const text = readFileSync(file, "utf8");
-  if (!text.includes(edit.from)) throw new Error(`program edit: ${edit.file} has no ${JSON.stringify(edit.from)}`);
-  writeFileSync(file, text.split(edit.from).join(edit.to));
+  for (const edit of Array.isArray(edits) ? edits : [edits]) {
+    const file = path.join(into, edit.file);
+    const text = readFileSync(file, "utf8");
+    if (!text.includes(edit.from)) throw new Error(`program edit: ${edit.file} has no ${JSON.stringify(edit.from)}`);
+    writeFileSync(file, text.split(edit.from).join(edit.to));
+  }
   return into;
 }
 
@@ -266,18 +288,20 @@ export class DrillRunner {
     this.opts.log?.(line);
   }
 
-  private baseline(stack: StackName): Promise<string> {
-    let p = this.baselines.get(stack);
+  private baseline(stack: StackName, base: Record<string, unknown>): Promise<string> {
+    const key = `${stack} ${JSON.stringify(base)}`;
+    let p = this.baselines.get(key);
     if (!p) {
+      const n = this.baselines.size;
       p = (async () => {
-        const dir = path.join(this.root, `baseline-${stack}`);
+        const dir = path.join(this.root, `baseline-${stack}-${n}`);
         const t = Date.now();
-        const r = await runOp(dir, stack, "up", {}, [], this.programDir);
-        if (r.status !== 0) throw new Error(`the baseline up of ${stack} failed:\n${r.out.slice(-3000)}`);
-        this.log(`baseline ${stack}: ${JSON.stringify(r.summary)} in ${((Date.now() - t) / 1000).toFixed(0)} s`);
+        const r = await runOp(dir, stack, "up", base, [], this.programDir);
+        if (r.status !== 0) throw new Error(`the baseline up of ${key} failed:\n${tail(r.out)}`);
+        this.log(`baseline ${key}: ${JSON.stringify(r.summary)} in ${((Date.now() - t) / 1000).toFixed(0)} s`);
         return dir;
       })();
-      this.baselines.set(stack, p);
+      this.baselines.set(key, p);
     }
     return p;
   }
@@ -288,15 +312,16 @@ export class DrillRunner {
     let replaced: string[] | undefined;
     let updated: string[] | undefined;
     try {
-      const base = await this.baseline(drill.stack);
+      const baseSet = withNamespace(drill.base ?? {});
+      const base = await this.baseline(drill.stack, baseSet);
       rmSync(dir, { recursive: true, force: true });
       cpSync(base, dir, { recursive: true });
       const start = snapshot(dir, drill.stack);
-      const overrides: Record<string, unknown> = {};
+      const overrides: Record<string, unknown> = { ...baseSet };
       let programDirPath = this.programDir;
       let edits = 0;
       const doStep = async (step: Step, judged: boolean): Promise<OpResult & { before: Before }> => {
-        Object.assign(overrides, Object.fromEntries(Object.entries(step.set ?? {}).map(([k, v]) => [k.includes(":") ? k : `hardened-matrix:${k}`, v])));
+        Object.assign(overrides, withNamespace(step.set ?? {}));
         if (step.edit) programDirPath = editedProgram(programDirPath, step.edit, path.join(this.root, `${drill.name}-program-${++edits}`));
         if (step.advanceHours) advanceClock(step.advanceHours * 3600, path.join(dir, "cloud.json"));
         const before = snapshot(dir, drill.stack);
@@ -313,7 +338,7 @@ export class DrillRunner {
         const replace = step.replace?.(before) ?? [];
         // The state right before the operation (after any unprotect).
         const atOp = step.unprotect ? snapshot(dir, drill.stack) : before;
-        const r = await runOp(dir, drill.stack, step.op ?? "up", overrides, replace, programDirPath);
+        const r = await runOp(dir, drill.stack, step.op ?? "up", overrides, replace, programDirPath, judged ? drill.timeoutSeconds : undefined);
         if (!judged && r.status !== 0) throw new Error(`a prepare step failed:\n${r.out.slice(-3000)}`);
         return { ...r, before: atOp };
       };
@@ -390,6 +415,11 @@ export class DrillRunner {
     this.program?.remove();
     rmSync(this.root, { recursive: true, force: true });
   }
+}
+
+/** Stack-file keys without a namespace are the program's (hardened-matrix:). */
+function withNamespace(set: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(set).map(([k, v]) => [k.includes(":") ? k : `hardened-matrix:${k}`, v]));
 }
 
 function tail(out: string): string {

@@ -5,13 +5,12 @@
  * (before issue 15's fixes), recorded with `npm run drill -- NAME --program-ref a1620e9`.
  *
  * Issue 15's findings 3 (the Headscale state volume's attachment) and 10 (dynamic providers' diff)
- * have no drill: both need an `up` in Headscale mode, whose bootstrap fetches a sealed API key from
- * the control node over HTTP and calls Headscale's API, neither of which the simulated cloud serves
- * (a preview registers the dynamic resources, which finding 9's drill uses). They stay covered by
- * test/headscaleServer.test.ts and test/dynamicProviders.test.ts.
+ * are judged on a prod stack deployed with `vpn: headscale` (the drill's `base`): the simulated
+ * cloud's network (sim/net.ts) serves the control node's bootstrap and a fake Headscale API.
  */
 import assert from "node:assert/strict";
 import { DEFAULT_IMAGES, type ImageName } from "../../../components/settings";
+import type { SimHeadscale } from "../sim/net";
 import { byName, journalText, names, one, replacedNames, T, type Before, type Drill, type Judged, type StackName } from "./framework";
 
 const PROD_NODES = [
@@ -399,7 +398,123 @@ const headscaleAdmin: Drill = {
   check: (j) => assert.deepEqual(j.ran, []),
 };
 
-export const DRILLS: Drill[] = [...converged, addNode, ...replaceNodes, removeManager, removeOneManager, ...rotations, ...upgrades, ...settingsDrills, ...switches, headscaleAdmin];
+// ---------- Headscale mode ----------
+
+/**
+ * a1620e9's program cannot deploy Headscale mode at all, before either finding is reached: its API
+ * key pattern refuses the base64url keys Headscale makes (about 91% of them; fixed with issue 15),
+ * and when a key passes, its HeadscaleDirectory (a subclass without a constructor, which Pulumi's
+ * closure serializer turns into `constructor() { super(); }`) has no URL: "Invalid URL" at the
+ * deployer's key. Both drills' first deploy fails with one of these (recorded: the first). To reach
+ * the findings, the drills were also run on a1620e9 plus only those two fixes (API_KEY_PATTERN of
+ * render/headscaleBootstrap.ts with `_-`; HeadscaleDirectory's explicit constructor, as on main):
+ * `--program-ref` of a local commit made so; what they said is in `failsOn` after the first message.
+ */
+const A1620E9_HEADSCALE =
+  'the baseline up of prod {"hardened-matrix:vpn":"headscale",...} failed: error: the Headscale bootstrap blob opened but holds no Headscale API key';
+const HS_NODES = [...PROD_NODES, { name: "hm-prod-hs", size: "s-1vcpu-1gb", roles: ["headscale"] }];
+const HS_BASE = { vpn: "headscale", nodes: HS_NODES };
+const hsOf = (b: Before): SimHeadscale => {
+  const hs = (b.cloud as Before["cloud"] & { headscale?: SimHeadscale }).headscale;
+  assert.ok(hs, "the simulated cloud ran no Headscale");
+  return hs;
+};
+const STATE_VOLUME = "hm-prod-headscale";
+/** The Headscale database on the state volume: the same nodes (ids) joined before and after. */
+function sameTailnet(j: Judged): void {
+  const volume = Object.values(j.after.cloud.objects).find((o) => o.type === T.volume && o.state.name === STATE_VOLUME)!;
+  const was = hsOf(j.before).dbs[volume.id]!;
+  const now = hsOf(j.after).dbs[volume.id];
+  assert.ok(now, "Headscale's database is still the one on the state volume");
+  assert.deepEqual(now.nodes.map((n) => `${n.id} ${n.name}`), was.nodes.map((n) => `${n.id} ${n.name}`), "every node still joined, with its identity");
+}
+const dynamic = (b: Before, name: string) => {
+  const found = b.state.filter((r) => r.urn.endsWith(`::${name}`) && r.type.startsWith("pulumi-nodejs:dynamic/"));
+  assert.equal(found.length, 1, `one dynamic resource ${name} in the state, found ${found.length}`);
+  return found[0]!;
+};
+
+const headscaleDrills: Drill[] = [
+  {
+    name: "headscale-replace-control-node",
+    summary:
+      "prod, vpn headscale: README's `up --replace` of the control droplet detaches the state volume, deletes the droplet, then creates its successor; the volume is never on two droplets and every node stays joined",
+    stack: "prod",
+    base: HS_BASE,
+    findings: [3],
+    failsOn:
+      `${A1620E9_HEADSCALE}. With those two fixes alone on a1620e9: expected one delete of cloud-headscale-state-attach, found 0: ` +
+      "158 create cloud-headscale-node, 159 update cloud-headscale-a; the change failed: error: 422 volume e0f2e058-... is already attached to droplet 400000044; " +
+      "error: up stopped after 240 s (the new control droplet was created beside the old one, its attachment refused, and the handover waits for a blob the new node cannot seal)",
+    change: { replace: (b) => byName(b, "cloud-headscale-node", T.droplet) },
+    // About a minute here; without deleteBeforeReplace the handover waits 20 minutes for a new node
+    // that never gets its volume.
+    timeoutSeconds: 240,
+    // The droplet and the volume's attachment (the A record is updated in place; the handover, replaced
+    // with the droplet, is a dynamic resource the cloud's journal does not see).
+    replaced: 2,
+    check(j) {
+      const detached = one(j.ran, "delete", "cloud-headscale-state-attach", T.attachment);
+      const deleted = one(j.ran, "delete", "cloud-headscale-node", T.droplet);
+      const created = one(j.ran, "create", "cloud-headscale-node", T.droplet);
+      const attached = one(j.ran, "create", "cloud-headscale-state-attach", T.attachment);
+      assert.ok(detached.seq < deleted.seq, `the state volume is detached (${detached.seq}) before the control droplet is deleted (${deleted.seq})`);
+      assert.ok(deleted.seq < created.seq, `the control droplet is deleted (${deleted.seq}) before its successor is created (${created.seq}): deleteBeforeReplace`);
+      assert.ok(created.seq < attached.seq, `the volume attaches (${attached.seq}) to the new droplet (${created.seq})`);
+      // Protected and retained: the volume itself is never touched, and follows the new droplet alone.
+      assert.deepEqual(j.ran.filter((e) => e.type === T.volume).map((e) => `${e.op} ${e.name}`), []);
+      const volume = Object.values(j.after.cloud.objects).find((o) => o.type === T.volume && o.state.name === STATE_VOLUME)!;
+      assert.deepEqual(volume.state.dropletIds, [created.id], "the state volume is on the new control droplet only");
+      sameTailnet(j);
+      assert.deepEqual(j.ran.filter((e) => e.type === T.droplet && e.name !== "cloud-headscale-node").map((e) => `${e.op} ${e.name}`), [], "no cluster droplet touched");
+      const a = Object.values(j.after.cloud.objects).find((o) => o.type === "cloudflare:index/dnsRecord:DnsRecord" && o.state.name === "hs.example.org")!;
+      assert.equal(a.state.content, j.after.cloud.objects[created.id]!.state.ipv4Address, "the A record follows the new droplet");
+    },
+  },
+  {
+    name: "headscale-program-edit",
+    summary:
+      "prod, vpn headscale: a new version of the program (the sealing key's and the Headscale API client's code edited) keeps the sealing key pair, the handed-over API key and every node key; nothing in the cloud changes",
+    stack: "prod",
+    base: HS_BASE,
+    findings: [10],
+    failsOn:
+      `${A1620E9_HEADSCALE}. With those two fixes alone on a1620e9: the sealing key's public key changed or was lost: outputs now ["__provider"]; ` +
+      "the change failed: sealingPublicKeyPem is not a PEM public key (the control node's user data is rendered from the wiped key)",
+    change: {
+      // Code inside the closures the SDK serializes into each dynamic resource's `__provider`:
+      // the sealing key's provider, and the API client used by the node keys and lookups.
+      edit: [
+        { file: "components/platform/headscale.ts", from: "id: `sealing-${Date.now().toString(36)}`", to: "id: `sealing-v2-${Date.now().toString(36)}`" },
+        { file: "components/platform/headscaleApi.ts", from: "private readonly timeoutMs = 15_000", to: "private readonly timeoutMs = 20_000" },
+      ],
+    },
+    replaced: 0,
+    check(j) {
+      const was = dynamic(j.before, "cloud-headscale-sealing");
+      const now = dynamic(j.after, "cloud-headscale-sealing");
+      assert.equal(now.id, was.id, "the sealing key is the same resource");
+      assert.ok(typeof was.outputs?.publicKeyPem === "string", "the first deploy stored a public key");
+      assert.equal(now.outputs?.publicKeyPem, was.outputs?.publicKeyPem, `the sealing key's public key changed or was lost: outputs now ${JSON.stringify(Object.keys(now.outputs ?? {}))}`);
+      assert.ok(now.outputs?.privateKeyPem, `the sealing key's private key was lost: outputs now ${JSON.stringify(Object.keys(now.outputs ?? {}))}`);
+      // Every dynamic resource keeps its outputs (nothing stored as `{__provider}` alone) and its id.
+      for (const r of j.before.state.filter((x) => x.type.startsWith("pulumi-nodejs:dynamic/"))) {
+        const after = j.after.state.find((x) => x.urn === r.urn);
+        assert.ok(after, `${r.urn} was deleted`);
+        assert.equal(after.id, r.id, `${r.urn} was replaced`);
+        assert.deepEqual(Object.keys(after.outputs ?? {}).sort(), Object.keys(r.outputs ?? {}).sort(), `${r.urn} lost outputs`);
+      }
+      // No key lost or made anew in Headscale; the cloud is untouched.
+      const volume = Object.values(j.after.cloud.objects).find((o) => o.type === T.volume && o.state.name === STATE_VOLUME)!;
+      assert.deepEqual(hsOf(j.after).dbs[volume.id]!.keys, hsOf(j.before).dbs[volume.id]!.keys, "Headscale's pre-auth keys changed");
+      assert.deepEqual(hsOf(j.after).dbs[volume.id]!.apiKeys, hsOf(j.before).dbs[volume.id]!.apiKeys, "Headscale's API keys changed");
+      sameTailnet(j);
+      assert.deepEqual(j.ran, [], `the edit touched the cloud:\n${journalText(j.ran)}`);
+    },
+  },
+];
+
+export const DRILLS: Drill[] = [...converged, addNode, ...replaceNodes, removeManager, removeOneManager, ...rotations, ...upgrades, ...settingsDrills, ...switches, headscaleAdmin, ...headscaleDrills];
 
 const seen = new Set<string>();
 for (const d of DRILLS) {
