@@ -28,9 +28,16 @@ export interface CheckInput {
   accessToken?: string;
   /** Extra CA (PEM) to trust, e.g. a local stack's own certificate. */
   ca?: string;
+  /**
+   * false: the stack obtains no certificate (acmeCa "none", the local target): Traefik serves its own
+   * self-signed default, which names no host; the HTTPS check then reports what is served and skips.
+   */
+  acme?: boolean;
   /** Fail a certificate with fewer days left (Traefik renews Let's Encrypt certificates 30 days before expiry). */
   minCertDays?: number;
   timeoutMs?: number;
+  /** IPv4 address of a host named in a TURN URI; default the system resolver. */
+  resolve?: (host: string) => Promise<string>;
 }
 
 export interface CheckResult {
@@ -57,10 +64,10 @@ async function get(url: string, timeoutMs: number, headers: Record<string, strin
   }
 }
 
-/** Days until the certificate a TLS server presents expires; throws when it is not trusted or does not match. */
-function certificateDays(host: string, port: number, servername: string, ca: string | undefined, timeoutMs: number): Promise<{ days: number; subject: string }> {
+/** Days until the certificate a TLS server presents expires; throws when it is not trusted or does not match (unless verify is false). */
+function certificateDays(host: string, port: number, servername: string, ca: string | undefined, timeoutMs: number, verify = true): Promise<{ days: number; subject: string }> {
   return new Promise((resolve, reject) => {
-    const s = tlsConnect({ host, port, servername, ...(ca ? { ca } : {}), rejectUnauthorized: true, timeout: timeoutMs }, () => {
+    const s = tlsConnect({ host, port, servername, ...(ca ? { ca } : {}), rejectUnauthorized: verify, timeout: timeoutMs }, () => {
       const cert = s.getPeerCertificate();
       s.end();
       resolve({ days: Math.floor((new Date(cert.valid_to).getTime() - Date.now()) / 86_400_000), subject: String(cert.subject?.CN ?? "") });
@@ -87,7 +94,7 @@ export async function runChecks(i: CheckInput): Promise<CheckResult[]> {
       run: async () => {
         let r: { days: number; subject: string };
         try {
-          r = await certificateDays(host, port, servername, i.ca, timeout);
+          r = await certificateDays(i.resolve ? await i.resolve(host) : host, port, servername, i.ca, timeout);
         } catch (e) {
           throw new Failed(`${host}:${port} (SNI ${servername}): ${(e as Error).message}`, fix);
         }
@@ -160,7 +167,18 @@ export async function runChecks(i: CheckInput): Promise<CheckResult[]> {
     },
   });
 
-  if (clientUrl.protocol === "https:") {
+  if (clientUrl.protocol === "https:" && i.acme === false) {
+    checks.push({
+      name: "HTTPS certificate (client API)",
+      run: async () => {
+        const host = i.resolve ? await i.resolve(clientUrl.hostname) : clientUrl.hostname;
+        const r = await certificateDays(host, Number(clientUrl.port || 443), clientUrl.hostname, undefined, timeout, false).catch((e: Error) => {
+          throw new Failed(`${clientUrl.host}: ${e.message}`, "Traefik does not answer TLS: `docker service ps traefik`, `docker service logs traefik`");
+        });
+        return { skip: `no ACME on this stack (acmeCa none): Traefik serves its self-signed default (CN ${r.subject}, ${r.days} days), which no client trusts` };
+      },
+    });
+  } else if (clientUrl.protocol === "https:") {
     certCheck("HTTPS certificate (client API)", clientUrl.hostname, Number(clientUrl.port || 443), clientUrl.hostname, "`docker service logs traefik | grep -i acme`: DNS token valid? rate limited? the ACME volume writable?");
   } else {
     checks.push({ name: "HTTPS certificate (client API)", run: async () => ({ skip: `${client} is plain HTTP (no TLS to check)` }) });
@@ -184,7 +202,7 @@ export async function runChecks(i: CheckInput): Promise<CheckResult[]> {
       }
       const uri = creds.uris.map(parseTurnUri).find((u) => u.scheme === "turn" && u.transport === "udp");
       if (!uri) throw new Failed(`no turn:...?transport=udp among ${creds.uris.join(", ")}`, "the rendered turn_uris lack the UDP URI");
-      const host = (await lookup(uri.host, { family: 4 })).address;
+      const host = i.resolve ? await i.resolve(uri.host) : (await lookup(uri.host, { family: 4 })).address;
       const c = new TurnClient({ host, port: uri.port }, { username: creds.username, password: creds.password }, timeout);
       try {
         const a = await c.allocate();
@@ -273,6 +291,7 @@ async function main(): Promise<number> {
     turnUris: Array.isArray(outputs.turnUris) ? (outputs.turnUris as string[]) : [],
     ...(values["token-file"] ? { accessToken: readFileSync(values["token-file"], "utf8").trim() } : {}),
     ...(values.ca ? { ca: readFileSync(values.ca, "utf8") } : {}),
+    acme: String(stackConfig["hardened-matrix:acmeCa"] ?? "letsencrypt") !== "none",
   });
   for (const r of results) process.stdout.write(`${formatCheck(r)}\n`);
   const failed = results.filter((r) => r.status === "failed");

@@ -12,6 +12,7 @@ import * as tls from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { parse, stringify } from "yaml";
 import { ACME_STORAGE_DIR, CERT_RESOLVER } from "../components/render/traefik";
+import { runChecks, type CheckResult } from "../ops/check";
 import { planToDisk, ROOT } from "./support/plan";
 import { findTools } from "./support/realTool";
 
@@ -179,6 +180,20 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
       s.on("timeout", () => s.destroy(new Error("timeout")));
       s.on("error", reject);
     });
+  }
+
+  /** The self-check's HTTPS certificate check (ops/check.ts) against this Traefik, trusting pebble's root as a client trusts Let's Encrypt's. */
+  async function httpsCertificateCheck(): Promise<CheckResult> {
+    const rs = await runChecks({
+      clientUrl: `https://${MATRIX_HOST}:${ports.websecure}`,
+      serverName: MATRIX_HOST,
+      federation: { mode: "closed" },
+      turnUris: [],
+      ca: pebbleRoot,
+      resolve: async () => "127.0.0.1",
+      timeoutMs: 3000,
+    });
+    return rs.find((r) => r.name === "HTTPS certificate (client API)") ?? assert.fail(`no HTTPS certificate check among ${rs.map((r) => r.name).join(", ")}`);
   }
 
   function startTraefik(): ChildProcess {
@@ -380,6 +395,9 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
     assert.equal(ordersAdded(), orders, `no new order:\n${log("pebble").slice(-2000)}`);
     assert.equal(issued(), certs);
     assert.equal(readFileSync(storage, "utf8"), before, "acme.json unchanged");
+    const check = await httpsCertificateCheck();
+    assert.equal(check.status, "ok", JSON.stringify(check));
+    assert.match(check.detail, /^\d+ days left/);
   });
 
   test("day 2: a stored certificate inside the 30-day renewal window is renewed from pebble at start", async () => {
@@ -406,7 +424,19 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
     const certs = issued();
 
     startTraefik();
-    await waitFor("Traefik to renew", () => (/Renewing ACME certificate/.test(log("traefik")) && issued() > certs ? true : undefined), 90_000);
+    // Traefik renews at start, sometimes before its HTTP-01 challenge router is in place: pebble's validation
+    // then gets a 404 and Traefik tries again only at its next renewal check (daily). Seen here under load;
+    // a restart is that next check, once.
+    let restarted = false;
+    await waitFor("Traefik to renew", async () => {
+      if (!restarted && /Error renewing ACME certificate.*returned 404/.test(log("traefik"))) {
+        restarted = true;
+        console.log("# Traefik's renewal at start raced its challenge router (404); restarting it once");
+        await stop(traefik);
+        startTraefik();
+      }
+      return /Renewing ACME certificate/.test(log("traefik")) && issued() > certs ? true : undefined;
+    }, 120_000);
     await settle(3000, 30_000);
     assert.equal(issued(), certs + 1, `exactly one new certificate:\n${log("pebble").slice(-2000)}`);
     const renewed = await waitFor("acme.json to hold the renewed certificate", () => {
@@ -423,5 +453,35 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
     assert.ok(r.authorized, r.error);
     assert.notEqual(hex(r.cert.serialNumber), hex(nearExpiry.serialNumber), "the near-expiry certificate is no longer served");
     assert.equal(statSync(storage).mode & 0o777, 0o600);
+  });
+
+  test("self-check: with no certificate obtained (the CA unreachable, acme.json empty) the HTTPS certificate check fails, naming itself", async () => {
+    await stop(traefik);
+    const kept = readFileSync(staticFile, "utf8");
+    const st = parse(kept) as { certificatesResolvers: Record<string, { acme: { caServer: string } }> };
+    const closed = net.createServer();
+    await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
+    const deadPort = (closed.address() as AddressInfo).port;
+    await new Promise((r) => closed.close(r));
+    st.certificatesResolvers[CERT_RESOLVER].acme.caServer = `https://127.0.0.1:${deadPort}/dir`;
+    writeFileSync(staticFile, stringify(st));
+    rmSync(storage);
+    try {
+      startTraefik();
+      // Traefik answers TLS with its generated default certificate while its resolver cannot reach the CA.
+      // The dev stack's TLS options are sniStrict: with no certificate for the name, Traefik refuses the
+      // handshake (unrecognized_name) rather than serve its default certificate.
+      await waitFor("Traefik to listen on websecure", () => new Promise<true | undefined>((r) => {
+        const c = net.connect({ host: "127.0.0.1", port: ports.websecure }, () => (c.end(), r(true)));
+        c.on("error", () => r(undefined));
+      }), 60_000);
+      await waitFor("Traefik's resolver to give up on the CA", () => (/Unable to obtain ACME certificate/.test(log("traefik")) ? true : undefined), 60_000);
+      const check = await httpsCertificateCheck();
+      assert.equal(check.status, "failed", JSON.stringify(check));
+      assert.match(check.detail, /unrecognized name|self-signed certificate/);
+      assert.match(check.fix ?? "", /acme/);
+    } finally {
+      writeFileSync(staticFile, kept);
+    }
   });
 });

@@ -13,16 +13,20 @@
  *   npm run e2e -- --deployed         the local stack deployed by the real engine onto a private Docker engine
  *                                     (a network namespace) with the real programs' images; the scenario
  *                                     runs inside that namespace through Traefik (test/e2e/deployed.ts)
- *   ... --pin ADDR                    (with --client-url) send the server name's requests to ADDR and trust
- *                                     exactly the certificate served there (pinned); --restart-services
- *                                     restarts every service of the engine at DOCKER_HOST for the restart step
+ *   ... --pin ADDR                    (with --client-url) send the server name's requests to ADDR and accept
+ *                                     there only Traefik's generated default certificate (a local stack);
+ *                                     --restart-services restarts every service of the engine at DOCKER_HOST
+ *                                     for the restart step; --self-check-outputs FILE (the stack's outputs)
+ *                                     then runs the self-check, stops coTURN and Dendrite, and checks again
  */
 import { spawnSync } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { createAccounts } from "../../ops/users";
-import { deployLocalStack, LOCAL, pinStack, restartServices, waitForRoutes } from "./deployed";
+import { formatCheck, runChecks, type CheckInput, type CheckResult } from "../../ops/check";
+import { deployLocalStack, LOCAL, restartServices, routeToLocalStack, waitForRoutes } from "./deployed";
 import { startHostStack, type HostStack } from "./hostStack";
 import { formatResult, runScenario, type ScenarioTarget } from "./scenario";
 
@@ -39,16 +43,16 @@ async function main(): Promise<number> {
       deployed: { type: "boolean", default: false },
       pin: { type: "string" },
       "restart-services": { type: "boolean", default: false },
+      "self-check-outputs": { type: "string" },
     },
   });
   const say = (s: string) => process.stdout.write(`${s}\n`);
   let stack: HostStack | undefined;
   let target: ScenarioTarget;
   if (values.deployed) return runDeployed(say);
-  let repin: (() => Promise<string>) | undefined;
   if (values.pin) {
     const u = new URL(values["client-url"] ?? "");
-    repin = await pinStack(u.hostname, values.pin, Number(u.port || 443));
+    routeToLocalStack(u.hostname, values.pin);
     say(`# Traefik routes the client API after ${await waitForRoutes(u.origin)} ms`);
   }
   if (values["client-url"]) {
@@ -58,6 +62,8 @@ async function main(): Promise<number> {
       serverName: values["server-name"],
       wellKnownBaseUrl: values["well-known"] ?? values["client-url"],
       ...(values["traefik-http-url"] ? { traefik: { httpUrl: values["traefik-http-url"] } } : {}),
+      // The pinned stack's own name (in its TURN URIs too) resolves to the pinned address; nothing else does.
+      ...(values.pin ? { resolve: pinnedResolver(new URL(values["client-url"]).hostname, values.pin) } : {}),
       register: async (localpart, password) => {
         const docker = (args: string[], input?: string) => {
           const r = spawnSync("docker", args, { input, encoding: "utf8", timeout: 120_000 });
@@ -70,8 +76,6 @@ async function main(): Promise<number> {
         ? {
             restart: async () => {
               await restartServices();
-              // Traefik makes a new self-signed default certificate at every start: trust the new one.
-              if (repin) say(`# re-pinned the served certificate after the restart: ${await repin()}`);
               if (values["client-url"]) say(`# Traefik routes the client API again after ${await waitForRoutes(values["client-url"])} ms`);
             },
           }
@@ -97,6 +101,7 @@ async function main(): Promise<number> {
     const results = await runScenario(target, (r) => say(formatResult(r)));
     failed = results.filter((r) => r.status === "failed").length;
     say(`${results.filter((r) => r.status === "ok").length} ok, ${failed} failed, ${results.filter((r) => r.status === "skipped").length} skipped`);
+    if (values["self-check-outputs"]) failed += await selfCheckDrill(target, JSON.parse(readFileSync(values["self-check-outputs"], "utf8")) as Record<string, unknown>, values.pin, say);
     if (failed > 0 && stack) say(`--- last server logs ---\n${stack.logs().split("\n").slice(-60).join("\n")}`);
     if (values.keep && stack) {
       say("");
@@ -119,6 +124,76 @@ async function main(): Promise<number> {
   return failed > 0 ? 1 : 0;
 }
 
+/**
+ * The self-check (ops/check.ts) against the deployed stack, fed the stack's outputs as `npm run check` reads
+ * them: every check passes or says why it skips; then with coTURN stopped the TURN check fails, and with
+ * Dendrite stopped the client API check fails, each naming itself. Returns the number of unmet expectations.
+ */
+async function selfCheckDrill(t: ScenarioTarget, outputs: Record<string, unknown>, pin: string | undefined, say: (s: string) => void): Promise<number> {
+  const localpart = `e2e-check-${randomBytes(3).toString("hex")}`;
+  const password = randomBytes(18).toString("base64url");
+  await t.register(localpart, password);
+  const login = await fetch(`${t.clientBaseUrl}/_matrix/client/v3/login`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ type: "m.login.password", identifier: { type: "m.id.user", user: localpart }, password }),
+  });
+  const token = ((await login.json()) as { access_token?: string }).access_token;
+  const input: CheckInput = {
+    clientUrl: String(outputs.matrixUrl),
+    serverName: String(outputs.serverName),
+    federation: { mode: "closed" },
+    turnUris: Array.isArray(outputs.turnUris) ? (outputs.turnUris as string[]) : [],
+    ...(token ? { accessToken: token } : {}),
+    acme: false,
+    timeoutMs: 5000,
+    ...(t.resolve ? { resolve: t.resolve } : {}),
+  };
+  let unmet = 0;
+  const expect = (what: string, ok: boolean) => {
+    say(`${ok ? "ok  " : "FAIL"} self-check: ${what}`);
+    if (!ok) unmet++;
+  };
+  const show = (rs: CheckResult[]) => rs.forEach((r) => say(`#   ${formatCheck(r).replace(/\n/g, "\n#   ")}`));
+  const byName = (rs: CheckResult[], name: string) => rs.find((r) => r.name === name);
+  say(`# self-check with the stack's outputs (${input.clientUrl}, ${input.turnUris.join(", ")})${pin ? `, ${new URL(input.clientUrl).hostname} at ${pin}` : ""}:`);
+  const healthy = await runChecks(input);
+  show(healthy);
+  const failedNow = healthy.filter((r) => r.status === "failed").map((r) => r.name);
+  expect(`passes on the running stack (failed: ${failedNow.join(", ") || "none"})`, failedNow.length === 0);
+  expect("the TURN check allocated a relay", byName(healthy, "TURN credentials and an allocation")?.status === "ok");
+  expect("the admin-path check saw 404 through Traefik", byName(healthy, "admin paths closed (/_dendrite/, /_synapse/)")?.status === "ok");
+  const scale = (service: string) => {
+    const r = spawnSync("docker", ["service", "scale", "--detach", `${service}=0`], { encoding: "utf8", timeout: 60_000 });
+    if (r.status !== 0) throw new Error(`docker service scale ${service}=0: ${r.stderr}`);
+  };
+  const waitForFailure = async (name: string, deadlineMs: number): Promise<CheckResult[]> => {
+    const end = Date.now() + deadlineMs;
+    for (;;) {
+      const rs = await runChecks(input);
+      if (byName(rs, name)?.status === "failed" || Date.now() > end) return rs;
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  };
+  scale("coturn");
+  const noTurn = await waitForFailure("TURN credentials and an allocation", 60_000);
+  show(noTurn);
+  expect("with coTURN stopped, the TURN check fails and says what to do", byName(noTurn, "TURN credentials and an allocation")?.status === "failed" && /coTURN/.test(byName(noTurn, "TURN credentials and an allocation")?.fix ?? ""));
+  expect("with coTURN stopped, the client API check still passes", byName(noTurn, "client API (/_matrix/client/versions)")?.status === "ok");
+  scale("dendrite");
+  const noDendrite = await waitForFailure("client API (/_matrix/client/versions)", 60_000);
+  show(noDendrite);
+  expect("with Dendrite stopped, the client API check fails", byName(noDendrite, "client API (/_matrix/client/versions)")?.status === "failed");
+  return unmet;
+}
+
+function pinnedResolver(name: string, addr: string): (host: string) => Promise<string> {
+  return async (host) => {
+    if (host !== name) throw new Error(`no address for ${host} in this test (only ${name} is pinned)`);
+    return addr;
+  };
+}
+
 /** --deployed: deploy, run this CLI again inside the stack's namespace against Traefik, tear down. */
 async function runDeployed(say: (s: string) => void): Promise<number> {
   const started = Date.now();
@@ -131,12 +206,15 @@ async function runDeployed(say: (s: string) => void): Promise<number> {
     }
     say(`# deployed in ${Math.round((Date.now() - started) / 1000)} s: ${JSON.stringify(stack.up.summary)}`);
     const host = `${LOCAL.serverName}`;
+    // The stack's outputs as `pulumi stack output --json` gives them (secrets masked), for the self-check.
+    const outputsFile = path.join(path.dirname(stack.dir), "outputs.json");
+    writeFileSync(outputsFile, JSON.stringify(stack.up.outputs ?? {}));
     const r = await stack.node.exec(
       [
         // nsenter starts in /: tsx resolves from the repository.
         "/usr/bin/env", "-C", path.resolve(__dirname, "../.."), process.execPath, "--import", "tsx", path.join(__dirname, "cli.ts"),
         "--client-url", `https://${host}:${LOCAL.httpsPort}`, "--server-name", LOCAL.serverName,
-        "--traefik-http-url", `http://${host}:${LOCAL.httpPort}`, "--pin", "127.0.0.1", "--restart-services",
+        "--traefik-http-url", `http://${host}:${LOCAL.httpPort}`, "--pin", "127.0.0.1", "--restart-services", "--self-check-outputs", outputsFile,
       ],
       { timeoutMs: 20 * 60_000, env: { PATH: `${path.dirname(process.execPath)}:/usr/sbin:/usr/bin:/sbin:/bin` } },
     );

@@ -5,17 +5,17 @@
  * inside that namespace, where Traefik's published ports are, and talks to it over HTTPS.
  *
  * TLS: the local stack serves Traefik's self-signed default certificate (components/settings.ts: the
- * local target has no ACME), generated anew at every Traefik start, naming no host of ours. The client
- * trusts exactly that certificate, pinned by its SHA-256 fingerprint after reading it once from the
- * served handshake (and re-pinned after a restart of Traefik); nothing else is trusted and verification
- * stays on for every other connection.
+ * local target has no ACME), generated anew at every configuration change, naming no host of ours. The
+ * client accepts exactly such a certificate (routeToLocalStack), at the namespace's own address only.
  */
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { X509Certificate } from "node:crypto";
+import * as net from "node:net";
 import * as tls from "node:tls";
-import { Agent, fetch as undiciFetch } from "undici";
+import { Agent, buildConnector, fetch as undiciFetch } from "undici";
 import type { ImageName } from "../../components/settings";
 import { REPO } from "../engine/harness";
 import { loadImages } from "../images/images";
@@ -36,6 +36,8 @@ export interface EngineRun {
   status: number;
   out: string;
   summary?: Record<string, number>;
+  /** The stack's outputs after `up` (secrets masked). */
+  outputs?: Record<string, unknown>;
 }
 
 /** One engine operation in its own process (test/engine/run.ts), bounded. */
@@ -54,8 +56,8 @@ export function engineRun(dir: string, dockerHost: string, op: string, ...args: 
     child.on("close", (code) => {
       clearTimeout(timer);
       const last = stdout.trim().split("\n").pop() ?? "";
-      const summary = last.startsWith("{") ? (JSON.parse(last) as { summary: Record<string, number> }).summary : undefined;
-      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}`, summary });
+      const parsed = last.startsWith("{") ? (JSON.parse(last) as { summary: Record<string, number>; outputs?: Record<string, unknown> }) : undefined;
+      resolve({ status: code ?? -1, out: `${stdout}\n${stderr}`, summary: parsed?.summary, outputs: parsed?.outputs });
     });
   });
 }
@@ -100,50 +102,51 @@ export async function deployLocalStack(log: (line: string) => void = () => undef
   }
 }
 
-/** The SHA-256 fingerprint and PEM of the certificate served at addr:port for SNI `name` (read once, to pin). */
-export function servedCertificate(addr: string, port: number, name: string, timeoutMs = 10_000): Promise<{ fingerprint256: string; pem: string }> {
-  return new Promise((resolve, reject) => {
-    // Verification is off for this one read only: what it returns is then pinned, and every request
-    // afterwards verifies the chain against it and the fingerprint exactly.
-    const s = tls.connect({ host: addr, port, servername: name, rejectUnauthorized: false, timeout: timeoutMs }, () => {
-      const c = s.getPeerCertificate();
-      s.end();
-      if (!c.raw) return reject(new Error(`no certificate from ${addr}:${port}`));
-      const b64 = c.raw.toString("base64").replace(/.{64}/g, "$&\n");
-      resolve({ fingerprint256: c.fingerprint256, pem: `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n` });
-    });
-    s.on("error", reject);
-    s.on("timeout", () => s.destroy(new Error(`TLS to ${addr}:${port}: no handshake within ${timeoutMs} ms`)));
-  });
+/**
+ * Traefik's generated default certificate: self-signed, CN "TRAEFIK DEFAULT CERT", one DNS name
+ * `<32 hex>.<32 hex>.traefik.default` (traefik/traefik v3.7.13 pkg/tls/generate/generate.go). Traefik makes a
+ * new one at every dynamic configuration change, not only at start (pkg/tls/tlsmanager.go UpdateConfigs ->
+ * getDefaultCertificate), so a fingerprint pinned once breaks as soon as a task restarts or moves.
+ * Returns why `raw` is not such a certificate, or undefined.
+ */
+export function notTraefikDefault(raw: Buffer): string | undefined {
+  const c = new X509Certificate(raw);
+  if (!/^CN=TRAEFIK DEFAULT CERT$/m.test(c.subject) || c.issuer !== c.subject) return `subject ${c.subject} / issuer ${c.issuer} is not Traefik's generated default`;
+  if (!/^DNS:[0-9a-f]{32}\.[0-9a-f]{32}\.traefik\.default$/.test(c.subjectAltName ?? "")) return `names ${c.subjectAltName}, not <hex>.<hex>.traefik.default`;
+  if (!c.verify(c.publicKey)) return "its self-signature does not verify";
+  if (Date.parse(c.validTo) < Date.now() || Date.parse(c.validFrom) > Date.now() + 60_000) return `not valid now (${c.validFrom} - ${c.validTo})`;
+  return undefined;
 }
 
 /**
- * Routes this process's fetch (the scenario's and matrix-js-sdk's) for `name` to `addr`, trusting for
- * HTTPS the certificate served there now, pinned. Returns a function that re-pins (after Traefik restarts).
+ * Routes this process's fetch (the scenario's and matrix-js-sdk's) for `name` to `addr`, and for HTTPS
+ * accepts exactly Traefik's generated default certificate (above) served there: the local stack has no
+ * ACME, so nothing better can be verified; every other name is refused.
  */
-export async function pinStack(name: string, addr: string, httpsPort: number): Promise<() => Promise<string>> {
-  let agent: Agent | undefined;
-  const pin = async (): Promise<string> => {
-    const cert = await servedCertificate(addr, httpsPort, name);
-    const old = agent;
-    agent = new Agent({
-      connect: {
-        // net.connect asks for all addresses (autoSelectFamily) or for one: answer in the form asked.
-        lookup: ((host: string, opts: { all?: boolean }, cb: (...a: unknown[]) => void) => {
-          if (host !== name) return cb(new Error(`no address for ${host} in this test`));
-          return opts.all ? cb(null, [{ address: addr, family: 4 }]) : cb(null, addr, 4);
-        }) as never,
-        ca: cert.pem,
-        checkServerIdentity: (_host, peer) => (peer.fingerprint256 === cert.fingerprint256 ? undefined : new Error(`certificate ${peer.fingerprint256} is not the pinned ${cert.fingerprint256}`)),
-      },
-    });
-    void old?.close();
-    return cert.fingerprint256;
-  };
-  await pin();
+export function routeToLocalStack(name: string, addr: string): void {
+  const agent = new Agent({
+    connect: (opts: buildConnector.Options, cb: buildConnector.Callback) => {
+      if (opts.hostname !== name) return cb(new Error(`no address for ${opts.hostname} in this test (only ${name})`), null);
+      const port = Number(opts.port || (opts.protocol === "https:" ? 443 : 80));
+      if (opts.protocol !== "https:") {
+        const s = net.connect({ host: addr, port }, () => cb(null, s));
+        s.once("error", (e) => cb(e, null));
+        return;
+      }
+      // The chain check is done by notTraefikDefault: Node's verifier cannot trust a certificate that changes.
+      const s = tls.connect({ host: addr, port, servername: name, rejectUnauthorized: false, ALPNProtocols: ["http/1.1"] }, () => {
+        const why = notTraefikDefault(s.getPeerCertificate().raw);
+        if (why) {
+          s.destroy();
+          return cb(new Error(`${addr}:${port} served a certificate that ${why}`), null);
+        }
+        cb(null, s);
+      });
+      s.once("error", (e) => cb(e, null));
+    },
+  });
   globalThis.fetch = ((input: Parameters<typeof fetch>[0], init?: RequestInit) =>
     undiciFetch(input as Parameters<typeof undiciFetch>[0], { ...(init as Parameters<typeof undiciFetch>[1]), dispatcher: agent })) as unknown as typeof fetch;
-  return pin;
 }
 
 /** Every service of the stack restarted (a forced update: new tasks), each waited for until its task is healthy again. */

@@ -34,6 +34,8 @@ export interface ScenarioTarget {
   restart?: () => Promise<void>;
   /** Per-wait bound (sync, invite, message). */
   timeoutMs?: number;
+  /** IPv4 address of a host named in a TURN URI; default the system resolver (a pinned stack answers for its own name). */
+  resolve?: (host: string) => Promise<string>;
 }
 
 export interface StepResult {
@@ -303,7 +305,7 @@ export async function runScenario(t: ScenarioTarget, report: (r: StepResult) => 
       run: async () => {
         const uri = turn!.uris.map(parseTurnUri).find((u) => u.scheme === "turn" && u.transport === "udp");
         check(uri, `no turn:...?transport=udp URI among ${turn!.uris.join(", ")}`);
-        const host = (await lookup(uri.host, { family: 4 })).address;
+        const host = t.resolve ? await t.resolve(uri.host) : (await lookup(uri.host, { family: 4 })).address;
         const good = new TurnClient({ host, port: uri.port }, turn!);
         const bad = new TurnClient({ host, port: uri.port }, { username: turn!.username, password: "d3Jvbmc=" });
         try {
@@ -401,7 +403,9 @@ export async function runScenario(t: ScenarioTarget, report: (r: StepResult) => 
           const detail = await s.run();
           result = { name: s.name, status: "ok", detail: detail ?? "", ms: Date.now() - started };
         } catch (e) {
-          const msg = e instanceof Error ? e.message : String(e);
+          // undici's "fetch failed" says why only in its cause (refused, reset, a certificate, a lookup).
+          const cause = e instanceof Error && e.cause instanceof Error ? `: ${e.cause.message}` : "";
+          const msg = `${e instanceof Error ? e.message : String(e)}${cause}`;
           result = { name: s.name, status: "failed", detail: e instanceof StepFailure ? msg : `unexpected error: ${msg}`, ms: Date.now() - started };
         }
       }

@@ -93,6 +93,7 @@ async function main(): Promise<number> {
       process.stderr.write(err);
     };
     let summary: unknown;
+    let outputs: Record<string, unknown> | undefined;
     switch (op) {
       case "preview": {
         const events: EngineEvent[] = [];
@@ -108,6 +109,8 @@ async function main(): Promise<number> {
       case "up": {
         const r = await stack.up({ diff: true, replace, onOutput, onError });
         summary = r.summary.resourceChanges;
+        // What `pulumi stack output --json` shows (ops/check.ts reads it); secrets stay masked.
+        outputs = Object.fromEntries(Object.entries(r.outputs).map(([k, o]) => [k, o.secret ? "[secret]" : o.value]));
         break;
       }
       case "refresh": {
@@ -122,7 +125,7 @@ async function main(): Promise<number> {
         break;
       }
     }
-    if (values.json) console.log(`\n${JSON.stringify({ op, summary })}`);
+    if (values.json) console.log(`\n${JSON.stringify({ op, summary, ...(outputs ? { outputs } : {}) })}`);
     return 0;
   } catch (e) {
     // The engine's output and errors have been streamed already; the Automation API's error
