@@ -142,24 +142,19 @@ function containerSpec(c: Fields): Props {
     h.done();
     return line;
   });
-  const secrets = c.list("secrets").map((s) => {
-    const out = defined({
-      SecretID: s.str("secretId"),
-      SecretName: s.str("secretName"),
-      File: { Name: s.str("fileName"), UID: s.str("fileUid") ?? "0", GID: s.str("fileGid") ?? "0", Mode: s.num("fileMode") ?? 0o444 },
+  // A secret and a config reference map alike: an ID, a name and the file it appears as (uid/gid "0", mode 0444 unless set).
+  const fileRefs = (key: "secrets" | "configs", kind: "Secret" | "Config") =>
+    c.list(key).map((s) => {
+      const out = defined({
+        [`${kind}ID`]: s.str(`${kind.toLowerCase()}Id`),
+        [`${kind}Name`]: s.str(`${kind.toLowerCase()}Name`),
+        File: { Name: s.str("fileName"), UID: s.str("fileUid") ?? "0", GID: s.str("fileGid") ?? "0", Mode: s.num("fileMode") ?? 0o444 },
+      });
+      s.done();
+      return out;
     });
-    s.done();
-    return out;
-  });
-  const configs = c.list("configs").map((s) => {
-    const out = defined({
-      ConfigID: s.str("configId"),
-      ConfigName: s.str("configName"),
-      File: { Name: s.str("fileName"), UID: s.str("fileUid") ?? "0", GID: s.str("fileGid") ?? "0", Mode: s.num("fileMode") ?? 0o444 },
-    });
-    s.done();
-    return out;
-  });
+  const secrets = fileRefs("secrets", "Secret");
+  const configs = fileRefs("configs", "Config");
   const env = c.map("env");
   const spec = defined({
     Image: c.str("image"),
