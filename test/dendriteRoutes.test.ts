@@ -39,7 +39,7 @@ test("well-known is served on the server name and the Matrix host, with CORS", (
 
 test("the public room directory needs an access token Dendrite accepts", () => {
   const l = dendriteRouterLabels(base);
-  assert.equal(rules(l)["dendrite-public-rooms"], "Host(`matrix.example.org`) && PathRegexp(`^/_matrix/client/[^/]+/publicRooms`)");
+  assert.equal(rules(l)["dendrite-public-rooms"], "Host(`matrix.example.org`) && PathRegexp(`^/_matrix/client/[^/]+/publicRooms`) && !Method(`OPTIONS`)");
   assert.equal(l["traefik.http.routers.dendrite-public-rooms.middlewares"], "matrix-require-token");
   assert.equal(l["traefik.http.middlewares.matrix-require-token.forwardauth.address"], "http://dendrite:8008/_matrix/client/v3/account/whoami");
   // The token travels in the Authorization header, which forwardAuth copies to whoami; query-string

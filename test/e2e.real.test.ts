@@ -71,7 +71,12 @@ describe("e2e: a real Matrix client against the rendered local stack on real ser
     // What runs without Traefik is the whole client flow; only the routing checks wait for it.
     assert.deepEqual(
       results.filter((r) => r.status === "skipped").map((r) => r.name),
-      ["media: legacy /_matrix/media/v3/download needs a token at Traefik", "admin paths /_dendrite/ and /_synapse/ are not reachable through Traefik", "plain HTTP serves no Matrix API (redirects to HTTPS)"],
+      [
+        "media: legacy /_matrix/media/v3/download needs a token at Traefik",
+        "admin paths /_dendrite/ and /_synapse/ are not reachable through Traefik",
+        "room directory: a browser's CORS preflight is answered, the directory itself needs a token",
+        "plain HTTP serves no Matrix API (redirects to HTTPS)",
+      ],
     );
     assert.ok(results.length >= 17);
   });
@@ -137,7 +142,7 @@ const deployedSkip = clusterSkipReason() ?? (builtEngine() ? undefined : "the Pu
 if (deployedSkip && process.env.CI) throw new Error(`the deployed e2e runs in CI: ${deployedSkip}`);
 describe("e2e: the real client through Traefik against the deployed local stack", { skip: deployedSkip, timeout: 40 * 60_000 }, () => {
   test("every step passes, the Traefik-only checks and the restart of every service included; the self-check passes, then fails naming the stopped service; teardown leaves nothing", {
-    // 16 ok, 1 skip (the wrong-secret registration needs Dendrite's admin path straight, which Traefik does not route).
+    // 17 ok, 1 skip (the wrong-secret registration needs Dendrite's admin path straight, which Traefik does not route).
     timeout: 36 * 60_000,
   }, async () => {
     const started = Date.now();
@@ -148,7 +153,7 @@ describe("e2e: the real client through Traefik against the deployed local stack"
     assert.equal(r.status, 0, out.slice(-8000));
     assert.match(out, /^\d+ ok, 0 failed, 1 skipped$/m);
     assert.match(out, /^skip shared-secret registration with a wrong secret is refused \(admin path\)/m);
-    for (const step of ["admin paths /_dendrite/ and /_synapse/ are not reachable through Traefik", "plain HTTP serves no Matrix API (redirects to HTTPS)", "media: legacy /_matrix/media/v3/download needs a token at Traefik", "a restart of every service loses no message"]) {
+    for (const step of ["admin paths /_dendrite/ and /_synapse/ are not reachable through Traefik", "plain HTTP serves no Matrix API (redirects to HTTPS)", "media: legacy /_matrix/media/v3/download needs a token at Traefik", "room directory: a browser's CORS preflight is answered, the directory itself needs a token", "a restart of every service loses no message"]) {
       assert.match(out, new RegExp(`^ok .*${step.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}`, "m"), step);
     }
     for (const expectation of [

@@ -68,7 +68,11 @@ export function dendriteRouterLabels(i: DendriteRoutesInput): Record<string, str
   // content/client-server-api/_index.md, "Using access tokens"), and whoami sees no query here.
   labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.address`] = `http://${i.service}:${i.port}/_matrix/client/v3/account/whoami`;
   labels[`traefik.http.middlewares.${REQUIRE_TOKEN}.forwardauth.trustForwardHeader`] = "false";
-  router("public-rooms", "websecure", `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`)`, { middlewares: [REQUIRE_TOKEN], priority: 1000 });
+  // A browser's CORS preflight carries no token (Fetch standard, "CORS-preflight request"): behind the
+  // token check it got whoami's 401 and Element Web on another origin could not list rooms. OPTIONS
+  // goes to the client router instead, where Dendrite answers it with CORS headers and never runs the
+  // handler (internal/httputil/httpapi.go MakeExternalAPI -> matrix-org/util json.go MakeJSONAPI).
+  router("public-rooms", "websecure", `${host} && PathRegexp(\`^/_matrix/client/[^/]+/publicRooms\`) && !Method(\`OPTIONS\`)`, { middlewares: [REQUIRE_TOKEN], priority: 1000 });
   // Media without a token: Dendrite v0.15.2 serves /_matrix/media/{r0,v1,v3}/download and /thumbnail
   // to anyone and fetches a remote server's file onto the media volume when it is not cached
   // (element-hq/dendrite mediaapi/routing/routing.go download_unauthed, thumbnail_unauthed; download.go

@@ -357,6 +357,25 @@ export async function runScenario(t: ScenarioTarget, report: (r: StepResult) => 
       },
     },
     {
+      name: "room directory: a browser's CORS preflight is answered, the directory itself needs a token",
+      needs: "traefik",
+      after: ["both users log in with their password"],
+      run: async () => {
+        const url = `${base}/_matrix/client/v3/publicRooms`;
+        // What a browser sends before Element Web (another origin) asks with its Authorization header.
+        const pre = await http(url, { method: "OPTIONS", headers: { Origin: "https://app.element.io", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization" } });
+        const allowHeaders = (pre.headers.get("access-control-allow-headers") ?? "").toLowerCase();
+        check(pre.status >= 200 && pre.status < 300, `the preflight answered ${pre.status}: ${pre.body.slice(0, 120)}`);
+        check(pre.headers.get("access-control-allow-origin") !== null && /\bauthorization\b/.test(allowHeaders), `the preflight allows origin ${pre.headers.get("access-control-allow-origin")}, headers "${allowHeaders}"`);
+        check(pre.json?.chunk === undefined, "the preflight returned the room directory");
+        const anon = await http(url);
+        check(anon.status === 401 && anon.json?.chunk === undefined, `publicRooms without a token answered ${anon.status}: ${anon.body.slice(0, 120)}`);
+        const withToken = await http(url, { headers: auth(users.bob) });
+        check(withToken.status === 200 && Array.isArray(withToken.json?.chunk), `publicRooms with bob's token answered ${withToken.status}`);
+        return `OPTIONS ${pre.status}, without a token ${anon.status}, with one ${withToken.status}`;
+      },
+    },
+    {
       name: "plain HTTP serves no Matrix API (redirects to HTTPS)",
       needs: "traefik",
       run: async () => {
