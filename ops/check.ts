@@ -12,6 +12,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { connect as tlsConnect } from "node:tls";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
+import { TAG_DATABASE, TAG_MEDIA } from "../components/render/backup";
 import { parseTurnUri, TurnClient } from "../test/e2e/turn";
 
 export interface CheckInput {
@@ -38,6 +39,18 @@ export interface CheckInput {
   timeoutMs?: number;
   /** IPv4 address of a host named in a TURN URI; default the system resolver. */
   resolve?: (host: string) => Promise<string>;
+  /** The backup repository (stack outputs backupRepository, backupRepositoryPassword, backupS3*); absent: not checked. */
+  backup?: BackupTarget;
+}
+
+export interface BackupTarget {
+  repository: string;
+  password: string;
+  s3?: { accessKeyId: string; secretAccessKey: string };
+  /** backupIntervalHours: the newest database snapshot may be this old plus an hour, as the backup service's own health allows. */
+  intervalHours: number;
+  /** The restic binary; default `restic` on PATH. */
+  restic?: string;
 }
 
 export interface CheckResult {
@@ -233,7 +246,7 @@ export async function runChecks(i: CheckInput): Promise<CheckResult[]> {
     },
   });
 
-  checks.push({ name: "backup freshness", run: async () => ({ skip: "not checked from outside: `docker service logs backup` shows the last snapshot" }) });
+  checks.push({ name: "backup freshness", run: async () => (i.backup ? backupFreshness(i.backup, timeout) : { skip: "not asked (give --backup: it reads the repository password from the stack) or backups are off" }) });
 
   const results: CheckResult[] = [];
   for (const c of checks) {
@@ -247,9 +260,65 @@ export async function runChecks(i: CheckInput): Promise<CheckResult[]> {
   return results;
 }
 
+/** The newest snapshot of each kind the backup service writes (components/render/backup.ts tags), read with restic itself. */
+function backupFreshness(b: BackupTarget, timeoutMs: number): string | { skip: string } {
+  const restic = b.restic ?? "restic";
+  const fix = "`docker service ps backup` and `docker service logs backup` say why the backups fail";
+  const newest = (tag: string): { id: string; time: number } | undefined => {
+    // The password on stdin (restic reads it there when stdin is not a terminal), never in an environment
+    // variable or a file; only what restic needs is passed on (an operator's own RESTIC_* must not interfere).
+    const r = spawnSync(restic, ["snapshots", "--json", "--no-lock", "--no-cache", "--tag", tag], {
+      input: `${b.password}\n`,
+      encoding: "utf8",
+      timeout: Math.max(timeoutMs, 60_000),
+      env: {
+        PATH: process.env.PATH ?? "/usr/bin:/bin",
+        HOME: process.env.HOME ?? "/",
+        RESTIC_REPOSITORY: b.repository,
+        ...(b.s3 ? { AWS_ACCESS_KEY_ID: b.s3.accessKeyId, AWS_SECRET_ACCESS_KEY: b.s3.secretAccessKey } : {}),
+      },
+    });
+    if ((r.error as NodeJS.ErrnoException | undefined)?.code === "ENOENT") throw new Skip(`${restic} is not installed here: install restic to check the backups`);
+    if (r.status !== 0) {
+      const why = (r.stderr || r.error?.message || "").trim().split("\n").filter((l) => !/reading repository password/.test(l)).pop() ?? "";
+      throw new Failed(`restic snapshots on ${b.repository}: ${why}`, /wrong password|no key found/i.test(why) ? "the password is not this repository's: stack output backupRepositoryPassword" : `the repository URL and S3 key (stack outputs backupRepository, backupS3AccessKeyId); ${fix}`);
+    }
+    // restic 0.14 prints "reading repository password from stdin" on stdout before the JSON, even with --json.
+    const json = r.stdout.split("\n").find((l) => l.startsWith("[")) ?? "[]";
+    const list = JSON.parse(json) as { short_id: string; time: string }[];
+    return list.map((x) => ({ id: x.short_id, time: Date.parse(x.time) })).sort((a, z) => z.time - a.time)[0];
+  };
+  try {
+    const db = newest(TAG_DATABASE);
+    if (!db) throw new Failed(`no database snapshot in ${b.repository}`, `the first backup runs right after the deploy: ${fix}`);
+    const hours = (Date.now() - db.time) / 3_600_000;
+    const limit = b.intervalHours + 1;
+    if (hours > limit) throw new Failed(`the newest database snapshot (${db.id}) is ${hours.toFixed(1)} h old, more than the interval plus an hour (${limit} h)`, fix);
+    const media = newest(TAG_MEDIA);
+    const mediaAge = media ? `media ${media.id} ${((Date.now() - media.time) / 3_600_000).toFixed(1)} h old` : "no media snapshot (none until the first upload)";
+    return `database ${db.id} ${hours.toFixed(1)} h old (limit ${limit} h); ${mediaAge}`;
+  } catch (e) {
+    if (e instanceof Skip) return { skip: e.message };
+    throw e;
+  }
+}
+
+class Skip extends Error {}
+
 export function formatCheck(r: CheckResult): string {
   const tag = r.status === "ok" ? "ok  " : r.status === "skipped" ? "skip" : "FAIL";
   return `${tag} ${r.name}: ${r.detail}${r.fix ? `\n     -> ${r.fix}` : ""}`;
+}
+
+/** The backup repository from the stack's outputs (with secrets shown). */
+export function backupTarget(outputs: Record<string, unknown>, intervalHours: number): BackupTarget {
+  const str = (k: string) => (typeof outputs[k] === "string" && outputs[k] !== "[secret]" ? (outputs[k] as string) : undefined);
+  const repository = str("backupRepository");
+  const password = str("backupRepositoryPassword");
+  if (!repository || !password) throw new Error("--backup: the stack has no backupRepository/backupRepositoryPassword output (backups off, or the outputs were read without --show-secrets)");
+  const accessKeyId = str("backupS3AccessKeyId");
+  const secretAccessKey = str("backupS3SecretAccessKey");
+  return { repository, password, intervalHours, ...(accessKeyId && secretAccessKey ? { s3: { accessKeyId, secretAccessKey } } : {}) };
 }
 
 async function main(): Promise<number> {
@@ -263,19 +332,21 @@ async function main(): Promise<number> {
       "federation-url": { type: "string" },
       "token-file": { type: "string" },
       ca: { type: "string" },
+      backup: { type: "boolean", default: false },
     },
     // --client-url: reach the client API at this address instead of the stack's matrixUrl (which
     // /.well-known must still name), e.g. the host stack of `npm run e2e -- --keep`.
   });
   if (!values.stack) {
-    process.stderr.write("usage: npm run check -- --stack NAME [--token-file FILE] [--ca PEM]\n");
+    process.stderr.write("usage: npm run check -- --stack NAME [--token-file FILE] [--ca PEM] [--backup]\n");
     return 2;
   }
   const outputs = values.outputs
     ? (JSON.parse(readFileSync(values.outputs, "utf8")) as Record<string, unknown>)
     : values["client-url"]
       ? {}
-      : (JSON.parse(spawnSync("npx", ["pulumi", "stack", "output", "--json", "--stack", values.stack], { encoding: "utf8" }).stdout || "{}") as Record<string, unknown>);
+      : // --backup: the repository password is a secret output; it stays in this process and goes to restic on stdin.
+        (JSON.parse(spawnSync("npx", ["pulumi", "stack", "output", "--json", "--stack", values.stack, ...(values.backup ? ["--show-secrets"] : [])], { encoding: "utf8" }).stdout || "{}") as Record<string, unknown>);
   const stackFile = `Pulumi.${values.stack}.yaml`;
   const stackConfig = existsSync(stackFile) ? ((parseYaml(readFileSync(stackFile, "utf8")) as { config?: Record<string, unknown> })?.config ?? {}) : {};
   const mode = values.federation ?? String(stackConfig["hardened-matrix:federationMode"] ?? "closed");
@@ -292,6 +363,7 @@ async function main(): Promise<number> {
     ...(values["token-file"] ? { accessToken: readFileSync(values["token-file"], "utf8").trim() } : {}),
     ...(values.ca ? { ca: readFileSync(values.ca, "utf8") } : {}),
     acme: String(stackConfig["hardened-matrix:acmeCa"] ?? "letsencrypt") !== "none",
+    ...(values.backup ? { backup: backupTarget(outputs, Number(stackConfig["hardened-matrix:backupIntervalHours"] ?? 6)) } : {}),
   });
   for (const r of results) process.stdout.write(`${formatCheck(r)}\n`);
   const failed = results.filter((r) => r.status === "failed");
