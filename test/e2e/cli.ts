@@ -104,7 +104,7 @@ async function main(): Promise<number> {
       say("Create an account (it reads the password from stdin: type it on the next line, then Enter):");
       say(`  ${stack.createAccountCommand("yourname")}`);
       say(`Then log in from any Matrix client with homeserver ${stack.clientBaseUrl} (plain HTTP on loopback: no Traefik here).`);
-      say(`TURN: 127.0.0.1:${stack.turn.port}/udp. Ctrl-C stops everything and deletes ${stack.dir}.`);
+      say(`TURN: 127.0.0.1:${stack.turn!.port}/udp. Ctrl-C stops everything and deletes ${stack.dir}.`);
       // Handlers stay installed through the teardown: a second Ctrl-C (or npm passing the signal on) must not
       // kill this process before the servers are stopped and the temp dir is gone.
       await new Promise<void>((resolve) => {
