@@ -116,7 +116,7 @@ export async function startHostStack(opts: HostStackOptions = {}): Promise<HostS
   const tools = { initdb: which("initdb"), postgres: which("postgres"), pgIsready: which("pg_isready"), turnserver: which("turnserver"), setpriv: which("setpriv"), timeout: which("timeout") };
   const pgBin = dirname(realpathSync(tools.postgres));
 
-  say("rendering the local stack (npm run plan -- --stack local)");
+  if (!opts.plan) say("rendering the local stack (npm run plan -- --stack local)");
   const plan = opts.plan ?? planToDisk("local");
   const file = (suffix: string): string => {
     const hit = [...plan.files.keys()].find((k) => k.endsWith(suffix));
