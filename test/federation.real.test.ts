@@ -259,10 +259,11 @@ describe("two servers of this program federate through the real edge; a third is
 
   // Upstream limitation, kept visible: the rendered global.dns_cache (on for a security reason, see
   // components/render/dendrite.ts) makes Dendrite dial `addr.String()+":"+port`, which is no address for
-  // IPv6 (gomatrixserverlib fclient/dnscache.go DialContext; the same in the version v0.15.2 pins,
-  // bf86bc98b879, and on its main branch). So a remote server reachable only over IPv6 gets no federation
-  // traffic from ours, while Go's plain dialer (the .well-known lookup) reaches it. This is why the
-  // servers above use IPv4. If this test fails, the upstream dialer changed: revisit the README caveat.
+  // IPv6 (matrix-org/gomatrixserverlib fclient/dnscache.go DialContext, the same at 6697d93cbcba, which
+  // element-hq/dendrite v0.15.2 pins and passes to its clients in setup/base/base.go WithDNSCache). So a
+  // remote server reachable only over IPv6 gets no federation traffic from ours, while Go's plain dialer
+  // (the .well-known lookup) reaches it. This is why the servers above use IPv4. If this test fails, the
+  // upstream dialer changed: revisit the README caveat ("Two servers federating").
   test("upstream limitation: with the rendered dns_cache, Dendrite never dials a server whose only address is IPv6", async () => {
     const seen = lan.spawn(process.execPath, ["-e", `for (const p of [443, 8448]) require("net").createServer((c) => { console.log("conn " + p); c.destroy(); }).listen(p, "${V6_ONLY.addr}", () => console.log("listening " + p));`]);
     let out = "";

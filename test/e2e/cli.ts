@@ -13,6 +13,8 @@
  *   npm run e2e -- --deployed         the local stack deployed by the real engine onto a private Docker engine
  *                                     (a network namespace) with the real programs' images; the scenario
  *                                     runs inside that namespace through Traefik (test/e2e/deployed.ts)
+ *   npm run e2e -- --federation       two servers federating through their real edges, a third refused at the
+ *                                     gate (test/federation.real.test.ts, run by node's test runner)
  *   ... --pin ADDR                    (with --client-url) send the server name's requests to ADDR and trust
  *                                     exactly the certificate served there (pinned); --restart-services
  *                                     restarts every service of the engine at DOCKER_HOST for the restart step
@@ -39,12 +41,17 @@ async function main(): Promise<number> {
       deployed: { type: "boolean", default: false },
       pin: { type: "string" },
       "restart-services": { type: "boolean", default: false },
+      federation: { type: "boolean", default: false },
     },
   });
   const say = (s: string) => process.stdout.write(`${s}\n`);
   let stack: HostStack | undefined;
   let target: ScenarioTarget;
   if (values.deployed) return runDeployed(say);
+  if (values.federation) {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-reporter", "spec", path.join(__dirname, "../federation.real.test.ts")], { stdio: "inherit", timeout: 900_000 });
+    return r.status ?? 1;
+  }
   let repin: (() => Promise<string>) | undefined;
   if (values.pin) {
     const u = new URL(values["client-url"] ?? "");
