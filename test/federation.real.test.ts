@@ -181,6 +181,7 @@ describe("two servers of this program federate through the real edge; a third is
       await x.stack.stop().catch(() => undefined);
     }
     lan?.teardown();
+    for (const x of servers) rmSync(path.dirname(x.plan.dir), { recursive: true, force: true });
     if (work) rmSync(work, { recursive: true, force: true });
     console.log(`# total ${((Date.now() - started) / 1000).toFixed(0)} s`);
   });

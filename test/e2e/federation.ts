@@ -306,6 +306,7 @@ export async function startServers(lan: NetnsLan, specs: ServerSpec[], pebble: P
       await s.edge?.stop();
       await s.stack.stop();
     }
+    for (const p of plans) rmSync(path.dirname(p.dir), { recursive: true, force: true });
     throw e;
   }
   return specs.map((spec) => out.find((s) => s.spec === spec)!);
