@@ -176,10 +176,12 @@ describe("two servers of this program federate through the real edge; a third is
         if (x.edge) writeFileSync(path.join(keep, `${x.spec.name}.gate.log`), x.edge.gateLog());
       }
     }
-    for (const x of servers) {
-      await x.edge?.stop().catch(() => undefined);
-      await x.stack.stop().catch(() => undefined);
-    }
+    await Promise.all(
+      servers.map(async (x) => {
+        await x.edge?.stop().catch(() => undefined);
+        await x.stack.stop().catch(() => undefined);
+      }),
+    );
     lan?.teardown();
     for (const x of servers) rmSync(path.dirname(x.plan.dir), { recursive: true, force: true });
     if (work) rmSync(work, { recursive: true, force: true });
