@@ -28,13 +28,14 @@ import { findTools } from "./support/realTool";
 // Everything runs in one network namespace this test creates (test/support/netnsLan.ts); every change to a
 // rendered file is printed as an adaptation.
 //
-// Addresses: the public ones are in 2001:db8::/32 (IPv6 documentation). The rendered
-// federation_api.deny_networks denies every IPv4 documentation range (192.0.2/24, 198.51.100/24,
-// 203.0.113/24) and 10/8 etc., which Dendrite v0.15.2 enforces on outbound federation; the v0.13.8
-// stand-in ignores the key (test/support/dendriteV013.ts), so with a denied range this test would pass
-// here and fail on the pinned Dendrite. 2001:db8::/32 is not in the rendered list (asserted below), so the
-// scenario is valid for v0.15.2 too. The servers' private services (Postgres, Dendrite, gate) listen on
-// 127.0.1.x, never a federation destination.
+// Addresses: the rendered federation_api.deny_networks denies every private and IPv4 documentation range
+// (10/8, 192.0.2/24, 198.51.100/24, 203.0.113/24, ...), which Dendrite v0.15.2 enforces on outbound
+// federation; the v0.13.8 stand-in ignores the key (test/support/dendriteV013.ts), so on a denied range
+// this test would pass here and fail on the pinned Dendrite. The IPv6 documentation range is not denied,
+// but the rendered dns_cache cannot dial IPv6 (the "upstream limitation" test below). So the public
+// addresses are in 192.31.196.0/24 (IANA special-purpose AS112, globally reachable, hence not denied;
+// asserted below); the namespace has no route out, so nothing reaches the real block. The servers'
+// private services (Postgres, Dendrite, gate) listen on 127.0.1.x, never a federation destination.
 
 const found = findTools({
   ip: ["ip", "iproute2"],
