@@ -89,7 +89,7 @@ describe("e2e: a real Matrix client against the rendered local stack on real ser
       expectedBaseUrl: stack.wellKnownBaseUrl,
       serverName: stack.serverName,
       federation: { mode: "closed" as const },
-      turnUris: [`turn:127.0.0.1:${stack.turn.port}?transport=udp`],
+      turnUris: [`turn:127.0.0.1:${stack.turn!.port}?transport=udp`],
       accessToken: token,
       timeoutMs: 5000,
     });

@@ -15,6 +15,7 @@ import { ACME_STORAGE_DIR, CERT_RESOLVER } from "../components/render/traefik";
 import { runChecks, type CheckResult } from "../ops/check";
 import { planToDisk, ROOT } from "./support/plan";
 import { findTools } from "./support/realTool";
+import { planSwarm, swarmApiStandIn } from "./support/swarmApiStandIn";
 
 // The real Traefik (v3.7.13, test/images/build-traefik.sh) obtains its first certificate through its
 // own ACME resolver, as the dev stack renders it (acmeCa letsencrypt-staging, HTTP-01 on the `web`
@@ -59,54 +60,6 @@ async function freePort(): Promise<number> {
   const port = (s.address() as AddressInfo).port;
   await new Promise((r) => s.close(r));
   return port;
-}
-
-interface PlanService {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  networks: string[];
-}
-type Resource = { type: string; id: string; inputs: Record<string, unknown> };
-
-/** The Docker Engine API calls Traefik's Swarm provider makes, answered from the plan (one task per service). */
-function dockerApi(services: PlanService[], networks: Map<string, string>, addr: string): http.Server {
-  const json = (res: http.ServerResponse, body: unknown) => {
-    res.writeHead(200, { "Content-Type": "application/json", "Api-Version": "1.47" });
-    res.end(JSON.stringify(body));
-  };
-  return http.createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://docker");
-    const p = url.pathname.replace(/^\/v[0-9.]+/, "");
-    if (p === "/_ping") {
-      res.writeHead(200, { "Api-Version": "1.47", "Content-Type": "text/plain" });
-      return res.end(req.method === "HEAD" ? undefined : "OK");
-    }
-    if (p === "/version") return json(res, { Version: "27.5.1", ApiVersion: "1.47", MinAPIVersion: "1.24", Os: "linux", Arch: "amd64" });
-    if (p === "/networks") return json(res, [...networks].map(([id, name]) => ({ Id: id, Name: name, Scope: "swarm", Driver: "overlay" })));
-    if (p === "/services") {
-      return json(res, services.map((s) => ({ ID: s.id, Version: { Index: 1 }, Spec: { Name: s.name, Labels: s.labels, Mode: { Replicated: { Replicas: 1 } }, EndpointSpec: { Mode: "vip" } }, Endpoint: { Spec: { Mode: "vip" } } })));
-    }
-    if (p === "/tasks") {
-      const filters = JSON.parse(url.searchParams.get("filters") ?? "{}") as Record<string, Record<string, boolean>>;
-      const ids = Object.keys(filters.service ?? {});
-      return json(
-        res,
-        services
-          .filter((s) => ids.length === 0 || ids.includes(s.id))
-          .map((s) => ({
-            ID: `task-${s.id}`,
-            ServiceID: s.id,
-            Slot: 1,
-            DesiredState: "running",
-            Status: { State: "running" },
-            NetworksAttachments: s.networks.map((n) => ({ Network: { ID: n, Spec: { Name: networks.get(n) } }, Addresses: [`${addr}/8`] })),
-          })),
-      );
-    }
-    res.writeHead(404, { "Content-Type": "application/json" });
-    res.end(JSON.stringify({ message: `not served by the test: ${req.method} ${p}` }));
-  });
 }
 
 interface StoredCert {
@@ -268,19 +221,9 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
     });
 
     // The plan's services and networks, through the Docker API stand-in.
-    const resources = plan.resources as unknown as Resource[];
-    const networks = new Map(resources.filter((r) => r.type === "docker:index/network:Network").map((r) => [r.id, r.inputs.name as string]));
-    const services: PlanService[] = resources
-      .filter((r) => r.type === "docker:index/service:Service")
-      .map((r) => {
-        const task = (r.inputs.taskSpec ?? {}) as { networksAdvanceds?: { id?: string }[] };
-        return {
-          id: r.id,
-          name: r.inputs.name as string,
-          labels: Object.fromEntries(((r.inputs.labels ?? []) as { label: string; value: string }[]).map((l) => [l.label, l.value])),
-          networks: (task.networksAdvanceds ?? []).map((n) => n.id).filter((n): n is string => n !== undefined && networks.has(n)),
-        };
-      });
+    const resources = plan.resources as unknown as { type: string; id: string; inputs: Record<string, unknown> }[];
+    const swarm = planSwarm(plan.resources);
+    const { services } = swarm;
     wanted = [
       ...new Set(
         services.flatMap((svc) =>
@@ -294,7 +237,7 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
     const traefikService = resources.find((r) => r.type === "docker:index/service:Service" && r.inputs.name === "traefik");
     const mounts = ((traefikService?.inputs.taskSpec as { containerSpec?: { mounts?: { target: string; readOnly?: boolean; type: string }[] } })?.containerSpec?.mounts ?? []);
     traefikMountTarget = mounts.find((m) => m.target === ACME_STORAGE_DIR && m.readOnly === false)?.target ?? "";
-    const api = dockerApi(services, networks, "127.0.0.1");
+    const api = swarmApiStandIn(swarm, { addr: () => "127.0.0.1" });
     await new Promise<void>((r) => api.listen(0, "127.0.0.1", r));
     servers.push(api);
 
@@ -429,7 +372,8 @@ describe(`Traefik's ACME resolver (stack ${STACK}) against the real pebble`, { s
     // a restart is that next check, once.
     let restarted = false;
     await waitFor("Traefik to renew", async () => {
-      if (!restarted && /Error renewing ACME certificate.*returned 404/.test(log("traefik"))) {
+      // One JSON line: its "error" field (with "returned 404") comes before its "message".
+      if (!restarted && log("traefik").split("\n").some((l) => l.includes("Error renewing ACME certificate") && l.includes("returned 404"))) {
         restarted = true;
         console.log("# Traefik's renewal at start raced its challenge router (404); restarting it once");
         await stop(traefik);

@@ -13,6 +13,7 @@ import { parse, stringify } from "yaml";
 import { TRAEFIK_DYNAMIC_PATH, TRAEFIK_PORTS } from "../components/render/traefik";
 import { DEFAULT_IMAGES } from "../components/settings";
 import { planToDisk, ROOT, type PlanOnDisk } from "./support/plan";
+import { planSwarm, swarmApiStandIn } from "./support/swarmApiStandIn";
 
 // The real Traefik (v3.7.13 built from the Go module proxy by test/images/build-traefik.sh) runs the
 // local stack's rendered static and dynamic configuration, its routers coming from the Dendrite
@@ -71,57 +72,6 @@ const ports: Record<string, number> = {};
 let staticFile = "";
 let dendriteAddr = "";
 
-interface PlanService {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  networks: string[];
-}
-
-/** A minimal Docker Engine API with Swarm (the calls pkg/provider/docker/pswarm.go makes), over the plan. */
-function dockerApi(services: PlanService[], networks: Map<string, string>, addrs: Map<string, Map<string, string>>): http.Server {
-  const json = (res: http.ServerResponse, body: unknown) => {
-    res.writeHead(200, { "Content-Type": "application/json", "Api-Version": "1.47" });
-    res.end(JSON.stringify(body));
-  };
-  return http.createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://docker");
-    const p = url.pathname.replace(/^\/v[0-9.]+/, "");
-    dockerCalls.push(`${req.method} ${p}`);
-    if (p === "/_ping") {
-      res.writeHead(200, { "Api-Version": "1.47", "Content-Type": "text/plain" });
-      return res.end(req.method === "HEAD" ? undefined : "OK");
-    }
-    if (p === "/version") return json(res, { Version: "27.5.1", ApiVersion: "1.47", MinAPIVersion: "1.24", Os: "linux", Arch: "amd64" });
-    if (p === "/networks") return json(res, [...networks].map(([id, name]) => ({ Id: id, Name: name, Scope: "swarm", Driver: "overlay" })));
-    if (p === "/services") {
-      return json(
-        res,
-        services.map((s) => ({ ID: s.id, Version: { Index: 1 }, Spec: { Name: s.name, Labels: s.labels, Mode: { Replicated: { Replicas: 1 } }, EndpointSpec: { Mode: "vip" } }, Endpoint: { Spec: { Mode: "vip" } } })),
-      );
-    }
-    if (p === "/tasks") {
-      const filters = JSON.parse(url.searchParams.get("filters") ?? "{}") as Record<string, Record<string, boolean>>;
-      const ids = Object.keys(filters.service ?? {});
-      return json(
-        res,
-        services
-          .filter((s) => ids.length === 0 || ids.includes(s.id))
-          .map((s) => ({
-            ID: `task-${s.id}`,
-            ServiceID: s.id,
-            Slot: 1,
-            DesiredState: "running",
-            Status: { State: "running" },
-            NetworksAttachments: s.networks.map((n) => ({ Network: { ID: n, Spec: { Name: networks.get(n) } }, Addresses: [`${addrs.get(s.id)?.get(n)}/8`] })),
-          })),
-      );
-    }
-    res.writeHead(404, { "Content-Type": "application/json" });
-    res.end(JSON.stringify({ message: `not served by the test: ${req.method} ${p}` }));
-  });
-}
-
 /** The Dendrite stand-in: records what reaches it; answers whoami by the token, as Dendrite does. */
 function backend(): http.Server {
   return http.createServer((req, res) => {
@@ -164,18 +114,8 @@ before(async () => {
   dir = mkdtempSync(path.join(tmpdir(), "hm-traefik-"));
 
   // The plan's Swarm networks and services, as the engine would list them.
-  const networks = new Map<string, string>();
-  const services: PlanService[] = [];
-  for (const r of plan.resources as unknown as { type: string; id: string; inputs: Record<string, unknown> }[]) {
-    if (r.type === "docker:index/network:Network") networks.set(r.id, r.inputs.name as string);
-  }
-  for (const r of plan.resources as unknown as { type: string; id: string; inputs: Record<string, unknown> }[]) {
-    if (r.type !== "docker:index/service:Service") continue;
-    const labels = Object.fromEntries(((r.inputs.labels ?? []) as { label: string; value: string }[]).map((l) => [l.label, l.value]));
-    const task = (r.inputs.taskSpec ?? {}) as { networksAdvanceds?: { id?: string }[] };
-    const nets = (task.networksAdvanceds ?? []).map((n) => n.id).filter((n): n is string => n !== undefined && networks.has(n));
-    services.push({ id: r.id, name: r.inputs.name as string, labels, networks: nets });
-  }
+  const swarm = planSwarm(plan.resources);
+  const { services, networks } = swarm;
   const addrs = new Map(services.map((s) => [s.id, new Map(s.networks.map((n) => [n, loopback()]))]));
   const dendrite = services.find((s) => s.name === "dendrite");
   assert.ok(dendrite, "the local plan has a dendrite service");
@@ -197,7 +137,7 @@ before(async () => {
   const b = backend();
   await new Promise<void>((r) => b.listen(port, dendriteAddr, r));
   servers.push(b);
-  const api = dockerApi(services, networks, addrs);
+  const api = swarmApiStandIn(swarm, { addr: (s, n) => addrs.get(s.id)?.get(n) ?? "", onCall: (c) => dockerCalls.push(c) });
   await new Promise<void>((r) => api.listen(0, "127.0.0.1", r));
   servers.push(api);
 

@@ -1,12 +1,12 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import * as http from "node:http";
 import type { AddressInfo } from "node:net";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { parse, stringify } from "yaml";
 import { ROOT, type PlanOnDisk } from "../support/plan";
+import { planSwarm, swarmApiStandIn } from "../support/swarmApiStandIn";
 
 /**
  * The real Traefik (test/images/build-traefik.sh) with the local plan's rendered static and dynamic config,
@@ -37,69 +37,10 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-interface PlanService {
-  id: string;
-  name: string;
-  labels: Record<string, string>;
-  networks: string[];
-}
-
-/** The Docker Engine API calls Traefik's Swarm provider makes (pkg/provider/docker/pswarm.go), over the plan. */
-function dockerApi(services: PlanService[], networks: Map<string, string>, addr: (s: PlanService) => string): http.Server {
-  const json = (res: http.ServerResponse, body: unknown) => {
-    res.writeHead(200, { "Content-Type": "application/json", "Api-Version": "1.47" });
-    res.end(JSON.stringify(body));
-  };
-  return http.createServer((req, res) => {
-    const url = new URL(req.url ?? "/", "http://docker");
-    const p = url.pathname.replace(/^\/v[0-9.]+/, "");
-    if (p === "/_ping") {
-      res.writeHead(200, { "Api-Version": "1.47", "Content-Type": "text/plain" });
-      return res.end(req.method === "HEAD" ? undefined : "OK");
-    }
-    if (p === "/version") return json(res, { Version: "27.5.1", ApiVersion: "1.47", MinAPIVersion: "1.24", Os: "linux", Arch: "amd64" });
-    if (p === "/networks") return json(res, [...networks].map(([id, name]) => ({ Id: id, Name: name, Scope: "swarm", Driver: "overlay" })));
-    if (p === "/services") {
-      return json(
-        res,
-        services.map((s) => ({ ID: s.id, Version: { Index: 1 }, Spec: { Name: s.name, Labels: s.labels, Mode: { Replicated: { Replicas: 1 } }, EndpointSpec: { Mode: "vip" } }, Endpoint: { Spec: { Mode: "vip" } } })),
-      );
-    }
-    if (p === "/tasks") {
-      const filters = JSON.parse(url.searchParams.get("filters") ?? "{}") as Record<string, Record<string, boolean>>;
-      const ids = Object.keys(filters.service ?? {});
-      return json(
-        res,
-        services
-          .filter((s) => ids.length === 0 || ids.includes(s.id))
-          .map((s) => ({
-            ID: `task-${s.id}`,
-            ServiceID: s.id,
-            Slot: 1,
-            DesiredState: "running",
-            Status: { State: "running" },
-            NetworksAttachments: s.networks.map((n) => ({ Network: { ID: n, Spec: { Name: networks.get(n) } }, Addresses: [`${addr(s)}/8`] })),
-          })),
-      );
-    }
-    res.writeHead(404, { "Content-Type": "application/json" });
-    res.end(JSON.stringify({ message: `not served: ${req.method} ${p}` }));
-  });
-}
-
 export async function startTraefikFront(plan: PlanOnDisk, dendritePort: number, bin = traefikBinary()): Promise<TraefikFront> {
   const adaptations: string[] = [];
-  const networks = new Map<string, string>();
-  const services: PlanService[] = [];
-  const rs = plan.resources as unknown as { type: string; id: string; inputs: Record<string, unknown> }[];
-  for (const r of rs) if (r.type === "docker:index/network:Network") networks.set(r.id, r.inputs.name as string);
-  for (const r of rs) {
-    if (r.type !== "docker:index/service:Service") continue;
-    const labels = Object.fromEntries(((r.inputs.labels ?? []) as { label: string; value: string }[]).map((l) => [l.label, l.value]));
-    const task = (r.inputs.taskSpec ?? {}) as { networksAdvanceds?: { id?: string }[] };
-    const nets = (task.networksAdvanceds ?? []).map((n) => n.id).filter((n): n is string => n !== undefined && networks.has(n));
-    services.push({ id: r.id, name: r.inputs.name as string, labels, networks: nets });
-  }
+  const swarm = planSwarm(plan.resources);
+  const { services } = swarm;
   const dendrite = services.find((s) => s.name === "dendrite");
   if (!dendrite) throw new Error("the local plan has no dendrite service");
   const portLabel = "traefik.http.services.dendrite.loadbalancer.server.port";
@@ -118,7 +59,7 @@ export async function startTraefikFront(plan: PlanOnDisk, dendritePort: number, 
   // Other services' tasks on unused loopback addresses: nothing of theirs is measured.
   const other = 30 + Math.floor(Math.random() * 200);
   const addrs = new Map(services.map((s, i) => [s.id, s === dendrite ? "127.0.0.1" : `127.${other}.0.${i + 1}`]));
-  const api = dockerApi(services, networks, (s) => addrs.get(s.id)!);
+  const api = swarmApiStandIn(swarm, { addr: (s) => addrs.get(s.id)! });
   await new Promise<void>((r) => api.listen(0, "127.0.0.1", r));
 
   const dir = mkdtempSync(path.join(tmpdir(), "hm-bench-traefik-"));

@@ -13,6 +13,8 @@
  *   npm run e2e -- --deployed         the local stack deployed by the real engine onto a private Docker engine
  *                                     (a network namespace) with the real programs' images; the scenario
  *                                     runs inside that namespace through Traefik (test/e2e/deployed.ts)
+ *   npm run e2e -- --federation       two servers federating through their real edges, a third refused at the
+ *                                     gate (test/federation.real.test.ts, run by node's test runner)
  *   ... --pin ADDR                    (with --client-url) send the server name's requests to ADDR and accept
  *                                     there only Traefik's generated default certificate (a local stack);
  *                                     --restart-services restarts every service of the engine at DOCKER_HOST
@@ -44,12 +46,17 @@ async function main(): Promise<number> {
       pin: { type: "string" },
       "restart-services": { type: "boolean", default: false },
       "self-check-outputs": { type: "string" },
+      federation: { type: "boolean", default: false },
     },
   });
   const say = (s: string) => process.stdout.write(`${s}\n`);
   let stack: HostStack | undefined;
   let target: ScenarioTarget;
   if (values.deployed) return runDeployed(say);
+  if (values.federation) {
+    const r = spawnSync(process.execPath, ["--import", "tsx", "--test", "--test-reporter", "spec", path.join(__dirname, "../federation.real.test.ts")], { stdio: "inherit", timeout: 900_000 });
+    return r.status ?? 1;
+  }
   if (values.pin) {
     const u = new URL(values["client-url"] ?? "");
     routeToLocalStack(u.hostname, values.pin);
@@ -109,7 +116,7 @@ async function main(): Promise<number> {
       say("Create an account (it reads the password from stdin: type it on the next line, then Enter):");
       say(`  ${stack.createAccountCommand("yourname")}`);
       say(`Then log in from any Matrix client with homeserver ${stack.clientBaseUrl} (plain HTTP on loopback: no Traefik here).`);
-      say(`TURN: 127.0.0.1:${stack.turn.port}/udp. Ctrl-C stops everything and deletes ${stack.dir}.`);
+      say(`TURN: 127.0.0.1:${stack.turn!.port}/udp. Ctrl-C stops everything and deletes ${stack.dir}.`);
       // Handlers stay installed through the teardown: a second Ctrl-C (or npm passing the signal on) must not
       // kill this process before the servers are stopped and the temp dir is gone.
       await new Promise<void>((resolve) => {

@@ -38,7 +38,8 @@ export interface HostStack {
   clientBaseUrl: string;
   serverName: string;
   wellKnownBaseUrl: string;
-  turn: { host: string; port: number };
+  /** Absent when started with `turn: false`. */
+  turn?: { host: string; port: number };
   dendriteConfig: string;
   createAccountCommand: (localpart: string) => string;
   adaptations: string[];
@@ -89,7 +90,25 @@ function replaceOnce(text: string, from: string | RegExp, to: string, what: stri
   return text.replace(from, to);
 }
 
-export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOnDisk; log?: (line: string) => void; maxLifetimeSeconds?: number } = {}): Promise<HostStack> {
+export interface HostStackOptions {
+  dendriteDir?: string;
+  plan?: PlanOnDisk;
+  log?: (line: string) => void;
+  maxLifetimeSeconds?: number;
+  /**
+   * Run every program inside a network namespace: the command prefix (e.g. ["ip", "netns", "exec", NS]).
+   * Postgres and Dendrite then listen on `bindAddress` at the ports the plan renders (5432, 8008).
+   */
+  netns?: string[];
+  /** Address Postgres and Dendrite listen on (default 127.0.0.1, free ports). */
+  bindAddress?: string;
+  /** Run coTURN (default true). */
+  turn?: boolean;
+  /** Extra environment for Dendrite (e.g. SSL_CERT_FILE: the roots its federation client trusts). */
+  dendriteEnv?: Record<string, string>;
+}
+
+export async function startHostStack(opts: HostStackOptions = {}): Promise<HostStack> {
   const say = opts.log ?? (() => undefined);
   const binDir = opts.dendriteDir ?? dendriteDir();
   const bins = { dendrite: join(binDir, "dendrite"), createAccount: join(binDir, "create-account") };
@@ -97,7 +116,7 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
   const tools = { initdb: which("initdb"), postgres: which("postgres"), pgIsready: which("pg_isready"), turnserver: which("turnserver"), setpriv: which("setpriv"), timeout: which("timeout") };
   const pgBin = dirname(realpathSync(tools.postgres));
 
-  say("rendering the local stack (npm run plan -- --stack local)");
+  if (!opts.plan) say("rendering the local stack (npm run plan -- --stack local)");
   const plan = opts.plan ?? planToDisk("local");
   const file = (suffix: string): string => {
     const hit = [...plan.files.keys()].find((k) => k.endsWith(suffix));
@@ -122,9 +141,13 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
     isRoot ? [tools.setpriv, [`--reuid=${uid}`, `--regid=${gid}`, "--clear-groups", "--", file, ...args]] : [file, args];
   const bounded = ([file, args]: [string, string[]]): [string, string[]] =>
     opts.maxLifetimeSeconds ? [tools.timeout, ["-s", "KILL", String(opts.maxLifetimeSeconds), file, ...args]] : [file, args];
+  const inNs = ([file, args]: [string, string[]]): [string, string[]] => (opts.netns ? [opts.netns[0], [...opts.netns.slice(1), file, ...args]] : [file, args]);
+  const bind = opts.bindAddress ?? "127.0.0.1";
+  /** In a namespace each stack has an address of its own: the rendered port; on the host, a free one. */
+  const portFor = async (rendered: number) => (opts.netns ? rendered : freePort());
 
   const start = (name: string, cmd: [string, string[]], env: NodeJS.ProcessEnv = {}, cwd = dir): ChildProcess => {
-    const p = spawn(...bounded(cmd), { cwd, env: { PATH: `${pgBin}:/usr/sbin:/usr/bin:/sbin:/bin`, LC_ALL: "C.UTF-8", ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    const p = spawn(...inNs(bounded(cmd)), { cwd, env: { PATH: `${pgBin}:/usr/sbin:/usr/bin:/sbin:/bin`, LC_ALL: "C.UTF-8", ...env }, stdio: ["ignore", "pipe", "pipe"] });
     const tag = (d: Buffer) => (logText += d.toString().replace(/^(?=.)/gm, `[${name}] `));
     p.stdout!.on("data", tag);
     p.stderr!.on("data", tag);
@@ -133,7 +156,7 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
   };
   const runToEnd = (name: string, cmd: [string, string[]], env: NodeJS.ProcessEnv = {}, input?: string, timeoutMs = 60_000): Promise<{ code: number | null; out: string }> =>
     new Promise((resolve, reject) => {
-      const p = spawn(cmd[0], cmd[1], { cwd: dir, env: { PATH: `${pgBin}:/usr/sbin:/usr/bin:/sbin:/bin`, LC_ALL: "C.UTF-8", ...env }, stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs, killSignal: "SIGKILL" });
+      const p = spawn(...inNs(cmd), { cwd: dir, env: { PATH: `${pgBin}:/usr/sbin:/usr/bin:/sbin:/bin`, LC_ALL: "C.UTF-8", ...env }, stdio: ["pipe", "pipe", "pipe"], timeout: timeoutMs, killSignal: "SIGKILL" });
       let out = "";
       p.stdout.on("data", (d: Buffer) => (out += d.toString()));
       p.stderr.on("data", (d: Buffer) => (out += d.toString()));
@@ -171,7 +194,7 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
 
   try {
     // ---- PostgreSQL 15 (Debian; the image pins 17) ----
-    const pg = { port: await freePort(), socket: join(dir, "pgsock"), data: join(dir, "pgdata") };
+    const pg = { port: await portFor(5432), socket: join(dir, "pgsock"), data: join(dir, "pgdata") };
     for (const d of [pg.socket, pg.data]) {
       mkdirSync(d, { mode: 0o700 });
       own(d, ids.postgres, ids.postgresGid);
@@ -185,7 +208,7 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
     // The image's initdb: superuser "postgres" (POSTGRES_USER unset), its password from the secret, trust on the socket.
     const init = await runToEnd("initdb", as(ids.postgres, ids.postgresGid, tools.initdb, ["-D", pg.data, "-U", "postgres", `--pwfile=${superPw}`, "-E", "UTF8", "--locale=C.UTF-8", "--auth-local=trust", "--auth-host=scram-sha-256"]));
     if (init.code !== 0) throw new Error(`initdb failed:\n${init.out}`);
-    adaptations.push("postgres: Debian's PostgreSQL 15 (the pin is postgres:17.9-alpine), data and socket in a temp dir, on 127.0.0.1:" + pg.port);
+    adaptations.push("postgres: Debian's PostgreSQL 15 (the pin is postgres:17.9-alpine), data and socket in a temp dir, on " + `${bind}:${pg.port}`);
     // The planned service's own server arguments (resources.json), after `postgres`.
     const service = plan.resources.find((r) => r.name === "postgres-service") as { inputs: { taskSpec: { containerSpec: { args: string[] } } } } | undefined;
     const serverArgs = service?.inputs.taskSpec.containerSpec.args.slice(1) ?? [];
@@ -200,27 +223,30 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
     const ran = await runToEnd("10-dendrite.sh", as(ids.postgres, ids.postgresGid, initScript, []), { POSTGRES_USER: "postgres", PGHOST: pg.socket, PGPORT: String(pg.port) });
     if (ran.code !== 0) throw new Error(`the rendered postgres init script failed:\n${ran.out}`);
     await stopProc("postgres");
-    start("postgres", as(ids.postgres, ids.postgresGid, tools.postgres, [...pgArgs, "-c", "listen_addresses=127.0.0.1"]));
+    start("postgres", as(ids.postgres, ids.postgresGid, tools.postgres, [...pgArgs, "-c", `listen_addresses=${bind}`]));
     await until("postgres accepting connections", 60_000, "postgres", pgUp);
-    say(`postgres 15 on 127.0.0.1:${pg.port}`);
+    say(`postgres 15 on ${bind}:${pg.port}`);
 
     // ---- coTURN (Debian) ----
-    const turnPort = await freePort(true);
+    const withTurn = opts.turn ?? true;
+    const turnPort = withTurn ? await freePort(true) : 0;
+    // Without coTURN its config is still adapted (one code path) but nothing of it is listed as run.
+    const turnLog: string[] = withTurn ? adaptations : [];
     // A relay range away from the kernel's ephemeral ports, random so parallel runs rarely meet.
     const relayMin = 20000 + Math.floor(Math.random() * 90) * 100;
     let turnConf = file("coturn-config/turnserver.conf");
-    turnConf = replaceOnce(turnConf, /^listening-port=\d+$/m, `listening-port=${turnPort}\nlistening-ip=127.0.0.1\nrelay-ip=127.0.0.1`, `coturn: listens and relays on 127.0.0.1, port ${turnPort}`, adaptations);
+    turnConf = replaceOnce(turnConf, /^listening-port=\d+$/m, `listening-port=${turnPort}\nlistening-ip=127.0.0.1\nrelay-ip=127.0.0.1`, `coturn: listens and relays on 127.0.0.1, port ${turnPort}`, turnLog);
     // coTURN refuses loopback peers before it reads the peer lists (--allow-loopback-peers, off by default);
     // on this host every peer is on loopback. The rendered lists still decide: 127.0.0.1 (external-ip) is
     // allowed, the rest of 127/8 denied, which the scenario checks.
-    turnConf = replaceOnce(turnConf, /^no-multicast-peers$/m, "no-multicast-peers\nallow-loopback-peers", "coturn: allow-loopback-peers (every peer on this host is on loopback)", adaptations);
-    turnConf = replaceOnce(turnConf, /^min-port=\d+$/m, `min-port=${relayMin}`, `coturn: relay ports ${relayMin}-${relayMin + 99}`, adaptations);
-    turnConf = replaceOnce(turnConf, /^max-port=\d+$/m, `max-port=${relayMin + 99}`, "coturn: relay range end", adaptations);
+    turnConf = replaceOnce(turnConf, /^no-multicast-peers$/m, "no-multicast-peers\nallow-loopback-peers", "coturn: allow-loopback-peers (every peer on this host is on loopback)", turnLog);
+    turnConf = replaceOnce(turnConf, /^min-port=\d+$/m, `min-port=${relayMin}`, `coturn: relay ports ${relayMin}-${relayMin + 99}`, turnLog);
+    turnConf = replaceOnce(turnConf, /^max-port=\d+$/m, `max-port=${relayMin + 99}`, "coturn: relay range end", turnLog);
     const turnRun = join(dir, "coturn");
     mkdirSync(turnRun);
     own(turnRun, ids.coturn);
     const turnPid = join(turnRun, "turnserver.pid");
-    turnConf = replaceOnce(turnConf, /^pidfile=.*$/m, `pidfile=${turnPid}`, "coturn: pid file in the temp dir (the service's is on a tmpfs)", adaptations);
+    turnConf = replaceOnce(turnConf, /^pidfile=.*$/m, `pidfile=${turnPid}`, "coturn: pid file in the temp dir (the service's is on a tmpfs)", turnLog);
     const turnConfPath = join(dir, "turnserver.conf");
     writeFileSync(turnConfPath, turnConf, { mode: 0o440 });
     own(turnConfPath, 0, ids.coturn);
@@ -236,11 +262,13 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
         }
       });
     };
-    await startTurn();
-    say(`coturn on 127.0.0.1:${turnPort}/udp`);
+    if (withTurn) {
+      await startTurn();
+      say(`coturn on 127.0.0.1:${turnPort}/udp`);
+    }
 
     // ---- Dendrite v0.13.8 ----
-    const dendritePort = await freePort();
+    const dendritePort = await portFor(8008);
     const state = join(dir, "dendrite");
     for (const d of ["", "media", "jetstream", "searchindex"]) {
       mkdirSync(join(state, d), { recursive: true });
@@ -251,22 +279,22 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
     own(keyPath, ids.dendrite);
     let yaml = file("dendrite-config/dendrite.yaml");
     yaml = replaceOnce(yaml, '"/run/secrets/matrix-signing-key.pem"', `"${keyPath}"`, "dendrite: private_key path (the rendered signing key, not a new one)", adaptations);
-    yaml = replaceOnce(yaml, /@postgres:5432\//, `@127.0.0.1:${pg.port}/`, `dendrite: database host postgres:5432 -> 127.0.0.1:${pg.port}`, adaptations);
+    yaml = replaceOnce(yaml, /@postgres:5432\//, `@${bind}:${pg.port}/`, `dendrite: database host postgres:5432 -> ${bind}:${pg.port}`, adaptations);
     yaml = replaceOnce(yaml, '"/var/dendrite/jetstream"', `"${join(state, "jetstream")}"`, "dendrite: jetstream storage_path", adaptations);
     yaml = replaceOnce(yaml, '"/var/dendrite/media"', `"${join(state, "media")}"`, "dendrite: media base_path", adaptations);
     yaml = replaceOnce(yaml, '"/var/dendrite/searchindex"', `"${join(state, "searchindex")}"`, "dendrite: search index_path", adaptations);
-    yaml = replaceOnce(yaml, /"turn:[^":]+:\d+\?transport=udp"/, `"turn:127.0.0.1:${turnPort}?transport=udp"`, `dendrite: turn_uris udp -> 127.0.0.1:${turnPort}`, adaptations);
-    yaml = replaceOnce(yaml, /"turn:[^":]+:\d+\?transport=tcp"/, `"turn:127.0.0.1:${turnPort}?transport=tcp"`, `dendrite: turn_uris tcp -> 127.0.0.1:${turnPort}`, adaptations);
+    if (withTurn) yaml = replaceOnce(yaml, /"turn:[^":]+:\d+\?transport=udp"/, `"turn:127.0.0.1:${turnPort}?transport=udp"`, `dendrite: turn_uris udp -> 127.0.0.1:${turnPort}`, adaptations);
+    if (withTurn) yaml = replaceOnce(yaml, /"turn:[^":]+:\d+\?transport=tcp"/, `"turn:127.0.0.1:${turnPort}?transport=tcp"`, `dendrite: turn_uris tcp -> 127.0.0.1:${turnPort}`, adaptations);
     const configPath = join(dir, "dendrite.yaml");
     writeFileSync(configPath, yaml, { mode: 0o440 });
     own(configPath, 0, ids.dendrite);
     const serverName = /^ {2}server_name: "([^"]+)"$/m.exec(yaml)?.[1];
     const wellKnownBaseUrl = /^ {2}well_known_client_name: "([^"]+)"$/m.exec(yaml)?.[1];
     if (!serverName || !wellKnownBaseUrl) throw new Error("the rendered dendrite.yaml has no server_name or well_known_client_name");
-    const clientBaseUrl = `http://127.0.0.1:${dendritePort}`;
-    adaptations.push(`dendrite: -http-bind-address 127.0.0.1:${dendritePort} (the service binds :8008 on its overlay)`);
+    const clientBaseUrl = `http://${bind}:${dendritePort}`;
+    adaptations.push(`dendrite: -http-bind-address ${bind}:${dendritePort} (the service binds :8008 on its overlay)`);
     const startDendrite = async () => {
-      start("dendrite", as(ids.dendrite, ids.dendrite, bins.dendrite, ["-config", configPath, "-http-bind-address", `127.0.0.1:${dendritePort}`]), {}, state);
+      start("dendrite", as(ids.dendrite, ids.dendrite, bins.dendrite, ["-config", configPath, "-http-bind-address", `${bind}:${dendritePort}`]), opts.dendriteEnv ?? {}, state);
       await until("dendrite answering /_matrix/client/versions", 180_000, "dendrite", async () => (await fetch(`${clientBaseUrl}/_matrix/client/versions`, { signal: AbortSignal.timeout(3000) })).ok);
     };
     await startDendrite();
@@ -277,7 +305,7 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
       clientBaseUrl,
       serverName,
       wellKnownBaseUrl,
-      turn: { host: "127.0.0.1", port: turnPort },
+      turn: withTurn ? { host: "127.0.0.1", port: turnPort } : undefined,
       dendriteConfig: configPath,
       createAccountCommand: (localpart) => `${bins.createAccount} -config ${configPath} -url ${clientBaseUrl} -username ${localpart} -passwordstdin`,
       adaptations,
@@ -288,10 +316,10 @@ export async function startHostStack(opts: { dendriteDir?: string; plan?: PlanOn
       },
       restartAll: async () => {
         await stopAll();
-        start("postgres", as(ids.postgres, ids.postgresGid, tools.postgres, [...pgArgs, "-c", "listen_addresses=127.0.0.1"]));
+        start("postgres", as(ids.postgres, ids.postgresGid, tools.postgres, [...pgArgs, "-c", `listen_addresses=${bind}`]));
         await until("postgres accepting connections after restart", 60_000, "postgres", pgUp);
         rmSync(turnPid, { force: true });
-        await startTurn();
+        if (withTurn) await startTurn();
         await startDendrite();
       },
       stopService: (name) => stopProc(name),
