@@ -9,6 +9,7 @@ import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { dendriteDir } from "./e2e/hostStack";
 import { startPebble, startServers, type FederatedServer, type Pebble, type ServerSpec } from "./e2e/federation";
+import { signingKeyFromPem, strayKey, xMatrixAuthorization, type SigningKey } from "./e2e/federationRequest";
 import { NetnsLan } from "./support/netnsLan";
 import { ROOT } from "./support/plan";
 import { findTools } from "./support/realTool";
@@ -259,6 +260,33 @@ describe("two servers of this program federate through the real edge; a third is
     const members = await api(alice, "GET", `/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/joined_members`);
     assert.equal(members.status, 200);
     assert.deepEqual(Object.keys(members.json.joined as Record<string, unknown>).sort(), [alice.userId, bob.userId].sort());
+  });
+
+  test("a federation request with a forged origin: claiming beta.test (allowed) passes alpha's gate and Dendrite refuses the signature; an origin not allowed stops at the gate", async () => {
+    const uri = `/_matrix/federation/v1/query/profile?user_id=${encodeURIComponent(alice.userId)}`;
+    const ask = async (origin: string, key: SigningKey) => {
+      const r = await fetch(`https://alpha.test:8448${uri}`, {
+        headers: { Authorization: xMatrixAuthorization(key, { method: "GET", uri, origin, destination: "alpha.test" }) },
+        signal: AbortSignal.timeout(40_000),
+      });
+      return { status: r.status, body: await r.text() };
+    };
+    const betaKey = signingKeyFromPem(s(beta).plan.files.get("dendrite-signing-key/matrix-signing-key.pem") ?? "");
+    const refusedBefore = s(alpha).edge!.gateLog().split("\n").filter((l) => l.includes('"msg":"refused"')).length;
+    // The control: signed with beta's own key (from its plan), alpha's Dendrite verifies it against the keys beta publishes.
+    const genuine = await ask("beta.test", betaKey);
+    assert.equal(genuine.status, 200, `a request signed with beta's key: ${genuine.status} ${genuine.body}`);
+    // Forged: beta's name and key ID, another key's signature. The gate only reads the origin; Dendrite checks the signature.
+    const forged = await ask("beta.test", strayKey(betaKey.keyId));
+    assert.equal(forged.status, 401, `a forged beta.test request: ${forged.status} ${forged.body}`);
+    // gomatrixserverlib fclient/request.go VerifyHTTPRequest: a signature that does not verify is a 401 with this message.
+    assert.match(forged.body, /Invalid request signature/);
+    assert.equal(s(alpha).edge!.gateLog().split("\n").filter((l) => l.includes('"msg":"refused"')).length, refusedBefore, "the gate let both beta.test requests through (the origin is allowed)");
+    // Forged from a name not on the allowlist: refused at the gate, whatever the signature.
+    const outsider = await ask("evil.test", strayKey());
+    assert.equal(outsider.status, 403, `evil.test: ${outsider.status} ${outsider.body}`);
+    const refused = s(alpha).edge!.gateLog().split("\n").filter((l) => l.includes('"msg":"refused"')).map((l) => JSON.parse(l) as { origin?: string });
+    assert.ok(refused.some((r) => r.origin === "evil.test"), "the gate logged evil.test's refusal");
   });
 
   // Upstream limitation, kept visible: the rendered global.dns_cache (on for a security reason, see
