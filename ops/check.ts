@@ -13,7 +13,7 @@ import { connect as tlsConnect } from "node:tls";
 import { parseArgs } from "node:util";
 import { parse as parseYaml } from "yaml";
 import { TAG_DATABASE, TAG_MEDIA } from "../components/render/backup";
-import { parseTurnUri, TurnClient } from "../test/e2e/turn";
+import { parseTurnUri, TurnClient } from "./turnClient";
 
 export interface CheckInput {
   /** Client API base URL (stack output matrixUrl). */

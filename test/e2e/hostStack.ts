@@ -4,7 +4,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, 
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { TurnClient } from "./turn";
+import { TurnClient } from "../../ops/turnClient";
 import { planToDisk, type PlanOnDisk } from "../support/plan";
 
 /**

@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { ClientEvent, createClient, KnownMembership, Preset, RoomEvent, type MatrixClient, type MatrixEvent, type Room } from "matrix-js-sdk";
-import { parseTurnUri, TurnClient, udpPeer } from "./turn";
+import { parseTurnUri, TurnClient, udpPeer } from "../../ops/turnClient";
 
 /**
  * The client scenario of issue 17, driven by matrix-js-sdk (a maintained Matrix client library) against
