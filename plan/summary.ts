@@ -101,7 +101,8 @@ function warnings(plan: Plan, s: Settings, credentials: string[]): string[] {
   if (s.acmeCa === "letsencrypt-staging") {
     w.push("acmeCa is letsencrypt-staging: its certificates are trusted by no client and no other server; use it to try a deploy, then set acmeCa to letsencrypt");
   }
-  if (s.target === "local") w.push(`self-signed certificate (acmeCa none): a client must be told to accept it (open ${String(plan.outputs.matrixUrl)} in the browser once)`);
+  // Traefik generates its default certificate anew at every dynamic configuration change (traefik v3.7.13 pkg/tls/tlsmanager.go UpdateConfigs).
+  if (s.target === "local") w.push(`self-signed certificate (acmeCa none): a client must be told to accept it (open ${String(plan.outputs.matrixUrl)} in the browser), and again after a service changes: Traefik makes a new one then`);
   if (credentials.length > 0) w.push(`pulumi up needs credentials the stack does not hold yet: ${credentials.map((c) => c.slice(0, c.indexOf(": "))).join(", ")} (npm run plan:check -- --stack ${s.stack} says how to set each)`);
   if (!s.backupPlan) w.push("backups are off: a lost disk loses every message and file (set backupRepository, README \"Backups\")");
   if (!s.turnEnabled) w.push("TURN is off: voice and video calls fail between users behind NAT");
