@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { runChecks, type CheckResult } from "../ops/check";
-import { dendriteDir, startHostStack, type HostStack } from "./e2e/hostStack";
+import { dendriteDir, hostStackTarget, startHostStack, type HostStack } from "./e2e/hostStack";
 import { formatResult, runScenario, type StepResult } from "./e2e/scenario";
 import { builtEngine } from "./engine/harness";
 import { clusterSkipReason } from "./support/netnsCluster";
@@ -47,16 +47,7 @@ describe("e2e: a real Matrix client against the rendered local stack on real ser
   before(async () => {
     stack = await startHostStack({ dendriteDir: DENDRITE_DIR, maxLifetimeSeconds: 900, log: (l) => console.log(`# ${l}`) });
     results = await runScenario(
-      {
-        clientBaseUrl: stack.clientBaseUrl,
-        serverName: stack.serverName,
-        wellKnownBaseUrl: stack.wellKnownBaseUrl,
-        register: stack.register,
-        adminPath: { dendriteUrl: stack.clientBaseUrl },
-        turnPeerHost: "127.0.0.1",
-        turnDeniedPeers: ["10.0.0.1", "127.0.0.2"],
-        restart: stack.restartAll,
-      },
+      hostStackTarget(stack),
       (r) => console.log(`# ${formatResult(r)}`),
     );
   });

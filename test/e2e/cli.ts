@@ -29,7 +29,7 @@ import { parseArgs } from "node:util";
 import { createAccounts } from "../../ops/users";
 import { formatCheck, runChecks, type CheckInput, type CheckResult } from "../../ops/check";
 import { deployLocalStack, LOCAL, restartServices, routeToLocalStack, waitForRoutes } from "./deployed";
-import { startHostStack, type HostStack } from "./hostStack";
+import { hostStackTarget, startHostStack, type HostStack } from "./hostStack";
 import { formatResult, runScenario, type ScenarioTarget } from "./scenario";
 
 async function main(): Promise<number> {
@@ -92,16 +92,7 @@ async function main(): Promise<number> {
     stack = await startHostStack({ log: (l) => say(`# ${l}`) });
     say("# adaptations of the rendered files to this host:");
     for (const a of stack.adaptations) say(`#   ${a}`);
-    target = {
-      clientBaseUrl: stack.clientBaseUrl,
-      serverName: stack.serverName,
-      wellKnownBaseUrl: stack.wellKnownBaseUrl,
-      register: stack.register,
-      adminPath: { dendriteUrl: stack.clientBaseUrl },
-      turnPeerHost: "127.0.0.1",
-      turnDeniedPeers: ["10.0.0.1", "127.0.0.2"],
-      ...(values["no-restart"] ? {} : { restart: stack.restartAll }),
-    };
+    target = hostStackTarget(stack, !values["no-restart"]);
   }
   let failed = 0;
   try {

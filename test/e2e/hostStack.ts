@@ -5,6 +5,7 @@ import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { TurnClient } from "../../ops/turnClient";
+import type { ScenarioTarget } from "./scenario";
 import { planToDisk, type PlanOnDisk } from "../support/plan";
 
 /**
@@ -162,6 +163,9 @@ export async function startHostStack(opts: HostStackOptions = {}): Promise<HostS
       p.stderr.on("data", (d: Buffer) => (out += d.toString()));
       p.on("error", reject);
       p.on("close", (code) => resolve({ code, out }));
+      // A program that exits without reading its stdin makes this write fail with EPIPE: its exit code
+      // says what happened, so the write error is not one (unhandled, it failed the whole test file once).
+      p.stdin.on("error", () => undefined);
       p.stdin.end(input ?? "");
     });
   const stopProc = async (name: string) => {
@@ -335,4 +339,21 @@ export async function startHostStack(opts: HostStackOptions = {}): Promise<HostS
     else rmSync(dir, { recursive: true, force: true });
     throw e;
   }
+}
+
+/**
+ * The scenario's target on the host stack: Dendrite straight (its admin path too), coTURN's relay to a
+ * loopback peer (allowed there) and two denied peers; `restart` restarts every server.
+ */
+export function hostStackTarget(stack: HostStack, restart = true): ScenarioTarget {
+  return {
+    clientBaseUrl: stack.clientBaseUrl,
+    serverName: stack.serverName,
+    wellKnownBaseUrl: stack.wellKnownBaseUrl,
+    register: stack.register,
+    adminPath: { dendriteUrl: stack.clientBaseUrl },
+    turnPeerHost: "127.0.0.1",
+    turnDeniedPeers: ["10.0.0.1", "127.0.0.2"],
+    ...(restart ? { restart: stack.restartAll } : {}),
+  };
 }
